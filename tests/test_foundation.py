@@ -1,0 +1,113 @@
+"""The project installs, starts and is configured the way README.md says."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from common.errors import UserFacingError
+from common.hub import HubFile, resolve_file, resolve_snapshot
+from common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_settings_read_prefixed_environment_and_keep_defaults():
+    s = Settings.from_env({"DH_WAV2LIP384_CHECKPOINT": "me/w384", "DH_MAX_AUDIO_SECONDS": "12.5"})
+    assert s.wav2lip384_checkpoint == "me/w384"
+    assert s.max_audio_seconds == 12.5
+    assert s.wav2lip96_checkpoint == Settings().wav2lip96_checkpoint
+    assert Settings(llm_api_key="secret").describe()["DH_LLM_API_KEY"] == "***"
+
+
+def test_every_setting_is_documented_in_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for env_name in Settings().describe():
+        assert env_name in readme, f"{env_name} missing from README"
+
+
+def test_resolve_file_accepts_local_paths(tmp_path):
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"x")
+    assert resolve_file(f) == f
+    with pytest.raises(UserFacingError, match="no file at"):
+        resolve_file(tmp_path / "missing.pth", what="weights")
+
+
+def test_offline_hub_fails_fast_with_a_message_naming_repo_and_fix():
+    start = time.perf_counter()
+    with pytest.raises(UserFacingError) as err:
+        resolve_file("nobody/nothing:model.pth", what="Wav2Lip-96 generator", how_to_fix="Set DH_X to a file.")
+    assert time.perf_counter() - start < 3
+    msg = str(err.value)
+    assert "nobody/nothing:model.pth" in msg and "Set DH_X" in msg and "Wav2Lip-96" in msg
+    with pytest.raises(UserFacingError, match="not reachable"):
+        resolve_snapshot("nobody/nothing", what="embedder")
+
+
+def test_hub_spec_parsing():
+    assert HubFile.parse("a/b:c/d.pth") == HubFile("a/b", "c/d.pth")
+    assert HubFile.parse("a/b", default_filename="x.bin").filename == "x.bin"
+    with pytest.raises(UserFacingError):
+        HubFile.parse("not-a-repo:x")
+
+
+def test_readme_has_space_front_matter_and_exactly_two_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    front = readme.split("---")[1]
+    for key in ("sdk: gradio", "sdk_version:", "app_file: app.py", "python_version:"):
+        assert key in front
+    section = readme.split("## Two commands")[1].split("\n## ")[0]
+    commands = re.findall(r"```bash\n\s*(.+?)\n\s*```", section, flags=re.S)
+    assert commands == ["pip install -r requirements.txt && python app.py",
+                        "pip install -r requirements-dev.txt && python -m pytest"]
+
+
+def test_requirements_are_exact_pins_with_cpu_torch():
+    lines = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
+    pins = [ln for ln in lines if ln]
+    assert "torch==2.13.0" in pins
+    assert all("==" in p for p in pins), [p for p in pins if "==" not in p]
+    opencv = next(p for p in pins if p.startswith("opencv"))
+    assert opencv.split("==")[1].startswith("4."), "OpenCV 5 dropped the Haar cascades we rely on"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_app_serves_http_on_loopback_within_30_seconds(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_HUB_OFFLINE": "1", "DH_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("GRADIO_SERVER_NAME", None)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    assert r.status == 200
+                    assert "<html" in r.read(4096).decode("utf-8", "replace").lower()
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("app did not serve HTTP within 30 s")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"127.0.0.1:{port}" in out  # binds to loopback by default and prints the address
