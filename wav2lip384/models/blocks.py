@@ -1,0 +1,73 @@
+"""The three layer wrappers of Wav2Lip, built from :class:`~wav2lip384.config.ConvSpec`.
+
+Attribute names (``conv_block``, ``act``) are those of the original code, so the public checkpoints'
+keys (``...conv_block.0.weight``, ``...conv_block.1.running_mean``) map onto ours one-to-one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from wav2lip384.config import ConvSpec
+
+
+class ConvBNReLU(nn.Module):
+    """conv -> BatchNorm -> (+ input when residual) -> ReLU. Shape: (B,cin,H,W) -> (B,cout,H',W')."""
+
+    def __init__(self, spec: ConvSpec):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.Conv2d(spec.cin, spec.cout, spec.kernel, spec.stride, spec.padding),
+            nn.BatchNorm2d(spec.cout),
+        )
+        self.act = nn.ReLU()
+        self.residual = spec.residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_block(x)
+        if self.residual:
+            out = out + x
+        return self.act(out)
+
+
+class DeconvBNReLU(nn.Module):
+    """transposed conv -> BatchNorm -> ReLU (upsampling). (B,cin,H,W) -> (B,cout,H*s,W*s) for s2/p1/op1."""
+
+    def __init__(self, spec: ConvSpec):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ConvTranspose2d(spec.cin, spec.cout, spec.kernel, spec.stride, spec.padding, spec.output_padding),
+            nn.BatchNorm2d(spec.cout),
+        )
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv_block(x))
+
+
+class ConvLeaky(nn.Module):
+    """conv -> LeakyReLU(0.01), no normalisation (the quality discriminator's ``nonorm_Conv2d``)."""
+
+    def __init__(self, spec: ConvSpec):
+        super().__init__()
+        self.conv_block = nn.Sequential(nn.Conv2d(spec.cin, spec.cout, spec.kernel, spec.stride, spec.padding))
+        self.act = nn.LeakyReLU(0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv_block(x))
+
+
+_KINDS = {"conv": ConvBNReLU, "deconv": DeconvBNReLU, "nonorm": ConvLeaky}
+
+
+def build_layer(spec: ConvSpec) -> nn.Module:
+    try:
+        return _KINDS[spec.kind](spec)
+    except KeyError:
+        raise ValueError(f"unknown layer kind {spec.kind!r}; expected one of {sorted(_KINDS)}") from None
+
+
+def build_sequential(specs) -> nn.Sequential:
+    """A tuple of specs -> ``nn.Sequential`` (keys ``0.conv_block...``, ``1.conv_block...``, ...)."""
+    return nn.Sequential(*(build_layer(s) for s in specs))
