@@ -32,7 +32,9 @@ class Settings:
     llm_api_key: str = ""
     llm_model: str = ""
     # --- text to speech ---
-    tts_engine: str = "auto"
+    tts_engine: str = "auto"  # auto | gpt_sovits | neural | espeak
+    tts_neural_model: str = ""  # sherpa-onnx VITS model dir or Hub repo; empty: csukuangfj/vits-melo-tts-zh_en
+    tts_max_chars: int = 1000  # longer answers are refused with a clear message
     gpt_sovits_url: str = ""  # e.g. http://127.0.0.1:9880 ; empty disables the GPT-SoVITS engine
     gpt_sovits_ref_audio: str = ""
     gpt_sovits_prompt_text: str = ""
