@@ -104,15 +104,12 @@ def _concat(parts: list[Speech], text: str, lang: str, t0: float) -> Speech:
 
 
 def resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Polyphase resampling (scipy, installed with librosa): exact rational ratio, no numba JIT wait."""
+    """High-quality resampling with soxr (librosa's own backend; imports in ~0.3 s vs ~2 s for scipy.signal)."""
     if sr_in == sr_out:
         return wave.astype(np.float32, copy=False)
-    from math import gcd
+    import soxr
 
-    from scipy.signal import resample_poly
-
-    g = gcd(int(sr_in), int(sr_out))
-    return resample_poly(wave.astype(np.float64), sr_out // g, sr_in // g).astype(np.float32)
+    return soxr.resample(wave.astype(np.float32, copy=False), int(sr_in), int(sr_out), quality="HQ").astype(np.float32)
 
 
 class TTS:
