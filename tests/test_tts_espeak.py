@@ -117,3 +117,9 @@ def test_silent_answer_gives_no_nan_mel():
     except ImportError:
         return  # the lip-sync package's mel is not there yet; librosa's check above stands
     assert np.isfinite(melspectrogram(silent)).all()
+
+
+def test_streamed_sentences_carry_written_and_spoken_text(tts):
+    parts = list(tts.stream("请拨打12345热线。谢谢！"))
+    assert [p.text for p in parts] == ["请拨打12345热线。", "谢谢！"]
+    assert parts[0].extra["normalized"] == "请拨打幺二三四五热线。"

@@ -56,11 +56,21 @@ def _engines(args) -> list[dict]:
     return [s.as_dict() for s in _make_tts(args).engines(refresh=True)]
 
 
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _bench(args) -> dict:
     t = _make_tts(args)
     statuses = t.engines(refresh=True)
     wanted = set(args.engine or [])
-    result: dict = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+    result: dict = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(),
                     "repeats": args.repeats, "engines": {}}
     for st in statuses:
         if wanted and st.name not in wanted:

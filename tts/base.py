@@ -190,7 +190,8 @@ class TTS:
         return self._candidates(lang, None)[0].name
 
     # ---- synthesis ------------------------------------------------------------------------------
-    def _prepare(self, text: str, lang: str | None) -> tuple[str, list[str]]:
+    def _prepare(self, text: str, lang: str | None) -> tuple[str, list[tuple[str, str]]]:
+        """(language, [(sentence as written, sentence normalised for speech), ...])."""
         from tts.text import check_text, detect_language, normalize, split_sentences
 
         text = check_text(text, self.config.max_chars)
@@ -198,16 +199,17 @@ class TTS:
             lang = detect_language(text)
         if lang not in LANGS:
             raise UserFacingError(f"Unsupported language {lang!r}: use 'zh' or 'en'.")
-        sentences = [s for s in (normalize(p, lang) for p in split_sentences(text, lang)) if s.strip()]
+        sentences = [(p, n) for p in split_sentences(text, lang) if (n := normalize(p, lang)).strip()]
         if not sentences:
             raise UserFacingError("The text has nothing to read aloud (only punctuation or symbols).")
         return lang, sentences
 
-    def _speak_one(self, sentence: str, lang: str, candidates: list[Engine]) -> Speech:
+    def _speak_one(self, sentence: tuple[str, str], lang: str, candidates: list[Engine]) -> Speech:
+        written, spoken = sentence
         last: Exception | None = None
         for e in candidates:
             try:
-                sp = e.synthesize(sentence, lang)
+                sp = e.synthesize(spoken, lang)
             except UserFacingError:
                 raise
             except Exception as err:  # engine failed (server gone, model error): mark it and fall back
@@ -218,6 +220,8 @@ class TTS:
                 last = err
                 continue
             sp.wave = np.nan_to_num(np.asarray(sp.wave, np.float32).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
+            sp.text = written  # subtitles show what was written; what was read is in extra["normalized"]
+            sp.extra["normalized"] = spoken
             return sp
         raise UserFacingError(f"Text-to-speech failed with every available engine (last error: {last}).")
 
@@ -234,7 +238,7 @@ class TTS:
         candidates = self._candidates(lang, engine)
         parts = [self._speak_one(s, lang, candidates) for s in sentences]
         sp = _concat(parts, text, lang, t0)
-        sp.extra["normalized"] = " ".join(sentences)
+        sp.extra["normalized"] = " ".join(n for _, n in sentences)
         return sp
 
 
