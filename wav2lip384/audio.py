@@ -1,0 +1,196 @@
+"""Audio for lip-sync: decode any upload to 16 kHz mono, Wav2Lip's mel spectrogram, per-frame mel windows.
+
+This module is the one owner of the mel settings (:class:`wav2lip384.config.AudioConfig`); training,
+inference and evaluation all call it, so the features a model was trained on are the features it sees.
+
+Decoding goes through the ffmpeg binary shipped by ``imageio-ffmpeg`` (no system ffmpeg needed), called
+with an argument list through pipes (never a shell). ffmpeg reads wav/mp3/m4a/aac/flac/ogg/opus and the
+audio track of video files, downmixes and resamples in one pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserFacingError
+from wav2lip384.config import AudioConfig
+
+DEFAULT_MAX_SECONDS = 300.0
+_DECODE_TIMEOUT_S = 300.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------------------
+def _ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def load_audio(path: str | os.PathLike, *, sample_rate: int = 16000,
+               max_seconds: float | None = DEFAULT_MAX_SECONDS) -> np.ndarray:
+    """Decode an audio (or video) file to mono float32 samples in [-1, 1] at ``sample_rate``.
+
+    Raises :class:`UserFacingError` for a missing, empty, unreadable or non-audio file, for a file without
+    any sound, and for audio longer than ``max_seconds`` (``None`` = no limit).
+    """
+    p = Path(os.fspath(path)).expanduser()
+    name = p.name
+    if not p.is_file():
+        raise UserFacingError(f"Audio file {name!r} was not found.")
+    if p.stat().st_size == 0:
+        raise UserFacingError(f"Audio file {name!r} is empty (0 bytes).")
+
+    cmd = [_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
+           "-i", str(p.resolve()),
+           "-map", "0:a:0",  # first audio stream; a clear error when there is none
+           "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(int(sample_rate)),
+           # Downmix = mean of the channels (as librosa.load / the original Wav2Lip); ffmpeg's default
+           # stereo->mono matrix is 0.707*(L+R), which exceeds [-1, 1] on loud audio.
+           "-rematrix_maxval", "1.0"]
+    if max_seconds is not None:
+        # Decode a little past the limit only: enough to tell "too long" without decoding hours of audio.
+        cmd += ["-t", f"{float(max_seconds) + 1.0:.3f}"]
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=_DECODE_TIMEOUT_S,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise UserFacingError(f"Decoding audio file {name!r} took longer than {_DECODE_TIMEOUT_S:.0f} s; "
+                              "please upload a shorter or simpler file.") from None
+    if proc.returncode != 0:
+        detail = _last_line(proc.stderr)
+        if "matches no streams" in detail:
+            raise UserFacingError(f"File {name!r} contains no audio track.")
+        raise UserFacingError(f"Could not read {name!r} as audio: it is damaged or not an audio file "
+                              f"(wav, mp3, m4a, flac, ogg, ...). ffmpeg said: {detail}")
+    wav = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if wav.size == 0:
+        raise UserFacingError(f"Audio file {name!r} contains no sound samples.")
+    if max_seconds is not None and wav.size > int(round(max_seconds * sample_rate)) + sample_rate // 100:
+        raise UserFacingError(f"Audio file {name!r} is longer than the maximum of {max_seconds:g} s; "
+                              "please upload a shorter clip.")
+    if not np.all(np.isfinite(wav)):
+        wav = np.nan_to_num(wav, nan=0.0, posinf=1.0, neginf=-1.0)
+    return wav
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no details"
+
+
+def resample_mono(wav: np.ndarray, orig_sr: int, target_sr: int = 16000) -> np.ndarray:
+    """In-memory audio (e.g. TTS output, (T,) or (T, C) / (C, T)) -> mono float32 at ``target_sr``."""
+    import librosa
+
+    x = np.asarray(wav, dtype=np.float32)
+    if x.ndim == 2:  # channels on the shorter axis
+        x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)
+    if x.ndim != 1:
+        raise ValueError(f"expected (T,) or 2-D audio, got shape {x.shape}")
+    if orig_sr != target_sr:
+        x = librosa.resample(x, orig_sr=orig_sr, target_sr=target_sr)
+    return x.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mel spectrogram (the original Wav2Lip recipe, ``audio.py`` + ``hparams.py`` of Rudrabha/Wav2Lip)
+# ---------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _mel_basis(cfg: AudioConfig) -> np.ndarray:
+    import librosa
+
+    # (80, n_fft/2 + 1) Slaney-normalised filters, librosa's defaults as the original used them.
+    return librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.num_mels, fmin=cfg.fmin,
+                               fmax=cfg.fmax)
+
+
+def melspectrogram(wav: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+    """(T_samples,) float at ``cfg.sample_rate`` -> (80, 1 + T_samples // hop) float32 in [-4, 4].
+
+    pre-emphasis -> |STFT| (centre-padded) -> mel -> dB with a floor at ``min_level_db`` -> minus
+    ``ref_level_db`` -> symmetric normalisation to [-max_abs, max_abs], clipped.
+    Digital silence hits the dB floor (no log of zero), so it maps to -4 without NaN.
+    """
+    import librosa
+
+    y = np.asarray(wav, dtype=np.float64)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"expected non-empty mono samples (T,), got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("audio samples contain NaN or infinity")
+    # zi=0 makes librosa's pre-emphasis identical to the original scipy lfilter([1, -k], [1], wav)
+    # (librosa's default initial state 2*y[0]-y[1] would change the first sample).
+    y = librosa.effects.preemphasis(y, coef=cfg.preemphasis, zi=np.zeros(1))
+    spec = np.abs(librosa.stft(y=y, n_fft=cfg.n_fft, hop_length=cfg.hop_size, win_length=cfg.win_size))
+    mel = _mel_basis(cfg) @ spec  # (80, frames)
+    # 20*log10(max(amin, x)): amin = 10^(min_level_db/20) = 1e-5 as the original's _amp_to_db.
+    db = librosa.amplitude_to_db(mel, ref=1.0, amin=10.0 ** (cfg.min_level_db / 20.0), top_db=None)
+    db = db - cfg.ref_level_db
+    return _normalize(db, cfg).astype(np.float32)
+
+
+def _normalize(db: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    # Hand-written: this symmetric rescaling of [min_level_db, 0] dB to [-4, 4] is Wav2Lip's own
+    # convention (hparams symmetric_mels + allow_clipping_in_normalization); no library provides it.
+    m = cfg.max_abs_value
+    return np.clip((2.0 * m) * ((db - cfg.min_level_db) / (-cfg.min_level_db)) - m, -m, m)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Windows per video frame
+# ---------------------------------------------------------------------------------------------------------
+def mel_start(frame_index: int, fps: float, cfg: AudioConfig = AudioConfig()) -> int:
+    """First mel frame of video frame ``frame_index``: int(80 * (i / fps)), as Wav2Lip's training code
+    (its inference code's int(i * 80/fps) gives the same integers for 24/25/29.97/30/60 fps)."""
+    return int(cfg.mel_fps * (frame_index / fps))
+
+
+def n_video_frames(mel: np.ndarray, fps: float, cfg: AudioConfig = AudioConfig()) -> int:
+    """How many video frames the original inference loop makes for this mel (the last one right-aligned)."""
+    t = max(mel.shape[1], cfg.mel_step_size)
+    i = 0
+    while mel_start(i, fps, cfg) + cfg.mel_step_size <= t:
+        i += 1
+    return i + 1
+
+
+def frames_for_audio(n_samples: int, fps: float, cfg: AudioConfig = AudioConfig()) -> int:
+    """Video frames that cover ``n_samples`` of audio at ``fps`` (rounded; at least 1). Pass it as
+    ``mel_windows(..., n_frames=...)`` to make a video as long as the audio (the original loop stops up to
+    ~0.15 s early because its last window must fit inside the mel)."""
+    return max(1, int(round(n_samples / cfg.sample_rate * fps)))
+
+
+def mel_windows(mel: np.ndarray, fps: float, n_frames: int | None = None,
+                cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+    """(80, T) mel -> (N, 80, 16) float32: one window of ``mel_step_size`` frames per video frame.
+
+    Window i starts at :func:`mel_start`; a window that would run past the end is right-aligned to the
+    end (the original inference loop, which also stops there). ``n_frames=None`` gives the original's
+    count; an explicit ``n_frames`` gives exactly that many (every window past the end is the last one).
+    Hand-written because no library slices spectrograms per video frame this way. A mel shorter than one
+    window (< 0.2 s of audio) is padded on the right with silence (-max_abs) instead of failing.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    step = cfg.mel_step_size
+    mel = np.asarray(mel, dtype=np.float32)
+    if mel.ndim != 2 or mel.shape[0] != cfg.num_mels:
+        raise ValueError(f"expected a ({cfg.num_mels}, T) mel spectrogram, got {mel.shape}")
+    if mel.shape[1] < step:
+        mel = np.pad(mel, ((0, 0), (0, step - mel.shape[1])), constant_values=-cfg.max_abs_value)
+    t = mel.shape[1]
+    count = n_video_frames(mel, fps, cfg) if n_frames is None else int(n_frames)
+    if count <= 0:
+        raise ValueError(f"n_frames must be positive, got {n_frames}")
+    starts = np.array([min(mel_start(i, fps, cfg), t - step) for i in range(count)])
+    idx = starts[:, None] + np.arange(step)[None, :]  # (N, 16)
+    return np.ascontiguousarray(mel[:, idx].transpose(1, 0, 2))  # (80, N, 16) -> (N, 80, 16)
