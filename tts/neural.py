@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +85,9 @@ class SherpaVitsEngine(Engine):
         self.speaker_id = speaker_id
         self.speed = speed
         self.languages = tuple(languages)
+        # ONNX Runtime sessions are thread-safe, sherpa-onnx's text front end (jieba, FST rules) is not
+        # documented as such: one synthesis at a time per engine.
+        self._lock = threading.Lock()
 
     def _model_dir(self) -> Path:
         return resolve_snapshot(self.model, what="Neural TTS model", how_to_fix=_HOW_TO_FIX,
@@ -104,7 +108,8 @@ class SherpaVitsEngine(Engine):
     def synthesize(self, text: str, lang: str) -> Speech:
         t0 = time.perf_counter()
         tts = _load(str(self._model_dir()), self.num_threads)
-        audio = tts.generate(text, sid=self.speaker_id, speed=self.speed)
+        with self._lock:
+            audio = tts.generate(text, sid=self.speaker_id, speed=self.speed)
         wave = np.asarray(audio.samples, dtype=np.float32).reshape(-1)  # (n,)
         if wave.size == 0:
             raise RuntimeError(f"neural TTS produced no audio for {text!r}")
