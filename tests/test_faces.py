@@ -1,0 +1,148 @@
+"""Face boxes: the paper's square crop rule, pads, smoothing, paste-back mask, detector choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.errors import UserFacingError
+from wav2lip384 import faces as F
+
+
+# --- crop rule ---------------------------------------------------------------------------------------------
+def test_square_crop_keeps_bottom_edge_and_width():
+    # a tall box (typical face): the square sits on the bottom edge, side = the bottom edge's length
+    sq = F.square_crop_box((100, 50, 200, 220), (480, 640, 3))
+    assert sq == (100, 120, 200, 220)
+    x1, y1, x2, y2 = sq
+    assert x2 - x1 == y2 - y1 == 100
+
+
+def test_square_crop_wide_box_grows_upwards():
+    sq = F.square_crop_box((100, 150, 260, 250), (480, 640))
+    assert sq == (100, 90, 260, 250)  # bottom kept at 250, square of 160 above it
+
+
+def test_square_crop_shrinks_instead_of_leaving_the_frame():
+    # the square would start above the frame: it shrinks, bottom edge kept, centred on the box
+    sq = F.square_crop_box((0, 0, 300, 120), (200, 400))
+    x1, y1, x2, y2 = sq
+    assert (y1, y2) == (0, 120) and x2 - x1 == 120 and x1 == 90
+    # never outside the frame on the right either
+    sq = F.square_crop_box((350, 100, 420, 180), (200, 400))
+    assert sq[2] <= 400 and sq[2] - sq[0] == sq[3] - sq[1]
+
+
+def test_crop_is_square_resize_without_distortion():
+    frame = np.zeros((200, 300, 3), np.uint8)
+    frame[100:150, 100:150] = 255  # a white square in the crop's middle stays a square
+    crop = F.crop_face(frame, (50, 50, 200, 200), 96)
+    assert crop.shape == (96, 96, 3)
+    ys, xs = np.nonzero(crop[..., 0] > 128)
+    assert abs((ys.max() - ys.min()) - (xs.max() - xs.min())) <= 1
+
+
+# --- pads and smoothing --------------------------------------------------------------------------------
+def test_pads_default_and_clipping():
+    assert F.DEFAULT_PADS == (0, 10, 0, 0)
+    b = F.apply_pads(np.array([[10, 20, 110, 130]], np.float32), (5, 10, 3, 4), (140, 112))
+    np.testing.assert_array_equal(b, [[7, 15, 112, 140]])  # right and bottom clipped to the frame
+
+
+def test_smoothing_is_a_centred_window_of_five_and_switchable():
+    raw = np.array([[0, 0, 10, 10]] * 10, np.float32)
+    raw[5] += 50  # one jittery frame
+    sm = F.smooth_boxes(raw, 5)
+    assert sm[5, 0] == pytest.approx(10.0)  # 50 / 5
+    assert sm[3, 0] == pytest.approx(10.0) and sm[0, 0] == 0 and sm[8, 0] == 0
+    off = F.face_boxes(raw, (200, 200), pads=(0, 0, 0, 0), smooth=False)
+    assert off[5, 0] == 50
+    on = F.face_boxes(raw, (200, 200), pads=(0, 0, 0, 0), smooth=True)
+    assert on[5, 0] == 10
+
+
+def test_face_boxes_mark_missing_frames():
+    raw = np.array([[0, 0, 10, 10], [np.nan] * 4, [0, 0, 10, 10]], np.float32)
+    out = F.face_boxes(raw, (100, 100))
+    assert (out[1] == -1).all() and (out[0] >= 0).all()
+
+
+# --- paste-back --------------------------------------------------------------------------------------------
+def test_mask_is_zero_on_upper_face_and_borders_and_one_on_the_mouth():
+    m = F.lower_face_mask(100)[..., 0]
+    assert m.shape == (100, 100)
+    assert m[:45].max() == 0  # upper face untouched
+    assert m[:, 0].max() == 0 and m[:, -1].max() == 0 and m[-1].max() == 0  # no seam at the box border
+    assert m[75, 50] == pytest.approx(1.0)
+    assert np.all(np.diff(m[:, 50][:70]) >= 0)  # monotone ramp: feathered, not a hard edge
+
+
+def test_paste_back_changes_only_the_lower_face_inside_the_box():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    face = np.full((96, 96, 3), 7, np.uint8)
+    box = (100, 60, 200, 160)
+    out = F.paste_back(frame, face, box)
+    diff = np.any(out != frame, axis=2)
+    ys, xs = np.nonzero(diff)
+    assert diff.any()
+    assert xs.min() > 100 and xs.max() < 199 and ys.max() < 159  # strictly inside the box
+    assert ys.min() >= 60 + 45  # nothing above the feathered lower-face region
+    outside = np.ones(diff.shape, bool)
+    outside[60:160, 100:200] = False
+    assert not diff[outside].any()
+    hard = F.paste_back(frame, face, box, feather=False)
+    assert (hard[60:160, 100:200] == 7).all()
+
+
+# --- detectors ------------------------------------------------------------------------------------------
+def test_offline_s3fd_falls_back_to_haar_and_says_so(tmp_path):
+    det = F.build_detector(str(tmp_path / "missing" / "s3fd.pth"))
+    assert isinstance(det, F.HaarDetector)
+    assert "opencv-haar" in det.description and "S3FD" in det.description
+    det = F.build_detector(F.DEFAULT_S3FD_CHECKPOINT)  # Hub offline in tests
+    assert det.name == "opencv-haar"
+    with pytest.raises(UserFacingError, match="S3FD"):
+        F.build_detector(F.DEFAULT_S3FD_CHECKPOINT, fallback=False)
+
+
+@pytest.mark.slow  # builds the S3FD network (~5 s with face-alignment's imports)
+def test_s3fd_loads_a_local_weights_file(tmp_path):
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    torch.manual_seed(0)
+    path = tmp_path / "s3fd.pth"
+    torch.save(s3fd().state_dict(), path)  # random weights, same format as Wav2Lip's s3fd.pth
+    det = F.build_detector(str(path))
+    assert isinstance(det, F.S3FDDetector) and det.description == "s3fd"
+    found = det.detect_batch([np.zeros((64, 64, 3), np.uint8)])
+    assert len(found) == 1 and found[0].shape[1] == 5
+
+
+def test_detect_faces_picks_the_largest_and_counts_faces():
+    class Two(F.FaceDetector):
+        name = "two"
+
+        def detect_batch(self, frames):
+            return [np.array([[0, 0, 10, 10, 0.9], [20, 20, 60, 70, 0.8]], np.float32) for _ in frames]
+
+    frames = [np.zeros((100, 100, 3), np.uint8)] * 3
+    det = F.detect_faces(Two(), frames, max_side=50)  # downscaled for detection, boxes scaled back
+    np.testing.assert_allclose(det.boxes[0], [40, 40, 120, 140])
+    # the 10x10 box is under a quarter of the largest face's area: not counted as a second face
+    assert det.multi_face_frames == []
+    assert F.count_faces(np.array([[0, 0, 40, 40, 1], [50, 50, 90, 90, 1]], np.float32)) == 2
+
+
+@pytest.mark.slow
+def test_haar_finds_the_faces_of_the_real_images(shared_data):
+    from wav2lip384.video import read_image
+
+    det = F.HaarDetector()
+    for name in ("face_recognition_obama.jpg", "sadtalker_happy.png"):
+        img = read_image(shared_data / "image" / name)
+        d = F.detect_faces(det, [img])
+        assert d.missing == [], name
+        x1, y1, x2, y2 = F.face_boxes(d.boxes, img.shape)[0]
+        assert 0 <= x1 < x2 <= img.shape[1] and 0 <= y1 < y2 <= img.shape[0]
