@@ -205,25 +205,29 @@ class TTS:
         return lang, sentences
 
     def _speak_one(self, sentence: tuple[str, str], lang: str, candidates: list[Engine]) -> Speech:
+        """Speak one sentence with the first candidate that works; the last one's failure is the user's error."""
         written, spoken = sentence
-        last: Exception | None = None
-        for e in candidates:
+        order = list(candidates)
+        for i, e in enumerate(order):
             try:
                 sp = e.synthesize(spoken, lang)
-            except UserFacingError:
-                raise
-            except Exception as err:  # engine failed (server gone, model error): mark it and fall back
+            except Exception as err:
+                if i == len(order) - 1:
+                    if isinstance(err, UserFacingError):
+                        raise
+                    raise UserFacingError(f"Text-to-speech failed ({e.name}: {type(err).__name__}: {err}).") from err
+                # engine failed (server gone, download failed, model error): mark it and fall back
                 log.warning("TTS engine %s failed (%s: %s); falling back", e.name, type(err).__name__, err)
                 with self._status_lock:
                     self._status[e.name] = (time.monotonic(), EngineStatus(
                         e.name, False, f"failed just now: {type(err).__name__}: {err}", e.languages))
-                last = err
+                candidates.remove(e)  # the rest of this answer goes straight to the next engine
                 continue
             sp.wave = np.nan_to_num(np.asarray(sp.wave, np.float32).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
             sp.text = written  # subtitles show what was written; what was read is in extra["normalized"]
             sp.extra["normalized"] = spoken
             return sp
-        raise UserFacingError(f"Text-to-speech failed with every available engine (last error: {last}).")
+        raise UserFacingError("No text-to-speech engine is available.")  # pragma: no cover - candidates non-empty
 
     def stream(self, text: str, lang: str | None = None, engine: str | None = None) -> Iterator[Speech]:
         """Yield one :class:`Speech` per sentence as soon as it is ready."""

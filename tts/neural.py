@@ -88,22 +88,40 @@ class SherpaVitsEngine(Engine):
         # ONNX Runtime sessions are thread-safe, sherpa-onnx's text front end (jieba, FST rules) is not
         # documented as such: one synthesis at a time per engine.
         self._lock = threading.Lock()
+        self._resolved: Path | None = None
 
     def _model_dir(self) -> Path:
-        return resolve_snapshot(self.model, what="Neural TTS model", how_to_fix=_HOW_TO_FIX,
-                                allow_patterns=_PATTERNS)
+        """Local model directory; downloads the Hub snapshot on first use (resolved once per engine)."""
+        if self._resolved is None:
+            self._resolved = resolve_snapshot(self.model, what="Neural TTS model", how_to_fix=_HOW_TO_FIX,
+                                              allow_patterns=_PATTERNS)
+        return self._resolved
 
     def status(self) -> EngineStatus:
+        """Fast: looks at the local directory or the HF cache; never starts the ~180 MB download itself."""
         try:
             import sherpa_onnx  # noqa: F401
         except ImportError:
             return EngineStatus(self.name, False, "the sherpa-onnx package is not installed", self.languages)
         try:
-            model_dir = self._model_dir()
-            _find_files(model_dir)
+            if self._resolved is not None or Path(self.model).expanduser().is_dir():
+                _find_files(self._model_dir())
+                return EngineStatus(self.name, True, f"sherpa-onnx VITS model {self._model_dir()}", self.languages)
+            from huggingface_hub import try_to_load_from_cache
+
+            from common.hub import hub_reachable
+
+            cached = try_to_load_from_cache(self.model, "model.onnx")
+            if isinstance(cached, str):
+                _find_files(self._model_dir())  # cache hit: resolves instantly, no network
+                return EngineStatus(self.name, True, f"sherpa-onnx VITS model {self.model} (cached)", self.languages)
+            if hub_reachable():
+                return EngineStatus(self.name, True, f"sherpa-onnx VITS model {self.model} "
+                                    "(downloads ~180 MB from the Hub on first use)", self.languages)
+            self._model_dir()  # not cached and no Hub: raises the clear offline message
         except UserFacingError as err:
             return EngineStatus(self.name, False, str(err), self.languages)
-        return EngineStatus(self.name, True, f"sherpa-onnx VITS model {self.model}", self.languages)
+        return EngineStatus(self.name, False, "model not found", self.languages)  # pragma: no cover
 
     def synthesize(self, text: str, lang: str) -> Speech:
         t0 = time.perf_counter()

@@ -1,0 +1,80 @@
+"""Engine choice and fallback as the app sees it, with small stand-in engines next to the real espeak-ng."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.errors import UserFacingError
+from tts import TTS, Engine, EngineStatus, Speech
+from tts.espeak import EspeakEngine
+from tts.neural import SherpaVitsEngine
+
+
+class Broken(Engine):
+    name = "broken"
+
+    def __init__(self):
+        self.calls = 0
+
+    def status(self):
+        return EngineStatus(self.name, True, "looks fine", ("zh", "en"))
+
+    def synthesize(self, text, lang):
+        self.calls += 1
+        raise RuntimeError("model exploded")
+
+
+class EnglishOnly(Engine):
+    name = "english_only"
+    languages = ("en",)
+
+    def status(self):
+        return EngineStatus(self.name, True, "ok", self.languages)
+
+    def synthesize(self, text, lang):
+        return Speech(np.full(8000, 0.1, np.float32), 8000, self.name, lang, text, 0.0)
+
+
+def test_auto_falls_back_once_and_remembers_the_failure():
+    broken = Broken()
+    t = TTS(engines=[broken, EspeakEngine()])
+    sp = t.synthesize("您好。谢谢。")
+    assert sp.engine == "espeak" and sp.extra["sentences"] == 2
+    assert broken.calls == 1  # marked unavailable after the first failure, not retried per sentence
+    st = {s.name: s for s in t.engines()}["broken"]
+    assert not st.available and "model exploded" in st.reason
+    assert t.active_engine("zh") == "espeak"
+
+
+def test_explicit_engine_failure_is_a_user_error_naming_the_engine():
+    t = TTS(engines=[Broken(), EspeakEngine()])
+    with pytest.raises(UserFacingError, match="broken.*model exploded"):
+        t.synthesize("您好", engine="broken")
+
+
+def test_language_decides_the_engine():
+    t = TTS(engines=[EnglishOnly(), EspeakEngine()])
+    assert t.active_engine("en") == "english_only" and t.active_engine("zh") == "espeak"
+    assert t.synthesize("Hello.").engine == "english_only"
+    assert t.synthesize("您好。").engine == "espeak"
+    with pytest.raises(UserFacingError, match="does not speak 'zh'"):
+        t.synthesize("您好", engine="english_only")
+
+
+def test_neural_status_never_downloads(monkeypatch):
+    """Online but not cached: available, and the reason says the model downloads on first use."""
+    import common.hub
+
+    monkeypatch.setattr(common.hub, "hub_reachable", lambda *a, **k: True)
+    st = SherpaVitsEngine(model="someone/not-cached-model").status()
+    assert st.available and "first use" in st.reason
+
+
+def test_when_every_engine_fails_the_user_gets_the_last_reason():
+    class AlsoBroken(Broken):
+        name = "also_broken"
+
+    t = TTS(engines=[Broken(), AlsoBroken()])
+    with pytest.raises(UserFacingError, match="also_broken.*model exploded"):
+        t.synthesize("您好")
