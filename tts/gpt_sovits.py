@@ -170,8 +170,9 @@ class GptSovitsEngine(Engine):
         t0 = time.perf_counter()
         if self.config.streaming:
             chunks, sr = [], 0
-            for chunk, sr in self.stream_chunks(text, lang):
+            for chunk, chunk_sr in self.stream_chunks(text, lang):
                 chunks.append(chunk)
+                sr = chunk_sr
             wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         else:
             import soundfile as sf
