@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"task": args.task, "step": result.step, "stopped_early": result.stopped_early,
                               "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
                               "exported": str(result.exported) if result.exported else None,
-                              "world_size": trainer.world, "train_config": asdict(cfg),
+                              "world_size": trainer.world, "ranks_in_sync": result.ranks_in_sync,
+                              "train_config": asdict(cfg),
                               "last_val": val[-1] if val else None}, indent=1))
     except UserFacingError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -96,4 +96,7 @@ def load_expert(spec: str | Path, size: int, device: torch.device | str = "cpu")
         if model_kind(model) != "syncnet":
             raise UserFacingError(f"{spec} holds a {model_kind(model)}, not a SyncNet")
         return model
+    if path.suffix in (".pt", ".pth", ".safetensors") or path.is_absolute() or str(spec).startswith("."):
+        raise UserFacingError(f"expert SyncNet: nothing at {path}. Pass the last.pt or export/ folder of "
+                              "`python -m wav2lip384.train syncnet`, or a Hub repo.")
     return weights.load_syncnet(str(spec), size=size, device=device)

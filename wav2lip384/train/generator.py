@@ -30,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from wav2lip384.models.syncnet import SyncNet
+
 from common.errors import UserFacingError
 from wav2lip384.train.data import GeneratorWindows, GenSampling
 
@@ -73,7 +75,7 @@ def lower_half_stack(frames: torch.Tensor) -> torch.Tensor:
 def expert_sync_loss(expert, mel: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
     a, v = expert(mel, lower_half_stack(generated))
     with torch.autocast(device_type=a.device.type, enabled=False):
-        p = expert.sync_probability(a.float(), v.float())
+        p = SyncNet.sync_probability(a.float(), v.float())
         return F.binary_cross_entropy(p, torch.ones_like(p))
 
 

@@ -96,6 +96,7 @@ class TrainResult:
     last_checkpoint: Path | None = None
     exported: Path | None = None
     stopped_early: bool = False
+    ranks_in_sync: bool | None = None  # DDP only: identical trainable weights on every rank at the end
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -264,6 +265,18 @@ class Trainer:
         dist.broadcast_object_list(box, src=0)
         self.task.load_state_dict(box[0])
 
+    def _ranks_in_sync(self, models) -> bool:
+        """True when every rank ends with the same trainable weights (DDP kept them in lockstep)."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            vec = torch.cat([p.detach().double().flatten() for k, m in models.items() if self.task_trainable[k]
+                             for p in unwrap(m).parameters()])
+            lo, hi = vec.clone(), vec.clone()
+            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+            return bool(torch.equal(lo, hi))
+
     # ----------------------------------------------------------------- validation
     def _val_batches(self) -> list[dict[str, torch.Tensor]]:
         ds = self.task.val_dataset()
@@ -365,6 +378,9 @@ class Trainer:
                 break
         result.step = self.step
         result.history = self.history
+        if self.world > 1:
+            result.ranks_in_sync = self._ranks_in_sync(models)
+            self.log(f"DDP: trainable weights identical on all {self.world} ranks: {result.ranks_in_sync}")
         if self.rank == 0:
             summary = {"steps": self.step, "history_tail": self.history[-4:]}
             result.exported = self.task.export({k: unwrap(m) for k, m in models.items()}, self.out_dir / "export",

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from wav2lip384.models.syncnet import SyncNet
+
 from wav2lip384.train.data import SyncPairs, SyncSampling
 
 CHANCE_BCE = 0.6931471805599453  # ln 2: the loss of always answering p = 0.5
@@ -43,7 +45,7 @@ def sync_loss(syncnet, mel: torch.Tensor, faces: torch.Tensor, label: torch.Tens
     """
     a, v = syncnet(mel, faces)  # (B, 512) each, unit norm
     with torch.autocast(device_type=a.device.type, enabled=False):
-        p = syncnet.sync_probability(a.float(), v.float())  # (B,) in [0, 1]
+        p = SyncNet.sync_probability(a.float(), v.float())  # (B,) in [0, 1]
         loss = F.binary_cross_entropy(p, label.float())
     return loss, p
 

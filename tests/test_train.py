@@ -1,0 +1,198 @@
+"""Training: tiny-config steps on CPU for both trainers, exact resume, and a 2-process DDP (gloo) run.
+
+Tiny 32px architectures of the project's own model classes (``wav2lip384.train.tiny``) on synthetic clips in
+the preprocessing layout; the real 96/384 models use the same code paths, only bigger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from wav2lip384.train import tiny
+from wav2lip384.train.generator import GeneratorTask, GeneratorTrainConfig
+from wav2lip384.train.loop import Trainer, TrainConfig, collate, load_checkpoint
+from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: tiny models gain nothing from two, and the CPU is shared with other test runs."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return tiny.write_synthetic_clips(tmp_path_factory.mktemp("clips"), n_train=3, n_val=1, n_frames=40)
+
+
+@pytest.fixture(scope="module")
+def expert(clips, tmp_path_factory) -> Path:
+    """A (barely) trained tiny SyncNet checkpoint for the generator's sync loss."""
+    out = tmp_path_factory.mktemp("expert")
+    torch.manual_seed(0)
+    Trainer(_sync_task(clips), TrainConfig(out_dir=str(out), max_steps=2, batch_size=4, eval_every=0,
+                                           val_samples=0), log=lambda m: None).fit()
+    return out / "last.pt"
+
+
+def _sync_task(clips, lr=1e-4) -> SyncNetTask:
+    return SyncNetTask(SyncNetTrainConfig(data=str(clips), size=32, lr=lr, model=tiny.tiny_syncnet_config().to_dict()))
+
+
+def _gen_task(clips, expert, gan=False, lr=1e-4) -> GeneratorTask:
+    return GeneratorTask(GeneratorTrainConfig(
+        data=str(clips), syncnet=str(expert), size=32, gan=gan, lr=lr, model=tiny.tiny_generator_config().to_dict(),
+        disc_model=tiny.tiny_discriminator_config().to_dict()))
+
+
+def _losses_on_fixed_batch(task, n_steps: int, key: str) -> list[float]:
+    torch.manual_seed(0)
+    models = task.build_models(torch.device("cpu"))
+    opts = task.build_optimizers(models)
+    for name, m in models.items():
+        m.train(name in opts)
+    ds = task.train_dataset()
+    batch = collate([ds[i] for i in range(8)])
+    out = []
+    for step in range(n_steps):
+        logs = {}
+        for opt_name, closure in task.losses(models, batch, step):
+            opts[opt_name].zero_grad()
+            loss, part = closure()
+            loss.backward()
+            opts[opt_name].step()
+            logs.update(part)
+        out.append(logs[key])
+    return out
+
+
+@pytest.mark.slow  # first mel computation loads librosa/numba (several seconds)
+def test_syncnet_loss_goes_down_on_a_fixed_batch(clips, seeded):
+    losses = _losses_on_fixed_batch(_sync_task(clips, lr=1e-3), 15, "loss")
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-5:]) < 0.6 * losses[0], losses
+
+
+@pytest.mark.slow
+def test_generator_l1_goes_down_on_a_fixed_batch(clips, expert, seeded):
+    losses = _losses_on_fixed_batch(_gen_task(clips, expert, gan=True, lr=1e-3), 15, "l1")
+    assert losses[-1] < 0.85 * losses[0], losses
+
+
+def test_syncnet_samples_have_the_paper_shapes(clips):
+    ds = _sync_task(clips).train_dataset()
+    labels = set()
+    for i in range(40):
+        s = ds[i]
+        assert s["faces"].shape == (15, 16, 32)  # lower halves of 5 frames of 32x32
+        assert s["mel"].shape == (1, 80, 16)
+        labels.add(float(s["label"]))
+        assert (ds[i]["faces"] == s["faces"]).all()  # a sample is a pure function of its index
+    assert labels == {0.0, 1.0}
+
+
+def test_generator_samples_have_the_paper_inputs(clips, expert):
+    s = _gen_task(clips, expert).train_dataset()[3]
+    assert s["x"].shape == (6, 5, 32, 32) and s["gt"].shape == (3, 5, 32, 32)
+    assert s["indiv_mels"].shape == (5, 1, 80, 16) and s["mel"].shape == (1, 80, 16)
+    assert (s["x"][:3, :, 16:] == 0).all()  # lower half of the target frames zeroed
+    assert (s["x"][:3, :, :16] == s["gt"][:, :, :16]).all()  # upper half kept
+    assert s["x"][3:].any()  # reference frames present
+
+
+def _train(task, out, steps, resume=None):
+    cfg = TrainConfig(out_dir=str(out), max_steps=steps, batch_size=4, eval_every=3, checkpoint_every=3,
+                      log_every=1, val_samples=4, seed=7)
+    return Trainer(task, cfg, log=lambda m: None).fit(resume=resume)
+
+
+def _train_rows(history):
+    return {r["step"]: r for r in history if r["split"] == "train"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["syncnet", "generator"])
+def test_resume_continues_step_and_gives_the_same_next_loss(kind, clips, expert, tmp_path):
+    make = (lambda: _sync_task(clips)) if kind == "syncnet" else (lambda: _gen_task(clips, expert, gan=True))
+    key = "loss"
+    full = _train_rows(_train(make(), tmp_path / "full", 5).history)
+    first = _train(make(), tmp_path / "part", 3)
+    assert first.step == 3
+    ckpt = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert ckpt["step"] == 3 and ckpt["optimizers"]  # optimizer state and step are saved
+    resumed = _train(make(), tmp_path / "part", 5, resume=tmp_path / "part" / "last.pt")
+    assert resumed.step == 5
+    rows = _train_rows(resumed.history)
+    assert sorted(k for k in rows if k > 3) == [4, 5]  # the step counter continued
+    for step in (4, 5):
+        assert rows[step][key] == pytest.approx(full[step][key], rel=1e-5, abs=1e-6), (step, rows[step], full[step])
+    if kind == "generator":
+        assert rows[4]["disc"] == pytest.approx(full[4]["disc"], rel=1e-5)
+
+
+def test_generator_sync_weight_switches_on_and_is_checkpointed(clips, expert, tmp_path):
+    task = GeneratorTask(GeneratorTrainConfig(
+        data=str(clips), syncnet=str(expert), size=32, sync_enable_below=100.0,  # any loss is "low enough"
+        model=tiny.tiny_generator_config().to_dict()))
+    assert task.sync_weight == 0.0
+    res = _train(task, tmp_path, 3)
+    assert task.sync_enabled and task.sync_weight == 0.03
+    assert load_checkpoint(res.last_checkpoint)["task_state"] == {"sync_enabled": True}
+
+
+def test_export_is_loadable_by_the_inference_side(clips, tmp_path):
+    from wav2lip384 import weights
+
+    res = Trainer(_sync_task(clips), TrainConfig(out_dir=str(tmp_path), max_steps=1, batch_size=2, val_samples=2),
+                  log=lambda m: None).fit()
+    model = weights.from_pretrained(res.exported)
+    assert type(model).__name__ == "SyncNet" and model.config.img_size == 32
+    info = json.loads((res.exported / "training.json").read_text())
+    assert info["steps"] == 1 and info["data_summary"]["val"]["sources"] == ["src3"]
+
+
+@pytest.mark.slow
+def test_cli_reports_a_missing_expert_clearly(clips, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "wav2lip384.train", "generator", "--tiny", "--data", str(clips),
+                           "--syncnet", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"), "--steps", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "nope.pt" in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo_cpu(clips, tmp_path):
+    """torchrun, 2 CPU processes, gloo: both ranks step together and end with identical weights."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "wav2lip384.train", "syncnet", "--tiny", "--data", str(clips), "--out", str(out),
+           "--steps", "3", "--batch-size", "4", "--eval-every", "3", "--log-every", "1", "--val-samples", "4",
+           "--threads", "1", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["world_size"] == 2 and result["step"] == 3
+    assert result["ranks_in_sync"] is True
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 3
+    assert not any(k.startswith("module.") for k in ckpt["models"]["syncnet"])  # saved unwrapped
