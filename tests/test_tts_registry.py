@@ -78,3 +78,13 @@ def test_when_every_engine_fails_the_user_gets_the_last_reason():
     t = TTS(engines=[Broken(), AlsoBroken()])
     with pytest.raises(UserFacingError, match="also_broken.*model exploded"):
         t.synthesize("您好")
+
+
+def test_from_settings_passes_the_tts_settings():
+    from common.settings import Settings
+
+    s = Settings.from_env({"DH_TTS_ENGINE": "espeak", "DH_TTS_MAX_CHARS": "20", "DH_GPT_SOVITS_URL": "http://127.0.0.1:9"})
+    t = TTS.from_settings(s)
+    assert t.config.engine == "espeak" and t.config.max_chars == 20 and t.config.gpt_sovits_url == "http://127.0.0.1:9"
+    with pytest.raises(UserFacingError, match="limit is 20"):
+        t.synthesize("好" * 21)

@@ -26,10 +26,7 @@ def _make_tts(args):
     from common.settings import Settings
     from tts import TTS
 
-    s = Settings.from_env()
-    return TTS(engine=s.tts_engine, gpt_sovits_url=s.gpt_sovits_url, gpt_sovits_ref_audio=s.gpt_sovits_ref_audio,
-               gpt_sovits_prompt_text=s.gpt_sovits_prompt_text, gpt_sovits_prompt_lang=s.gpt_sovits_prompt_lang,
-               cache_dir=s.cache_dir, neural_model=s.tts_neural_model, max_chars=s.tts_max_chars)
+    return TTS.from_settings(Settings.from_env())
 
 
 def _say(args) -> dict:

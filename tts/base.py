@@ -130,6 +130,14 @@ class TTS:
         if self.config.engine != "auto" and self.config.engine not in names:
             raise UserFacingError(f"Unknown TTS engine {self.config.engine!r}; choose one of: auto, {', '.join(names)}.")
 
+    @classmethod
+    def from_settings(cls, settings) -> TTS:
+        """Build from a :class:`common.settings.Settings` (what app.py and the CLI do)."""
+        s = settings
+        return cls(engine=s.tts_engine, gpt_sovits_url=s.gpt_sovits_url, gpt_sovits_ref_audio=s.gpt_sovits_ref_audio,
+                   gpt_sovits_prompt_text=s.gpt_sovits_prompt_text, gpt_sovits_prompt_lang=s.gpt_sovits_prompt_lang,
+                   cache_dir=s.cache_dir, neural_model=s.tts_neural_model, max_chars=s.tts_max_chars)
+
     def _default_engines(self) -> list[Engine]:
         """Priority order for ``auto``: the paper's GPT-SoVITS (when configured), neural, espeak-ng."""
         from tts.espeak import EspeakEngine
