@@ -25,6 +25,20 @@ def reference_shapes(shared_dir):
     return json.loads(ref.read_text())
 
 
+@pytest.fixture(scope="module")
+def models():
+    """Models built once per module (seeded), in eval mode: models[(kind, size)]."""
+    cache = {}
+
+    def get(kind: str, size: int):
+        if (kind, size) not in cache:
+            torch.manual_seed(size)
+            cache[kind, size] = build_model(kind, size).eval()
+        return cache[kind, size]
+
+    return get
+
+
 @pytest.mark.parametrize("kind,key", [("generator", "wav2lip96_generator"), ("syncnet", "syncnet96_color")])
 def test_96_models_match_public_checkpoint_key_for_key(reference_shapes, kind, key):
     ours = {k: list(v.shape) for k, v in build_model(kind, 96).state_dict().items()}
@@ -33,19 +47,21 @@ def test_96_models_match_public_checkpoint_key_for_key(reference_shapes, kind, k
 
 
 @pytest.mark.parametrize("size", [96, 384])
-def test_generator_shapes_per_frame_and_training_layout(seeded, size):
-    g = build_model("generator", size).eval()
+def test_generator_shapes_per_frame_and_training_layout(models, seeded, size):
+    g = models("generator", size)
     with torch.no_grad():
         out = g(torch.randn(1, 1, 80, 16), torch.rand(1, 6, size, size))
         assert out.shape == (1, 3, size, size)
         assert 0.0 <= out.min() and out.max() <= 1.0  # sigmoid
         if size == 96:  # training layout (B, T, ...) like the original; the 384 one is the same code path
-            out5 = g(torch.randn(2, 5, 1, 80, 16), torch.rand(2, 6, 5, size, size))
-            assert out5.shape == (2, 3, 5, size, size)
+            audio, faces = torch.randn(1, 3, 1, 80, 16), torch.rand(1, 6, 3, size, size)
+            out5 = g(audio, faces)
+            assert out5.shape == (1, 3, 3, size, size)
+            torch.testing.assert_close(out5[:, :, 1], g(audio[:, 1], faces[:, :, 1]), rtol=1e-5, atol=1e-6)
 
 
-def test_generator_384_skip_sizes_follow_the_paper(seeded):
-    g = build_model("generator", 384).eval()
+def test_generator_384_skip_sizes_follow_the_paper(models, seeded):
+    g = models("generator", 384)
     with torch.no_grad():
         feats = g.encode_faces(torch.rand(1, 6, 384, 384))
     assert [f.shape[-1] for f in feats] == [384, 192, 96, 48, 24, 12, 6, 3, 1]  # 9 encoder blocks
@@ -54,8 +70,8 @@ def test_generator_384_skip_sizes_follow_the_paper(seeded):
     assert g.encode_audio(torch.zeros(1, 1, 80, 16)).shape == (1, 512, 1, 1)
 
 
-def test_encode_faces_then_decode_equals_forward_and_broadcasts_one_face(seeded):
-    g = build_model("generator", 96).eval()
+def test_encode_faces_then_decode_equals_forward_and_broadcasts_one_face(models, seeded):
+    g = models("generator", 96)
     mel = torch.randn(3, 1, 80, 16)
     face = torch.rand(1, 6, 96, 96)
     with torch.no_grad():
@@ -66,8 +82,8 @@ def test_encode_faces_then_decode_equals_forward_and_broadcasts_one_face(seeded)
 
 
 @pytest.mark.parametrize("size", [96, 384])
-def test_syncnet_shapes_and_unit_embeddings(seeded, size):
-    s = build_model("syncnet", size).eval()
+def test_syncnet_shapes_and_unit_embeddings(models, seeded, size):
+    s = models("syncnet", size)
     assert SyncNetConfig.for_size(size).face_input_shape == (15, size // 2, size)
     with torch.no_grad():
         a, f = s(torch.randn(2, 1, 80, 16), torch.rand(2, 15, size // 2, size))
@@ -84,12 +100,12 @@ def test_syncnet_384_has_the_appendix_22_convolutions():
 
 
 @pytest.mark.parametrize("size", [96, 384])
-def test_discriminator_shapes(seeded, size):
-    d = build_model("discriminator", size).eval()
+def test_discriminator_shapes(models, seeded, size):
+    d = models("discriminator", size)
     with torch.no_grad():
-        p = d(torch.rand(2, 3, size, size))
-        p5 = d(torch.rand(1, 3, 2, size, size))
-    assert p.shape == (2, 1) and p5.shape == (2, 1)
+        p = d(torch.rand(1, 3, size, size))
+        p5 = d(torch.rand(1, 3, 2, size, size))  # training layout (B, 3, T, S, S)
+    assert p.shape == (1, 1) and p5.shape == (2, 1)
     assert bool(((p >= 0) & (p <= 1)).all())
 
 

@@ -52,9 +52,17 @@ NO_SYNCNET = (
 )
 
 
+NO_DISCRIMINATOR = (
+    "No quality-discriminator checkpoint was given: pass a file (the original visual_quality_disc.pth for 96) "
+    "or one saved by `python -m wav2lip384.train`."
+)
+
+
 def _how_to_fix(kind: str, size: int) -> str:
     if kind == "syncnet":
         return NO_SYNCNET
+    if kind == "discriminator":
+        return NO_DISCRIMINATOR
     return HOW_TO_FIX_96 if size == 96 else NO_384_WEIGHTS
 
 
@@ -235,7 +243,7 @@ def load_model(kind: str, spec: str | os.PathLike | None = None, size: int = 96,
     what, how = _what(kind, size), _how_to_fix(kind, size)
     spec = os.fspath(spec) if spec else _default_spec(kind, size)
     if not spec:
-        raise UserFacingError(how if kind == "syncnet" or size == 384 else f"{what}: no checkpoint configured. {how}")
+        raise UserFacingError(how if kind != "generator" or size == 384 else f"{what}: no checkpoint configured. {how}")
     try:
         local = Path(spec).expanduser()
         if local.is_file() and local.suffix == ".safetensors" and not (local.parent / CONFIG_NAME).is_file():
@@ -273,7 +281,7 @@ def weights_status(spec: str | os.PathLike | None, size: int, kind: str = "gener
     what = _what(kind, size)
     spec = os.fspath(spec) if spec else _default_spec(kind, size)
     if not spec:
-        return False, _how_to_fix(kind, size) if (kind == "syncnet" or size == 384) else f"{what}: not configured."
+        return False, _how_to_fix(kind, size) if (kind != "generator" or size == 384) else f"{what}: not configured."
     path = Path(spec).expanduser()
     if path.is_file() or (path.is_dir() and (path / WEIGHTS_NAME).is_file()):
         return True, f"{what}: local {path}"

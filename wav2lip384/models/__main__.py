@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 
@@ -78,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             for size in (96, 384)
         },
     }
-    json.dump(report, sys.stdout, indent=1)
-    sys.stdout.write("\n")
+    text = json.dumps(report, indent=1)
+    # keep each shape on one line: "[\n  512,\n  256\n ]" -> "[512, 256]"
+    text = re.sub(r"\[([-\d.,\s]*)\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",") if x.strip()) + "]", text)
+    sys.stdout.write(text + "\n")
     return 0
 
 
