@@ -238,11 +238,13 @@ class TTS:
         raise UserFacingError("No text-to-speech engine is available.")  # pragma: no cover - candidates non-empty
 
     def stream(self, text: str, lang: str | None = None, engine: str | None = None) -> Iterator[Speech]:
-        """Yield one :class:`Speech` per sentence as soon as it is ready."""
+        """One :class:`Speech` per sentence, each as soon as it is ready.
+
+        Input problems (empty, too long, unknown engine) raise here, at the call, not at the first ``next``.
+        """
         lang, sentences = self._prepare(text, lang)
         candidates = self._candidates(lang, engine)
-        for s in sentences:
-            yield self._speak_one(s, lang, candidates)
+        return (self._speak_one(s, lang, candidates) for s in sentences)
 
     def synthesize(self, text: str, lang: str | None = None, engine: str | None = None) -> Speech:
         t0 = time.perf_counter()
