@@ -133,3 +133,9 @@ def test_summary_cli_prints_params_flops_and_tensors():
     # both generators cost roughly the same per frame (the paper's real-time claim): 7-9 GFLOPs
     assert 7.0 < g96["gflops_per_frame"] < 9.0 and 7.0 < g384["gflops_per_frame"] < 9.0
     assert g384["gflops_per_frame_cached_face"] < g384["gflops_per_frame"]
+
+
+def test_importing_the_package_stays_light():
+    code = ("import sys, wav2lip384; assert 'torch' not in sys.modules and 'librosa' not in sys.modules; "
+            "assert callable(wav2lip384.mel_windows)")
+    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True, timeout=60)

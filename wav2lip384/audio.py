@@ -65,7 +65,7 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = 16000,
         raise UserFacingError(f"Decoding audio file {name!r} took longer than {_DECODE_TIMEOUT_S:.0f} s; "
                               "please upload a shorter or simpler file.") from None
     if proc.returncode != 0:
-        detail = _last_line(proc.stderr)
+        detail = _last_line(proc.stderr).replace(str(p.resolve()), name)  # no server paths in user messages
         if "matches no streams" in detail:
             raise UserFacingError(f"File {name!r} contains no audio track.")
         raise UserFacingError(f"Could not read {name!r} as audio: it is damaged or not an audio file "

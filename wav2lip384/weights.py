@@ -38,8 +38,9 @@ DEFAULT_GENERATOR_96 = _setting_default("wav2lip96_checkpoint")  # camenduru/Wav
 NO_384_WEIGHTS = (
     "There are no public weights for the Wav2Lip-384 generator (the paper did not release any). "
     "Train them with `python -m wav2lip384.train generator --size 384 ...`, then set "
-    "DH_WAV2LIP384_CHECKPOINT to the saved file or directory, or to a Hugging Face Hub repo "
-    "('owner/name' or 'owner/name:path/to/file'). Until then use the 96 model."
+    "DH_WAV2LIP384_CHECKPOINT to the export/ folder it writes (model.safetensors + config.json) or to a "
+    "checkpoint file, or to a Hugging Face Hub repo ('owner/name' or 'owner/name:path/to/file'). "
+    "Until then use the 96 model."
 )
 HOW_TO_FIX_96 = (
     "Download wav2lip_gan.pth (the public Wav2Lip GAN checkpoint) and set DH_WAV2LIP96_CHECKPOINT to its "
@@ -97,6 +98,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
                 f"{str(err).splitlines()[0] if str(err) else ''}). Only plain tensor checkpoints are accepted "
                 "(torch.load weights_only=True)."
             ) from err
+        if isinstance(obj, dict) and isinstance(obj.get("models"), dict) and "task" in obj:
+            raise UserFacingError(
+                f"{p.name} is a `python -m wav2lip384.train` training checkpoint, not inference weights: use the "
+                "export/ folder the trainer writes next to it (model.safetensors + config.json)."
+            )
         sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
         if not isinstance(sd, dict) or not sd:
             raise UserFacingError(f"{p.name} holds no state dict (expected {{'state_dict': ...}} or a dict of tensors).")
