@@ -1,0 +1,63 @@
+"""``python -m wav2lip384.infer``: JSON on stdout, user errors on stderr with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from wav2lip384.infer import main
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_384_without_weights_says_how_to_get_them(tmp_path, capsys, monkeypatch):
+    import cv2
+
+    monkeypatch.delenv("DH_WAV2LIP384_CHECKPOINT", raising=False)
+    monkeypatch.setenv("DH_CACHE_DIR", str(tmp_path / "cache"))
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    sf.write(str(tmp_path / "y.wav"), np.zeros(1600, np.float32), 16000)
+    code = main(["--face", str(tmp_path / "x.png"), "--audio", str(tmp_path / "y.wav"), "--out", str(tmp_path / "o.mp4"),
+                 "--model", "384"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "384" in err
+
+
+def test_missing_files_exit_2_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DH_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["--face", str(tmp_path / "nobody.png"), "--audio", "y.wav", "--out", str(tmp_path / "o.mp4"),
+                 "--checkpoint", str(tmp_path / "no-weights-needed")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    (tmp_path / "face.png").write_bytes(b"\xff\xd8\xff" + b"\x00" * 64)  # a JPEG named .png
+    code = main(["--face", str(tmp_path / "face.png"), "--audio", "y.wav", "--out", str(tmp_path / "o.mp4")])
+    assert code == 2 and "not a valid PNG" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_prints_json(shared_data, tmp_path):
+    import torch
+
+    from wav2lip384.models import build_model
+    from wav2lip384.weights import save_pretrained
+
+    torch.manual_seed(0)
+    save_pretrained(build_model("generator", 96), tmp_path / "w96")
+    data, sr = sf.read(str(shared_data / "audio" / "wenet_aishell-BAC009S0724W0121_zh.wav"), dtype="float32")
+    sf.write(str(tmp_path / "a.wav"), data[: int(0.6 * sr)], sr)
+    env = {**__import__("os").environ, "DH_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wav2lip384.infer", "--face", str(shared_data / "image" / "sadtalker_happy.png"),
+         "--audio", str(tmp_path / "a.wav"), "--out", str(tmp_path / "o.mp4"), "--model", "96",
+         "--checkpoint", str(tmp_path / "w96"), "--batch-size", "8", "--no-smooth", "--pads", "0", "12", "0", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["output_path"] == str(tmp_path / "o.mp4") and (tmp_path / "o.mp4").stat().st_size > 0
+    assert res["n_frames"] == 15 and res["fps"] == 25.0 and (res["width"], res["height"]) == (256, 256)
+    assert res["detector"].startswith("opencv-haar") and "model" in res and res["timings"]["total"] > 0
+    assert np.isclose(res["duration_s"], 0.6)
