@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -46,19 +47,27 @@ class HubFile:
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout_s: float = 2.0) -> bool:
-    """True when the Hub endpoint's host name resolves (cached for the process)."""
+    """True when the Hub endpoint's host name resolves within ``timeout_s`` (cached for the process).
+
+    ``getaddrinfo`` ignores socket timeouts, so it runs in a daemon thread we stop waiting for: a network
+    whose DNS hangs costs ``timeout_s``, not minutes.
+    """
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    old = socket.getdefaulttimeout()
-    try:
-        socket.setdefaulttimeout(timeout_s)
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
-    finally:
-        socket.setdefaulttimeout(old)
+    outcome: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    worker = threading.Thread(target=probe, name="hub-dns-probe", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return bool(outcome and outcome[0])
 
 
 def resolve_file(spec: str | os.PathLike, *, default_filename: str | None = None, what: str = "file",
