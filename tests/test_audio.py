@@ -113,3 +113,13 @@ def test_load_audio_on_real_files(shared_data, name, seconds):
 def test_load_audio_of_a_video_file_takes_its_soundtrack(shared_data):
     wav = load_audio(shared_data / "video" / "retalking_face2.mp4")
     assert abs(len(wav) / SR - 5.0) < 0.2
+
+
+def test_resample_mono_for_in_memory_audio():
+    from wav2lip384.audio import resample_mono
+
+    stereo = _tone(0.5, 48000, channels=2)  # (T, 2)
+    for arr in (stereo, stereo.T):
+        out = resample_mono(arr, 48000)
+        assert out.dtype == np.float32 and out.shape == (8000,)
+    assert resample_mono(np.zeros(160), 16000).shape == (160,)
