@@ -154,5 +154,6 @@ def test_weights_status_sees_local_files_without_loading(tmp_path):
     f = tmp_path / "w.pth"
     f.write_bytes(b"x")
     assert weights_status(str(f), 96) == (True, f"Wav2Lip-96 generator weights: local {f}")
-    ok, message = weights_status(str(tmp_path / "nope.pth"), 384)
-    assert not ok and "nothing usable" in message
+    for missing in (str(tmp_path / "nope.pth"), "checkpoints/nope.pth"):
+        ok, message = weights_status(missing, 384)
+        assert not ok and "nothing usable" in message

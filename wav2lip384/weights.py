@@ -291,9 +291,10 @@ def weights_status(spec: str | os.PathLike | None, size: int, kind: str = "gener
     path = Path(spec).expanduser()
     if path.is_file() or (path.is_dir() and (path / WEIGHTS_NAME).is_file()):
         return True, f"{what}: local {path}"
-    if path.is_absolute() or spec.startswith((".", "~")) or path.is_dir():
-        return False, f"{what}: nothing usable at {path}. {_how_to_fix(kind, size)}"
     repo, sep, filename = spec.partition(":")
+    local_looking = path.suffix in (".pth", ".pt", ".tar", ".ckpt", ".safetensors") and not sep
+    if path.is_absolute() or spec.startswith((".", "~")) or path.is_dir() or local_looking:
+        return False, f"{what}: nothing usable at {path}. {_how_to_fix(kind, size)}"
     if repo.count("/") != 1:
         return False, f"{what}: {spec!r} is neither an existing file nor a Hub repo 'owner/name'."
     filename = filename if sep else CONFIG_NAME
