@@ -139,3 +139,14 @@ def test_importing_the_package_stays_light():
     code = ("import sys, wav2lip384; assert 'torch' not in sys.modules and 'librosa' not in sys.modules; "
             "assert callable(wav2lip384.mel_windows)")
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True, timeout=60)
+
+
+def test_residual_layers_are_those_of_the_original():
+    """Residual flags are invisible in a state dict, so pin them: the original Wav2Lip has 10 residual
+    face-encoder layers, 7 in the generator's audio encoder, 11 in the decoder; SyncNet 9 + 8."""
+    g, s = GeneratorConfig.for_size(96), SyncNetConfig.for_size(96)
+    count = lambda specs: sum(x.residual for x in specs)  # noqa: E731
+    assert [count(b) for b in g.encoder_blocks] == [0, 2, 3, 2, 2, 1, 0]
+    assert count(g.audio_encoder) == 7
+    assert [count(b) for b in g.decoder_blocks] == [0, 1, 2, 2, 2, 2, 2]
+    assert count(s.face_encoder) == 9 and count(s.audio_encoder) == 8
