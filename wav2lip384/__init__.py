@@ -26,6 +26,11 @@ _LAZY = {
     "weights_status": "wav2lip384.weights",
     "save_pretrained": "wav2lip384.weights",
     "from_pretrained": "wav2lip384.weights",
+    "LipSyncPipeline": "wav2lip384.pipeline",
+    "LipSyncResult": "wav2lip384.pipeline",
+    "AvatarCache": "wav2lip384.avatar",
+    "square_crop_box": "wav2lip384.faces",
+    "build_detector": "wav2lip384.faces",
 }
 
 __all__ = sorted(_LAZY)

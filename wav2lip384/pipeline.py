@@ -93,7 +93,8 @@ class LipSyncPipeline:
                  detector_checkpoint: str | None = F.DEFAULT_S3FD_CHECKPOINT, device: str = "cpu",
                  dtype=None, cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                  max_audio_seconds: float = 300.0, on_no_face: str = "error", feather: bool = True,
-                 crf: int = 18, preset: str = "veryfast", show_progress: bool = True):
+                 crf: int = 18, preset: str = "veryfast", show_progress: bool = True,
+                 avatar_cache: AvatarCache | None = None):
         import torch
 
         if on_no_face not in ("error", "passthrough"):
@@ -110,7 +111,8 @@ class LipSyncPipeline:
         self.crf, self.preset = crf, preset
         self.show_progress = show_progress
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
-        self.avatars = AvatarCache(None if self.cache_dir is None else self.cache_dir)
+        # share one AvatarCache between pipelines (e.g. the app's 96 and 384 models) to prepare avatars once
+        self.avatars = avatar_cache or AvatarCache(self.cache_dir)
         self._detector = detector
         self._detector_checkpoint = detector_checkpoint
 
