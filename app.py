@@ -86,13 +86,13 @@ def gradio_errors(fn):
 
 
 def _progress_cb(progress):
-    """Adapt gr.Progress to the pipeline's ``progress(fraction, desc)`` callback."""
+    """Adapt gr.Progress to the pipeline's ``progress(done, total)`` callback (frames rendered)."""
     if progress is None:
         return None
 
-    def cb(fraction, desc=None, *_, **__):
+    def cb(done, total=None, *_, **__):
         try:
-            progress(float(fraction), desc=desc)
+            progress((int(done), int(total) if total else None), desc="Lip-syncing", unit="frames")
         except Exception:  # progress is cosmetic; never fail a request on it
             pass
 

@@ -214,6 +214,33 @@ def mouth_clarity(video: str | Path, max_frames: int = 12, detector=None) -> flo
     return float(np.mean(scores)) if scores else None
 
 
+def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s: float = 3.0) -> list[np.ndarray]:
+    """Cut one sentence of speech (n,) into pieces at its quietest moments: the first about ``first_s`` long,
+    the others at most about ``max_s``.
+
+    Streaming renders and sends one video chunk per piece, so a short first piece gets the first frame on
+    screen sooner, and pieces no longer than a few seconds keep later chunks arriving before the previous
+    ones have finished playing. Cuts fall on the lowest 20 ms energy between 60 % and 100 % of the target
+    length (a pause between words), never leaving a piece under 0.4 s.
+    """
+    pieces: list[np.ndarray] = []
+    target = first_s
+    rest = np.asarray(wave, np.float32)
+    hop, win = int(0.01 * sr), int(0.02 * sr)
+    while len(rest) > int((target + 0.4) * sr):
+        lo, hi = int(0.6 * target * sr), int(target * sr)
+        starts = np.arange(lo, hi - win, hop)
+        if len(starts) == 0:
+            break
+        energy = np.array([float(np.mean(np.square(rest[i:i + win]))) for i in starts])
+        cut = int(starts[int(np.argmin(energy))] + win // 2)
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+        target = max_s
+    pieces.append(rest)
+    return pieces
+
+
 def concat_videos(chunks: list[Path], out_path: Path) -> Path:
     """Join H.264/AAC chunks into one mp4 without re-encoding (ffmpeg concat demuxer)."""
     if len(chunks) == 1:
@@ -248,6 +275,8 @@ class AppServices:
         self._pipes: dict[int, Any] = {}
         self._pipe_errors: dict[int, str] = {}
         self._assistant_error = ""
+        self.first_chunk_s = 1.0  # seconds of speech in the first streamed chunk (time to first frame)
+        self.chunk_s = 3.0  # at most this much speech per later chunk
 
     def close(self) -> None:
         self.dirs.close()
@@ -256,12 +285,14 @@ class AppServices:
     def assistant(self):
         with self._lock:
             if self._assistant is None:
-                from qa import Assistant
+                from qa import Assistant, AssistantConfig, LLMConfig
 
                 s = self.settings
+                config = AssistantConfig(llm=LLMConfig(base_url=s.llm_base_url, api_key=s.llm_api_key, model=s.llm_model))
                 try:
                     self._assistant = Assistant.load(kb=s.qa_kb or None, embedder=s.qa_embedder, backend=s.qa_backend,
-                                                     cache_dir=self.cache_dir / "qa")
+                                                     cache_dir=self.cache_dir / "qa", config=config,
+                                                     device=s.device)
                 except UserFacingError as err:
                     self._assistant_error = str(err)
                     raise
@@ -308,13 +339,19 @@ class AppServices:
             msg = f"{msg} {WEIGHTS_HELP[size]}"
         return bool(ok), msg
 
+    def require(self, size: int) -> int:
+        """``size`` as an int when its weights can be had; else a UserFacingError saying what to do."""
+        size = int(size)
+        ok, msg = self.weights(size)
+        if not ok:
+            raise UserFacingError(f"The {size}×{size} model is unavailable: {msg}")
+        return size
+
     def pipeline(self, size: int):
         size = int(size)
         with self._lock:
             if size not in self._pipes:
-                ok, msg = self.weights(size)
-                if not ok and size == 384:  # no download can help: say so before trying
-                    raise UserFacingError(f"The 384 model is unavailable: {msg}")
+                self.require(size)
                 from wav2lip384.pipeline import LipSyncPipeline
 
                 try:
@@ -478,8 +515,7 @@ class AppServices:
         out = out_dir / f"avatar_{size}.mp4"
         res = pipe(face=avatar, audio=(wave, 16000), out_path=out, progress=progress)
         seconds = time.perf_counter() - t0
-        lipsync_s = float(sum(v for v in (getattr(res, "timings", None) or {}).values()
-                              if isinstance(v, (int, float)))) or seconds
+        lipsync_s = float((getattr(res, "timings", None) or {}).get("total") or seconds)
         return VideoResult(
             path=Path(res.output_path), model=size, seconds=seconds, fps=float(res.fps), n_frames=int(res.n_frames),
             duration_s=float(res.duration_s), render_fps=float(res.n_frames) / max(lipsync_s, 1e-6),
@@ -491,8 +527,7 @@ class AppServices:
     def text_to_avatar(self, text: str, avatar: str | Path | None, size: int = 96, lang: str | None = "auto",
                        engine: str | None = "auto", progress: Callable | None = None) -> VideoResult:
         t0 = time.perf_counter()
-        size = int(size)
-        self.pipeline(size)  # fail fast on missing weights before synthesising
+        size = self.require(size)  # cheap checks first: weights, avatar, text; then synthesis and models
         avatar_path, _ = self._check_avatar(avatar)
         wave, sp = self._speech(text, lang, engine)
         return self._render(size, avatar_path, wave, self.dirs.new(), t0, progress, engine=sp.engine)
@@ -500,8 +535,7 @@ class AppServices:
     def audio_to_avatar(self, audio: str | Path | None, avatar: str | Path | None, size: int = 96,
                         progress: Callable | None = None) -> VideoResult:
         t0 = time.perf_counter()
-        size = int(size)
-        self.pipeline(size)
+        size = self.require(size)
         avatar_path, _ = self._check_avatar(avatar)
         wave = self.load_speech(audio)
         return self._render(size, avatar_path, wave, self.dirs.new(), t0, progress)
@@ -529,7 +563,8 @@ class AppServices:
         return results
 
     def ask(self, question: str | None):
-        return self.assistant().ask(check_question(question))
+        q = check_question(question)  # before loading anything: an empty question costs nothing
+        return self.assistant().ask(q)
 
     def ask_stream(self, question: str | None, avatar: str | Path | None = None, size: int = 96,
                    engine: str | None = "auto", speak: bool = True) -> Iterator[AskUpdate]:
@@ -539,12 +574,13 @@ class AppServices:
         the last one also the joined full video. Timings are from the call, i.e. from clicking Ask.
         """
         t0 = time.perf_counter()
-        size = int(size)
         answer = self.ask(question)
         t_answer = time.perf_counter() - t0
-        yield AskUpdate(answer=answer, seconds_to_answer=t_answer, model=size)
+        yield AskUpdate(answer=answer, seconds_to_answer=t_answer, model=int(size))
         if not speak:
             return
+        # the answer text is on screen already; a bad avatar or missing weights now raise with a message
+        size = self.require(size)
         avatar_path, _ = self._check_avatar(avatar or DEFAULT_AVATAR)
         pipe = self.pipeline(size)
         out_dir = self.dirs.new("ask-")
@@ -553,10 +589,15 @@ class AppServices:
         engines: list[str] = []
 
         def segments() -> Iterator[tuple[np.ndarray, int]]:
+            first = True
             for sp in self.tts().stream(answer.text, lang=getattr(answer, "lang", None),
                                         engine=None if engine in (None, "", "auto") else engine):
                 engines.append(sp.engine)
-                yield to_lipsync_audio(sp.wave, sp.sample_rate), 16000
+                wave = to_lipsync_audio(sp.wave, sp.sample_rate)
+                for piece in split_speech(wave, 16000, first_s=self.first_chunk_s if first else self.chunk_s,
+                                          max_s=self.chunk_s):
+                    yield piece, 16000
+                first = False
 
         chunks: list[Path] = []
         t_first = None
