@@ -59,6 +59,7 @@ class PreprocessConfig:
     val_sources: tuple[str, ...] = ()
     jpeg_quality: int = 95
     detect_batch: int = 8
+    detect_max_side: int = 720  # frames are downscaled to this longer side for detection (faces.detect_faces)
 
     @property
     def min_face(self) -> int:
@@ -209,7 +210,7 @@ def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: Prep
 
     def flush():
         if batch_frames:
-            det = faces.detect_faces(detector, batch_frames, batch_size=cfg.detect_batch)
+            det = faces.detect_faces(detector, batch_frames, batch_size=cfg.detect_batch, max_side=cfg.detect_max_side)
             for j, box in zip(batch_idx, det.boxes):
                 for k in wanted[j]:
                     raw[k] = box
