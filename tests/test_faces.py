@@ -95,6 +95,18 @@ def test_paste_back_changes_only_the_lower_face_inside_the_box():
     assert (hard[60:160, 100:200] == 7).all()
 
 
+def test_pasting_a_frames_own_crop_back_leaves_it_unchanged():
+    # geometry check: crop -> resize to the model size -> paste back lands exactly where it came from
+    yy, xx = np.mgrid[0:300, 0:400]
+    frame = np.stack([(yy + xx) % 256, (2 * yy) % 256, (3 * xx) % 256], 2).astype(np.uint8)
+    frame = __import__("cv2").GaussianBlur(frame, (9, 9), 3)  # smooth content survives resampling
+    box = F.square_crop_box((120, 40, 260, 230), frame.shape)
+    for size in (96, 384):
+        out = F.paste_back(frame, F.crop_face(frame, box, size), box)
+        err = np.abs(out.astype(int) - frame.astype(int))
+        assert err.mean() < 0.5 and np.percentile(err, 99.9) <= (12 if size == 96 else 4), size
+
+
 # --- detectors ------------------------------------------------------------------------------------------
 def test_offline_s3fd_falls_back_to_haar_and_says_so(tmp_path):
     det = F.build_detector(str(tmp_path / "missing" / "s3fd.pth"))

@@ -275,7 +275,11 @@ class LipSyncPipeline:
         timings["avatar"] = time.perf_counter() - t
         t = time.perf_counter()
         detector = self.detector
-        det = avatar.detect(detector, upto=needed, batch_size=8)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=needed, desc="face detection", unit="frame", leave=False,
+                  disable=not self.show_progress) as bar:  # long only on an avatar's first request
+            det = avatar.detect(detector, upto=needed, batch_size=8, progress=bar.update)
         cached = avatar.last_detected == 0
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
