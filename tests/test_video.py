@@ -63,6 +63,19 @@ def test_ts_segments_and_max_frames(tmp_path):
     assert len(list(stream.frames)) == 4
 
 
+def test_ts_segments_continue_each_others_timestamps(tmp_path):
+    starts = []
+    for k, t0 in enumerate((0.0, 0.4)):
+        out = tmp_path / f"s{k}.ts"
+        with V.VideoWriter(out, 80, 64, 25, fmt="ts", audio_path=_tone(tmp_path / f"s{k}.wav", 0.4), start_time=t0) as w:
+            for f in _frames(10):
+                w.write(f)
+        info = V.probe(out)
+        starts.append((info.video[0]["start"], info.audio[0]["start"]))
+    assert starts[1][0] - starts[0][0] == pytest.approx(0.4, abs=1e-3)  # video
+    assert starts[1][1] - starts[0][1] == pytest.approx(0.4, abs=1e-3)  # audio
+
+
 def test_writer_rejects_wrong_frames(tmp_path):
     w = V.VideoWriter(tmp_path / "x.mp4", 80, 64, 25)
     with pytest.raises(ValueError):

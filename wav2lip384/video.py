@@ -138,16 +138,19 @@ def probe(path: str | Path) -> MediaInfo:
     info = MediaInfo(duration_s=(int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])) if m else None,
                      format=fmt[1].rstrip(",") if fmt else "")
     for kind, codec, rest in _STREAM.findall(text):
+        start = re.search(r"start (-?[\d.]+)", rest)
+        start = float(start[1]) if start else None
         if kind == "Video":
             size = re.search(r"(\d{2,5})x(\d{2,5})", rest)
             fps = re.search(r"([\d.]+) fps", rest)
             info.video.append({"codec": codec, "width": int(size[1]) if size else None,
-                               "height": int(size[2]) if size else None, "fps": float(fps[1]) if fps else None})
+                               "height": int(size[2]) if size else None, "fps": float(fps[1]) if fps else None,
+                               "start": start})
         else:
             rate = re.search(r"(\d+) Hz", rest)
             ch = re.search(r"Hz,\s*([^,]+)", rest)
             info.audio.append({"codec": codec, "sample_rate": int(rate[1]) if rate else None,
-                               "channels": ch[1].strip() if ch else None})
+                               "channels": ch[1].strip() if ch else None, "start": start})
     return info
 
 
@@ -252,8 +255,11 @@ class VideoWriter:
         if fmt == "mp4":
             cmd += ["-movflags", "+faststart", "-f", "mp4"]
         else:
-            # timestamps continue from the previous segment so consecutive segments play back to back
-            cmd += ["-output_ts_offset", f"{float(start_time):.6f}", "-f", "mpegts"]
+            # timestamps continue from the previous segment so consecutive segments play back to back; no
+            # B-frames: no reordering delay that would shift the first segment (and lower latency for streaming)
+            # (the constant 1 s keeps every segment's timestamps positive, so ffmpeg never shifts one segment
+            # alone to hide the AAC encoder's priming samples)
+            cmd += ["-bf", "0", "-output_ts_offset", f"{1.0 + float(start_time):.6f}", "-f", "mpegts"]
         cmd.append(str(self.out_path))
         self.cmd = cmd
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
