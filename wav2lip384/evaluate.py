@@ -170,7 +170,7 @@ def lse_scores(model, crops_bgr: np.ndarray, wav: np.ndarray, *, batch: int = 20
     import torch
 
     mfcc = mfcc_16k(wav)  # (13, M) at 100 Hz = 4 MFCC frames per video frame
-    n = min(len(crops_bgr), mfcc.shape[1] // 4)
+    n = min(len(crops_bgr), len(wav) // 640)  # syncnet_python: min(frames, floor(samples / 640))
     last = n - 5  # windows 0..last-1, like syncnet_python (it also never scores the last possible window)
     if last < 1:
         raise UserFacingError(f"too short for LSE: {n} usable frames, a 5-frame window needs at least 6")
@@ -308,7 +308,7 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
 
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():  # singular product: regularise as pytorch-fid does
         eps = np.eye(s1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))

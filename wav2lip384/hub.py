@@ -48,8 +48,7 @@ def model_card(info: dict[str, Any], config: dict[str, Any], repo_id: str, evalu
                          + (" (the architecture of the paper's appendices 2-3)" if size == 384 else ""),
             "syncnet": f"SyncNet lip-sync expert for {size}x{size} faces (Wav2Lip colour SyncNet"
                        + (", face encoder of the paper's appendix 1)" if size == 384 else ")")}.get(kind, kind)
-    env = "DH_WAV2LIP384_CHECKPOINT" if kind == "generator" and size == 384 else (
-        "DH_WAV2LIP96_CHECKPOINT" if kind == "generator" else "DH_SYNCNET_CHECKPOINT")
+    env = "DH_WAV2LIP384_CHECKPOINT" if size == 384 else "DH_WAV2LIP96_CHECKPOINT"
     lines = [
         "---",
         "library_name: pytorch",
@@ -104,7 +103,9 @@ def model_card(info: dict[str, Any], config: dict[str, Any], repo_id: str, evalu
         f"model = from_pretrained(\"{repo_id}\")",
         "```",
         "",
-        f"or set `{env}={repo_id}` for the app and `python -m wav2lip384.infer`.",
+        (f"or set `{env}={repo_id}` for the app and `python -m wav2lip384.infer`." if kind == "generator" else
+         f"or use it as the expert of `python -m wav2lip384.train generator --syncnet {repo_id}` "
+         f"(download the folder first) and as `--project-syncnet` of `python -m wav2lip384.evaluate`."),
         "",
         "## Limitations",
         "",
