@@ -24,7 +24,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,7 +78,7 @@ class Task(Protocol):
         and then the discriminator on the same batch.
         """
 
-    def validate(self, models: dict[str, nn.Module], batches: list[dict[str, torch.Tensor]], step: int
+    def validate(self, models: dict[str, nn.Module], batches: Iterable[dict[str, torch.Tensor]], step: int
                  ) -> dict[str, float]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -278,22 +278,25 @@ class Trainer:
             return bool(torch.equal(lo, hi))
 
     # ----------------------------------------------------------------- validation
-    def _val_batches(self) -> list[dict[str, torch.Tensor]]:
+    def _val_batches(self) -> list[list[int]]:
+        """Sample indices of the fixed validation set, in batches (samples are re-read at each evaluation:
+        they are pure functions of their index, and holding 384 px generator batches would cost GBs)."""
         ds = self.task.val_dataset()
         if ds is None or self.cfg.val_samples <= 0:
             return []
         idx = list(range(self.cfg.val_samples))
         bs = self.cfg.batch_size
-        return [collate([ds[i] for i in idx[j:j + bs]]) for j in range(0, len(idx), bs)]
+        return [idx[j:j + bs] for j in range(0, len(idx), bs)]
 
     def validate(self, models, val_batches) -> dict[str, float]:
         if not val_batches:
             return {}
+        ds = self.task.val_dataset()
         for m in models.values():
             m.eval()
         with torch.no_grad(), self._autocast():
-            out = self.task.validate({k: unwrap(m) for k, m in models.items()},
-                                     [_to_device(b, self.device) for b in val_batches], self.step)
+            batches = (_to_device(collate([ds[i] for i in b]), self.device) for b in val_batches)
+            out = self.task.validate({k: unwrap(m) for k, m in models.items()}, batches, self.step)
         for k, m in models.items():
             m.train(self.task_trainable.get(k, False))
         return out
