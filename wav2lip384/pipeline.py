@@ -293,6 +293,8 @@ class LipSyncPipeline:
             warnings.append(f"More than one face was found in {where}; the largest face was lip-synced.")
         if missing:
             warnings.append(f"No face in {len(missing)} frame(s) (first: frame {missing[0]}); they were left unchanged.")
+        if fps and avatar.kind == "video" and abs(float(fps) - rate) > 1e-3:
+            warnings.append(f"The avatar video's own frame rate ({rate:g} fps) was used, not {float(fps):g} fps.")
         if avatar.truncated:
             warnings.append(f"The avatar video is long; only its first {avatar.n_frames} frames are used.")
         if isinstance(detector, F.HaarDetector):
