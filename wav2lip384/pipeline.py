@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +69,18 @@ class LipSyncResult:
 class _Speech:
     wav16: np.ndarray  # (T,) float32 at 16 kHz (what the mel is computed from)
     mux_path: Path  # the file ffmpeg muxes (the original upload, or a wav written in the request's temp dir)
+    samples: np.ndarray | None = None  # in-memory input as given, (T,) or (T, C), for slicing into chunks
+    sample_rate: int = 16000
+
+    def slice_to(self, path: Path, t0: float, t1: float | None) -> Path:
+        """Write seconds t0..t1 (None: to the end) of the speech to ``path`` (wav) for muxing one chunk."""
+        import soundfile as sf
+
+        data, sr = (self.samples, self.sample_rate) if self.samples is not None else (self.wav16, 16000)
+        a = int(round(t0 * sr))
+        b = len(data) if t1 is None else int(round(t1 * sr))
+        sf.write(str(path), np.clip(data[a:b], -1.0, 1.0), sr, subtype="PCM_16")
+        return path
 
     @property
     def seconds(self) -> float:
@@ -94,14 +106,23 @@ class LipSyncPipeline:
                  dtype=None, cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                  max_audio_seconds: float = 300.0, on_no_face: str = "error", feather: bool = True,
                  crf: int = 18, preset: str = "veryfast", show_progress: bool = True,
-                 avatar_cache: AvatarCache | None = None):
+                 avatar_cache: AvatarCache | None = None, optimize=None):
         import torch
+
+        from wav2lip384.optimize import DEFAULT, PLAIN, optimize_generator
 
         if on_no_face not in ("error", "passthrough"):
             raise ValueError("on_no_face must be 'error' or 'passthrough'")
         self.device = torch.device(device)
         self.dtype = dtype or torch.float32
-        self.generator = generator.to(self.device, self.dtype).eval()
+        # ``optimize``: None = the exact transforms of wav2lip384.optimize (BN folded into the convolutions,
+        # lower-half decoding); False = plain eager; or an OptimizeConfig. Lower-half decoding leaves the rows
+        # above the paste mask unset, so it is used with the feathered paste-back only.
+        config = PLAIN if optimize is False else (DEFAULT if optimize is None or optimize is True else optimize)
+        if not feather and config.lower_half:
+            config = replace(config, lower_half=False)
+        self.optimization = config
+        self.generator = optimize_generator(generator.to(self.device, self.dtype).eval(), config)
         self.size = int(generator.img_size)
         self.model_name = model_name or f"wav2lip-{self.size}"
         self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.size, 8))
@@ -187,14 +208,16 @@ class LipSyncPipeline:
 
     def stream(self, face: str | os.PathLike, audio_segments: Iterable[tuple[np.ndarray, int]],
                out_dir: str | os.PathLike, *, fps: float | None = None, smooth: bool = True,
-               pads: Sequence[int] = F.DEFAULT_PADS, fmt: str = "mp4",
+               pads: Sequence[int] = F.DEFAULT_PADS, fmt: str = "mp4", max_chunk_seconds: float | None = None,
                on_no_face: str | None = None) -> Iterator[Path]:
         """Yield one playable video chunk per audio segment (e.g. one per synthesised sentence).
 
         Frame indices continue across chunks (the video avatar keeps playing where the last chunk stopped)
         and chunk lengths follow the cumulative audio duration, so the chunks played back to back stay in
         sync. ``fmt="ts"`` writes MPEG-TS segments with continuous timestamps (HLS-style), ``"mp4"``
-        self-contained fast-start mp4 files.
+        self-contained fast-start mp4 files. ``max_chunk_seconds`` splits long segments into several chunks
+        (the first video appears sooner); the mel is still computed over the whole segment, so the split
+        changes no frame.
         """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,6 +225,7 @@ class LipSyncPipeline:
         try:
             frames_done = 0
             seconds_done = 0.0
+            index = 0
             for k, segment in enumerate(audio_segments):
                 timings: dict[str, float] = {}
                 speech = self._speech(segment, work, name=f"segment_{k:04d}.wav", limit_total=seconds_done)
@@ -209,12 +233,18 @@ class LipSyncPipeline:
                                      on_no_face=on_no_face or self.on_no_face, timings=timings)
                 seconds_done += speech.seconds
                 n = max(1, int(round(seconds_done * prep.fps)) - frames_done)  # cumulative: no drift
-                windows = self._mel_windows(speech.wav16, prep.fps, n_frames=n)
-                path = out_dir / f"chunk_{k:04d}.{fmt}"
-                self._render(prep, windows, frames_done, speech.mux_path, path, fmt, timings, None,
-                             start_time=frames_done / prep.fps)
+                windows = self._mel_windows(speech.wav16, prep.fps, n_frames=n)  # (n, 80, 16)
+                per = n if not max_chunk_seconds else max(1, int(round(max_chunk_seconds * prep.fps)))
+                for a in range(0, n, per):
+                    b = min(n, a + per)
+                    mux = speech.mux_path if per >= n else speech.slice_to(
+                        work / f"piece_{index:04d}.wav", a / prep.fps, None if b == n else b / prep.fps)
+                    path = out_dir / f"chunk_{index:04d}.{fmt}"
+                    self._render(prep, windows[a:b], frames_done + a, mux, path, fmt, timings, None,
+                                 start_time=(frames_done + a) / prep.fps)
+                    index += 1
+                    yield path
                 frames_done += n
-                yield path
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -247,6 +277,9 @@ class LipSyncPipeline:
             mux = work / name
             data = samples if samples.ndim == 1 or samples.shape[0] > samples.shape[-1] else samples.T  # (T, C)
             sf.write(str(mux), np.clip(data, -1.0, 1.0), int(sr), subtype="PCM_16")
+            if wav16.size < 160:
+                raise UserFacingError("The speech is shorter than 10 ms: nothing to lip-sync.")
+            return _Speech(wav16, mux, data, int(sr))
         else:
             path = Path(audio)
             check_media(path, kinds=("audio", "video"), what="audio file")
