@@ -154,6 +154,7 @@ def run(video: Path, audio: Path, seconds: float, sizes: list[int], iters: int, 
             pipe = LipSyncPipeline(gen, model_name=f"wav2lip-{size}", detector_checkpoint=settings.s3fd_checkpoint,
                                    cache_dir=work / "cache", show_progress=False, avatar_cache=avatars)
             out[f"model_{size}"] = bench_model(pipe.generator, pipe.batch_size, iters)
+            out["optimization"] = getattr(pipe, "optimization", None) and pipe.optimization.to_dict()
             for kind, face in (("video", video), ("photo", photo)):
                 cold = None
                 if avatars is None:  # first request for this avatar: decode + detection included
