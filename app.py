@@ -180,15 +180,19 @@ class Handlers:
         """Generator: the answer at once, then the video chunk by chunk (streamed), sentence by sentence."""
         for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, _model_value(model), engine=engine):
             suggestions = list(getattr(up.answer, "suggestions", []) or [])
+            download = gr.skip()
             if up.final_video is not None:
-                # streaming: Gradio joins the chunks itself; otherwise show the whole answer now
-                video = gr.skip() if STREAMING else str(up.final_video)
+                # streaming: a None chunk ends nothing and adds nothing; otherwise the whole answer replaces
+                # the last chunk. Either way the joined mp4 is offered for download (and to API clients).
+                video = None if STREAMING else str(up.final_video)
+                download = str(up.final_video)
             elif up.chunk is not None:
                 video = str(up.chunk)
             else:
                 video = None if STREAMING else gr.skip()
+                download = None
             yield (self._answer_md(up.answer), gr.update(choices=suggestions, value=None, visible=bool(suggestions)),
-                   video, self._timing_md(up), self._details(up))
+                   video, self._timing_md(up), self._details(up), download)
 
     def ask_suggestion(self, suggestion):
         return suggestion or gr.skip()
@@ -198,11 +202,12 @@ class Handlers:
 
 
 # ---------------------------------------------------------------------------------------------------- UI
-def _model_radio(svc: AppServices, label="Lip-sync model") -> gr.Radio:
+def _model_radio(svc: AppServices, prefer: str = "384", label="Lip-sync model") -> gr.Radio:
+    """96/384 choice. Without 384 weights the 384 choice stays visible but the radio is disabled, saying why."""
     ok384, msg384 = svc.weights(384)
+    info = "96 is fastest on a CPU; 384 renders a sharper mouth." if ok384 else f"384 is disabled: {msg384}"
     return gr.Radio(choices=[("96×96 (Wav2Lip)", "96"), ("384×384 (Wav2Lip-384)", "384")],
-                    value="384" if ok384 else "96", label=label, interactive=ok384,
-                    info=("Both models are available." if ok384 else f"384 is disabled: {msg384}"))
+                    value=prefer if ok384 else "96", label=label, interactive=ok384, info=info)
 
 
 def _avatar_inputs():
@@ -281,18 +286,20 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                         q_answer = gr.Markdown("*The answer appears here as soon as it is found.*", elem_id="answer")
                         q_sugg = gr.Radio([], label="Related questions · 相关问题 (click to ask)", visible=False)
                         with gr.Accordion("Avatar and voice", open=False):
-                            q_model = _model_radio(svc)
+                            q_model = _model_radio(svc, prefer="96")  # answers stream: speed first
                             q_engine = gr.Dropdown(engines, value="auto", label="Voice engine")
                             q_photo = gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None,
                                                type="filepath", label="Avatar photo (one face)", height=200)
                     with gr.Column(scale=5):
-                        q_video = gr.Video(label="Spoken answer", streaming=STREAMING, autoplay=True,
+                        q_video = gr.Video(label="Spoken answer", streaming=STREAMING, autoplay=True, elem_id="ask_video",
                                            interactive=False)
                         q_timing = gr.Markdown(elem_classes="figure")
+                        with gr.Accordion("Download the whole spoken answer (mp4)", open=False):
+                            q_file = gr.File(label="ready when the last sentence is rendered", interactive=False)
                         with gr.Accordion("Details (JSON)", open=False):
                             q_details = gr.JSON(label="answer")
                         gr.DeepLinkButton("Share a link to this answer")
-                ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details]
+                ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file]
                 ask_fn = gradio_errors(h.ask)
                 q_btn.click(ask_fn, [q_text, q_photo, q_model, q_engine], ask_outputs, api_name="ask",
                             concurrency_id="render")

@@ -1,0 +1,270 @@
+"""The app end to end with tiny local models: handlers called directly, the served app driven through
+``gradio_client`` on all four API names, five concurrent jobs, and a real headless Chromium.
+
+The Hub is offline in tests, so the lip-sync weights are *random* generators of the real 96 and 384
+architectures saved with ``wav2lip384.weights.save_pretrained`` into a temporary folder, found through
+``DH_WAV2LIP96_CHECKPOINT`` / ``DH_WAV2LIP384_CHECKPOINT``; the knowledge base is a four-entry JSONL
+(``DH_QA_KB``). Outputs are real videos of a (meaningless) mouth: the tests check plumbing, messages,
+timing fields and files, never lip-sync quality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.services import DEFAULT_AVATAR, AppServices
+from common.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+KB = [
+    {"id": "id-lost", "question": "身份证丢了怎么补办？", "answer": "请携带户口簿到派出所申请补领身份证。",
+     "question_en": "How do I replace a lost ID card?",
+     "answer_en": "Bring your household register to the police station to apply for a replacement ID card."},
+    {"id": "permit", "question": "居住证怎么办理？", "answer": "持身份证和居住证明到社区服务站申请居住证。",
+     "question_en": "How do I apply for a residence permit?",
+     "answer_en": "Apply at the community service station with your ID card and proof of residence."},
+    {"id": "social", "question": "怎么办理社保卡？", "answer": "可以在银行网点或者社保中心办理社保卡。",
+     "question_en": "How do I get a social security card?",
+     "answer_en": "You can get a social security card at a bank branch or the social insurance centre."},
+    {"id": "driving", "question": "驾驶证到期了怎么换证？", "answer": "到车管所或者网上申请换领驾驶证。",
+     "question_en": "How do I renew an expired driving licence?",
+     "answer_en": "Apply at the vehicle administration office or online to renew your driving licence."},
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _video_path(value) -> Path:
+    """gradio_client gives a video as a path or as {"video": path, "subtitles": ...}."""
+    if isinstance(value, dict):
+        value = value.get("video") or value.get("value") or value.get("path")
+    return Path(value)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def app_settings(tmp_path_factory):
+    """Random 96/384 generators and a tiny KB on disk, found through the DH_* variables."""
+    import torch
+
+    from wav2lip384.models import build_model
+    from wav2lip384.weights import save_pretrained
+
+    root = tmp_path_factory.mktemp("app")
+    torch.manual_seed(0)
+    for size in (96, 384):
+        save_pretrained(build_model("generator", size), root / f"wav2lip{size}")
+    kb = root / "kb.jsonl"
+    kb.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in KB), encoding="utf-8")
+    env = {"DH_WAV2LIP96_CHECKPOINT": str(root / "wav2lip96"), "DH_WAV2LIP384_CHECKPOINT": str(root / "wav2lip384"),
+           "DH_QA_KB": str(kb), "DH_CACHE_DIR": str(root / "cache"), "DH_MAX_AUDIO_SECONDS": "30",
+           "DH_TTS_ENGINE": "espeak"}
+    return Settings.from_env(env)
+
+
+@pytest.fixture(scope="module")
+def services(app_settings, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        svc = AppServices(app_settings, tmp_parent=tmp_path_factory.mktemp("requests"))
+        svc.warm_up()
+        yield svc
+        svc.close()
+
+
+@pytest.fixture(scope="module")
+def short_speech(tmp_path_factory) -> Path:
+    """About a second of our own synthesised speech (short clips keep the 384 renders quick)."""
+    import soundfile as sf
+
+    from tts import TTS
+
+    sp = TTS(engine="espeak").synthesize("Hello there.", lang="en")
+    path = tmp_path_factory.mktemp("speech") / "hello.wav"
+    sf.write(path, sp.wave, sp.sample_rate)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(services, app_settings, tmp_path_factory):
+    """The real app (same build_demo/queue/launch options as ``python app.py``) on a free loopback port."""
+    import app
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        mp.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path_factory.mktemp("examples-cache")))
+        demo = app.build_demo(app_settings, services)
+        port = _free_port()
+        kwargs = {**app.launch_kwargs(), "server_name": "127.0.0.1", "server_port": port,
+                  "prevent_thread_lock": True, "quiet": True}
+        app.queue(demo).launch(**kwargs)
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+# ------------------------------------------------------------------------------------ handlers, directly
+def test_handlers_make_videos_and_stream_the_answer(services):
+    import app
+
+    h = app.Handlers(services)
+    path, summary = h.text_to_avatar("Hello.", "en", "auto", str(DEFAULT_AVATAR), None, "96", progress=None)
+    assert Path(path).stat().st_size > 1000 and path.endswith(".mp4")
+    assert "96×96" in summary and "voice: espeak" in summary
+
+    steps = list(h.ask("How do I replace a lost ID card?", str(DEFAULT_AVATAR), "96", "auto"))
+    first = steps[0]
+    assert "police station" in first[0] and "Matched question" in first[0]  # the answer comes first...
+    assert first[2] is None or first[2].__class__.__name__ == "dict"  # ...before any video
+    chunks = [s[2] for s in steps[1:] if isinstance(s[2], str)]
+    assert chunks and all(Path(c).exists() for c in chunks)
+    last = steps[-1][4]
+    assert last["answered"] and last["matched_id"] == "id-lost" and last["seconds_to_first_chunk"] > 0
+    assert last["seconds_to_first_chunk"] >= last["seconds_to_answer_text"]
+    assert Path(steps[-1][5]).exists()  # the whole answer joined, for download
+
+    gen = h.ask("What is the weather like on Mars?", str(DEFAULT_AVATAR), "96", "auto")
+    md, sugg, *_ , details, _ = next(gen)
+    gen.close()  # only the text matters here
+    assert not details["answered"] and "Sorry" in md and len(details["suggestions"]) == 3
+    assert sugg["visible"] and len(sugg["choices"]) == 3
+    zh = next(h.ask("火星上天气怎么样？", str(DEFAULT_AVATAR), "96", "auto"))
+    assert "抱歉" in zh[0]  # "I don't know" in the user's language
+
+
+def test_compare_reports_time_fps_and_clarity_for_both_models(services, short_speech):
+    import app
+
+    out96, info96, out384, info384 = app.Handlers(services).compare("", str(short_speech), str(DEFAULT_AVATAR),
+                                                                    None, "auto", progress=None)
+    assert Path(out96).exists() and Path(out384).exists()
+    for info, size in ((info96, 96), (info384, 384)):
+        assert f"{size}×{size}" in info and "frames/s rendered" in info and "clarity" in info
+
+
+# ------------------------------------------------------------------------------------ through gradio_client
+def test_gradio_client_drives_all_four_api_names(client, short_speech):
+    from gradio_client import handle_file
+
+    avatar = handle_file(str(DEFAULT_AVATAR))
+    video, info = client.predict("Hi.", "en", "auto", avatar, None, "96", api_name="/text_to_avatar")
+    assert _video_path(video).stat().st_size > 1000 and "96×96" in info
+
+    video, info = client.predict(handle_file(str(short_speech)), avatar, None, "384", api_name="/audio_to_avatar")
+    assert _video_path(video).stat().st_size > 1000 and "384×384" in info
+
+    answer, _sugg, _video, timing, details, full = client.predict(
+        "身份证丢了怎么补办？", avatar, "96", "auto", api_name="/ask")
+    assert "派出所" in answer and details["lang"] == "zh" and details["chunks"] >= 1
+    assert "first video chunk" in timing and Path(full).stat().st_size > 1000
+
+    v96, i96, v384, i384 = client.predict("Hi.", None, avatar, None, "auto", api_name="/compare")
+    assert _video_path(v96).exists() and _video_path(v384).exists() and "clarity" in i96 and "clarity" in i384
+
+
+def test_bad_input_shows_a_message_and_the_app_keeps_serving(client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="type a question"):
+        client.predict("   ", handle_file(str(DEFAULT_AVATAR)), "96", "auto", api_name="/ask")
+    blank = tmp_path / "wall.png"
+    shutil.copy(DEFAULT_AVATAR, blank)
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((120, 120, 3), 200, np.uint8))
+    with pytest.raises(AppError, match="No face found"):
+        client.predict("Hi.", "en", "auto", handle_file(str(blank)), None, "96", api_name="/text_to_avatar")
+    silent = tmp_path / "silent.wav"
+    import soundfile as sf
+
+    sf.write(silent, np.zeros(8000, np.float32), 16000)
+    with pytest.raises(AppError, match="silent|no sound"):
+        client.predict(handle_file(str(silent)), handle_file(str(DEFAULT_AVATAR)), None, "96",
+                       api_name="/audio_to_avatar")
+    answer, *_ = client.predict("How do I get a social security card?", handle_file(str(DEFAULT_AVATAR)), "96",
+                                "auto", api_name="/ask")
+    assert "bank branch" in answer  # still serving
+
+
+def test_five_concurrent_jobs_all_complete_with_distinct_outputs(client):
+    from gradio_client import handle_file
+
+    texts = ["One.", "Two two.", "Three three three.", "Four.", "Five five."]
+    jobs = [client.submit(t, "en", "auto", handle_file(str(DEFAULT_AVATAR)), None, "96", api_name="/text_to_avatar")
+            for t in texts]
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(lambda j: j.result(timeout=240), jobs))
+    paths = [_video_path(v) for v, _ in results]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert len({_digest(p) for p in paths}) == 5  # five different speeches -> five different videos
+
+
+# ----------------------------------------------------------------------------------------- real browser
+@pytest.mark.browser
+def test_browser_asks_a_question_sees_the_answer_and_switches_tabs(server):
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does it)")
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(server, wait_until="networkidle")
+            page.get_by_role("tab", name="Ask the assistant").click()
+            page.get_by_label("Your question · 您的问题").fill("How do I apply for a residence permit?")
+            t0 = time.perf_counter()
+            page.get_by_role("button", name="Ask", exact=True).click()
+            expect(page.locator("#answer")).to_contain_text("community service station", timeout=60_000)
+            t_text = time.perf_counter() - t0
+            # first visible frame: the streamed <video> has decoded data for the current position
+            page.wait_for_function(
+                "() => { const v = document.querySelector('#ask_video video'); return v && v.readyState >= 2; }",
+                timeout=120_000)
+            t_frame = time.perf_counter() - t0
+            expect(page.get_by_text("Related questions")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "app_ask.png"), full_page=True)
+            page.get_by_role("tab", name="96 vs 384").click()
+            expect(page.get_by_role("button", name="Compare 96 and 384")).to_be_visible()
+            page.get_by_role("tab", name="Status").click()
+            expect(page.get_by_text("Wav2Lip-384 weights")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "app_status.png"), full_page=True)
+        finally:
+            browser.close()
+    (ARTIFACTS / "browser_timing.json").write_text(json.dumps(
+        {"seconds_click_to_answer_text": round(t_text, 3), "seconds_click_to_first_visible_frame": round(t_frame, 3),
+         "model": 96, "weights": "random (tests)"}, indent=1))
+    assert t_text < t_frame
