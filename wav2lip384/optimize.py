@@ -284,8 +284,13 @@ def optimize_generator(gen: Wav2LipGenerator, config: OptimizeConfig = DEFAULT, 
                        example: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
     """Return an optimised copy of ``gen`` (eval mode) per ``config``; ``gen`` itself is untouched."""
     apply_threads(config.num_threads, config.interop_threads)
-    model = fold_batchnorm(gen) if config.fold_bn else copy.deepcopy(gen).eval()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[config.dtype]
+    if config.fold_bn:
+        model = fold_batchnorm(gen)  # a copy
+    elif dtype != torch.float32 or config.channels_last or config.compile:
+        model = copy.deepcopy(gen).eval()  # the steps below change modules in place
+    else:
+        model = gen.eval()  # plain: shared, not copied (no extra memory)
     model = model.to(dtype)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
