@@ -124,3 +124,16 @@ def test_image_avatar_and_unreadable_files(tmp_path):
     (tmp_path / "fake.mp4").write_text("not a video")
     with pytest.raises(UserFacingError, match="not a valid MP4"):
         AvatarCache(None).get(tmp_path / "fake.mp4")
+
+
+def test_large_avatars_are_scaled_down(tmp_path):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "big.png"), np.full((300, 200, 3), 90, np.uint8))
+    av = AvatarCache(None, max_side=150).get(tmp_path / "big.png")
+    assert (av.width, av.height) == (100, 150) and av.source_size == (200, 300)
+    video = make_video(tmp_path / "big.mp4", 4, h=96, w=160)
+    av = AvatarCache(None, max_side=80).get(video, frames_needed=4)
+    assert (av.width, av.height) == (80, 48) and av.frames.shape[1:3] == (48, 80) and av.source_size == (160, 96)
+    av = AvatarCache(None).get(video, frames_needed=4)
+    assert (av.width, av.height) == (160, 96) and av.source_size is None

@@ -32,6 +32,9 @@ from wav2lip384.video import check_media, open_video, read_image
 
 DEFAULT_MAX_AVATAR_SECONDS = 60.0
 DEFAULT_MAX_FRAME_BYTES = 2_000_000_000  # per avatar: ~320 frames of 1080x1920
+# Larger avatars (4K phone videos, 24 MP photos) are scaled down to this longer side: on a CPU, decoding,
+# pasting and H.264-encoding 4K frames would cost more than the lip-sync itself.
+DEFAULT_MAX_SIDE = 1920
 
 
 def file_hash(path: str | Path) -> str:
@@ -78,6 +81,7 @@ class Avatar:
     frames: np.ndarray
     complete: bool  # all frames of the source (up to the cap) are in ``frames``
     truncated: bool = False  # the source is longer than the cap; only its first part is used
+    source_size: tuple[int, int] | None = None  # (width, height) of the file when it was scaled down
     cache_dir: Path | None = None
     detections: dict[str, F.Detections] = field(default_factory=dict)  # detector slug -> largest faces
     _crops: dict[tuple, CropSet] = field(default_factory=dict, repr=False)
@@ -220,12 +224,14 @@ class AvatarCache:
 
     def __init__(self, cache_dir: str | Path | None, *, max_items: int = 3, max_bytes: int = 3_000_000_000,
                  max_avatar_seconds: float = DEFAULT_MAX_AVATAR_SECONDS,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, max_side: int | None = DEFAULT_MAX_SIDE):
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.max_avatar_seconds = max_avatar_seconds
         self.max_frame_bytes = max_frame_bytes
+        self.max_side = max_side
+        self._hashes: dict[tuple, str] = {}  # (path, size, mtime) -> content hash: don't re-read unchanged files
         self._mem: OrderedDict[str, Avatar] = OrderedDict()
         self._lock = threading.RLock()
         self.stats = {"hits": 0, "misses": 0, "decodes": 0}
@@ -241,7 +247,14 @@ class AvatarCache:
         """The avatar for ``path`` with at least ``frames_needed`` leading frames decoded (when it has them)."""
         path = Path(path)
         kind = check_media(path, kinds=("image", "video"), what="avatar")
-        key = file_hash(path)
+        st = path.stat()
+        stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        key = self._hashes.get(stamp)
+        if key is None:
+            key = file_hash(path)
+            if len(self._hashes) > 256:
+                self._hashes.clear()
+            self._hashes[stamp] = key
         with self._lock:
             av = self._mem.get(key)
             if av is not None:
@@ -273,8 +286,16 @@ class AvatarCache:
         entry = self._entry_dir(key)
         if kind == "image":
             img = read_image(path)  # (H, W, 3)
+            source = None
+            h, w = img.shape[:2]
+            if self.max_side and max(h, w) > self.max_side:
+                import cv2
+
+                scale = self.max_side / max(h, w)
+                source = (w, h)
+                img = cv2.resize(img, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA)
             av = Avatar(key, "image", path.name, path, None, img.shape[1], img.shape[0], img[None], True,
-                        cache_dir=entry)
+                        cache_dir=entry, source_size=source)
         else:
             av = Avatar(key, "video", path.name, path, None, 0, 0, np.zeros((0, 1, 1, 3), np.uint8), False,
                         cache_dir=entry)
@@ -289,9 +310,16 @@ class AvatarCache:
         probe = open_video(av.path, max_frames=1)
         fps, w, h = probe.fps, probe.width, probe.height
         probe.close()
+        scale_to = self.max_side if self.max_side and max(w, h) > self.max_side else None
+        stream = open_video(av.path, max_frames=1, max_side=scale_to) if scale_to else None
+        if stream is not None:
+            av.source_size = (w, h)
+            w, h = stream.width, stream.height
+            stream.close()
         cap = max(1, min(int(self.max_avatar_seconds * fps), self.max_frame_bytes // (w * h * 3)))
         target = min(cap, max(frames_needed, 2 * av.n_frames, int(2 * fps)))
-        stream = open_video(av.path, max_frames=target + 1)  # one more tells us whether the source goes on
+        # one frame more than needed tells us whether the source goes on
+        stream = open_video(av.path, max_frames=target + 1, max_side=scale_to)
         frames = np.empty((target, h, w, 3), np.uint8)  # (N, H, W, 3)
         n = 0
         more = False

@@ -328,6 +328,9 @@ class LipSyncPipeline:
             warnings.append(f"No face in {len(missing)} frame(s) (first: frame {missing[0]}); they were left unchanged.")
         if fps and avatar.kind == "video" and abs(float(fps) - rate) > 1e-3:
             warnings.append(f"The avatar video's own frame rate ({rate:g} fps) was used, not {float(fps):g} fps.")
+        if avatar.source_size is not None:
+            warnings.append(f"The avatar ({avatar.source_size[0]}x{avatar.source_size[1]}) was scaled down to "
+                            f"{avatar.width}x{avatar.height} to keep lip-sync fast on this machine.")
         if avatar.truncated:
             warnings.append(f"The avatar video is long; only its first {avatar.n_frames} frames are used.")
         if isinstance(detector, F.HaarDetector):

@@ -187,14 +187,19 @@ class VideoStream:
             close()
 
 
-def open_video(path: str | Path, max_frames: int | None = None) -> VideoStream:
+def open_video(path: str | Path, max_frames: int | None = None, max_side: int | None = None) -> VideoStream:
     """Start decoding ``path`` (any codec ffmpeg reads) as RGB frames, at most ``max_frames`` of them.
 
-    Rotation metadata is applied by ffmpeg, so ``width``/``height`` are the displayed size.
+    Rotation metadata is applied by ffmpeg, so ``width``/``height`` are the displayed size. With ``max_side``,
+    larger videos are scaled down by ffmpeg (aspect kept, even sizes) so the longer side is at most that.
     """
     import imageio_ffmpeg
 
     out_params = ["-frames:v", str(int(max_frames))] if max_frames else []
+    if max_side:
+        m = int(max_side)
+        out_params += ["-vf", f"scale=w='if(gt(iw,ih),min(iw,{m}),-2)':h='if(gt(iw,ih),-2,min(ih,{m}))'"
+                                f":flags=area"]
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=out_params)
     try:
         meta = next(gen)
