@@ -134,7 +134,8 @@ def stage(checkpoint: str | Path, out: str | Path, repo_id: str = "OWNER/NAME",
                 "data_summary": data_summary(tcfg.get("data", "")), "last_train": ck["last_train"],
                 "last_val": ck["last_val"], "checkpoint": str(src)}
         if ck["task"] == "generator":
-            info |= {"expert_syncnet": tcfg.get("syncnet"), "gan": tcfg.get("gan")}
+            info |= {"expert_syncnet": tcfg.get("syncnet"), "gan": tcfg.get("gan"),
+                     "sync_enabled": ck["task_state"].get("sync_enabled")}
     elif src.is_dir():
         if not (src / weights.WEIGHTS_NAME).is_file() or not (src / weights.CONFIG_NAME).is_file():
             raise UserFacingError(f"{src} has no {weights.WEIGHTS_NAME} + {weights.CONFIG_NAME}: pass a training "

@@ -44,7 +44,8 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, 
     model.eval()
     history = ckpt.get("history", [])
     info = {"task": task, "step": int(ckpt["step"]), "task_config": tcfg, "train_config": ckpt["train_config"],
-            "world_size": ckpt.get("world_size", 1), "last_train": _last(history, "train"),
+            "world_size": ckpt.get("world_size", 1), "task_state": ckpt.get("task_state", {}),
+            "last_train": _last(history, "train"),
             "last_val": _last(history, "val")}
     return model, info
 
