@@ -76,7 +76,7 @@ def _syncnet_s_layers(kind: str):
 def build_syncnet_s(embed_dim: int = 1024):
     """syncnet_python's ``S`` network (the one ``syncnet_v2.model`` holds), written from its layer table.
 
-    Different from Wav2Lip's SyncNet: greyscale-free RGB 3-D convolutions over 5 frames of 224x224 faces and
+    Different from Wav2Lip's SyncNet: colour (BGR) 3-D convolutions over 5 frames of 224x224 faces and
     2-D convolutions over 13 MFCCs x 20 frames, each followed by a 512-512-1024 MLP.
     """
     import torch

@@ -15,7 +15,8 @@ Exact resume, and why it holds:
 
 DDP: when ``torch.distributed`` is initialised (``torchrun`` + ``wav2lip384.train.__main__``), trainable models
 are wrapped in ``DistributedDataParallel``; each rank draws different samples (the rank is part of the sample
-index); rank 0 alone logs, validates and writes checkpoints, and the others wait at a barrier.
+index); training logs are averaged over ranks; rank 0 alone validates and writes checkpoints, and the others
+wait at a barrier.
 """
 
 from __future__ import annotations
@@ -265,6 +266,17 @@ class Trainer:
         dist.broadcast_object_list(box, src=0)
         self.task.load_state_dict(box[0])
 
+    def _mean_over_ranks(self, means: dict[str, float]) -> dict[str, float]:
+        """Training logs averaged over all DDP ranks (every rank logs at the same steps, so this is safe)."""
+        if self.world == 1 or not means:
+            return means
+        import torch.distributed as dist
+
+        keys = sorted(means)
+        t = torch.tensor([means[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return dict(zip(keys, (t / self.world).tolist()))
+
     def _ranks_in_sync(self, models) -> bool:
         """True when every rank ends with the same trainable weights (DDP kept them in lockstep)."""
         import torch.distributed as dist
@@ -362,7 +374,7 @@ class Trainer:
             stop = last or out_of_time
             if self.step % max(1, cfg.log_every) == 0 or stop:
                 row = {"step": self.step, "time_s": round(time.monotonic() - t0, 2), "split": "train",
-                       **{k: sum(v) / len(v) for k, v in running.items()}}
+                       **self._mean_over_ranks({k: sum(v) / len(v) for k, v in running.items()})}
                 running = {}
                 self._record(row)
                 self.log(json.dumps(row))
