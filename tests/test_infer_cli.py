@@ -38,8 +38,16 @@ def test_missing_files_exit_2_before_loading_a_model(tmp_path, capsys, monkeypat
     assert code == 2 and "not a valid PNG" in capsys.readouterr().err
 
 
+def test_python_m_entry_point_exits_2_on_user_errors(tmp_path):
+    env = {**__import__("os").environ, "DH_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "wav2lip384.infer", "--face", str(tmp_path / "none.mp4"),
+                           "--audio", "a.wav", "--out", str(tmp_path / "o.mp4")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and proc.stdout == ""
+
+
 @pytest.mark.slow
-def test_cli_end_to_end_prints_json(shared_data, tmp_path):
+def test_cli_end_to_end_prints_json(shared_data, tmp_path, capsys, monkeypatch):
     import torch
 
     from wav2lip384.models import build_model
@@ -49,15 +57,15 @@ def test_cli_end_to_end_prints_json(shared_data, tmp_path):
     save_pretrained(build_model("generator", 96), tmp_path / "w96")
     data, sr = sf.read(str(shared_data / "audio" / "wenet_aishell-BAC009S0724W0121_zh.wav"), dtype="float32")
     sf.write(str(tmp_path / "a.wav"), data[: int(0.6 * sr)], sr)
-    env = {**__import__("os").environ, "DH_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "wav2lip384.infer", "--face", str(shared_data / "image" / "sadtalker_happy.png"),
-         "--audio", str(tmp_path / "a.wav"), "--out", str(tmp_path / "o.mp4"), "--model", "96",
-         "--checkpoint", str(tmp_path / "w96"), "--batch-size", "8", "--no-smooth", "--pads", "0", "12", "0", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    res = json.loads(proc.stdout)
+    monkeypatch.setenv("DH_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["--face", str(shared_data / "image" / "sadtalker_happy.png"), "--audio", str(tmp_path / "a.wav"),
+                 "--out", str(tmp_path / "o.mp4"), "--model", "96", "--checkpoint", str(tmp_path / "w96"),
+                 "--batch-size", "8", "--no-smooth", "--pads", "0", "12", "0", "0"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    res = json.loads(out.out)
     assert res["output_path"] == str(tmp_path / "o.mp4") and (tmp_path / "o.mp4").stat().st_size > 0
     assert res["n_frames"] == 15 and res["fps"] == 25.0 and (res["width"], res["height"]) == (256, 256)
     assert res["detector"].startswith("opencv-haar") and "model" in res and res["timings"]["total"] > 0
     assert np.isclose(res["duration_s"], 0.6)
+    assert list((tmp_path / "cache" / "avatars").iterdir())  # DH_CACHE_DIR was used for the avatar cache
