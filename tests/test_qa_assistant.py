@@ -185,14 +185,42 @@ def test_builtin_kb_answers_the_issue_example(builtin_assistant):
 
 
 @pytest.mark.slow
+def test_dev_set_meets_the_measured_figures(builtin_assistant, shared_kb):
+    """The honest figures of the shipped recipe on ../shared/kb/dev_queries.jsonl (see qa/README.md).
+
+    The issue's targets (top-1 >= 0.90; >= 0.75 unanswerable rejected at <= 0.05 false rejects) are NOT
+    met by multilingual-e5-small here; these bounds pin what the shipped recipe achieves (0.855 / 0.65 /
+    0.05) with a little slack for the 4-bit engine's numeric jitter, so a regression shows up.
+    """
+    from qa import evaluate as ev
+
+    a = builtin_assistant
+    results = ev.run_queries(a, ev.load_queries(shared_kb / "dev_queries.jsonl"))
+    out = ev.report(results, a.config.threshold)
+    assert out["n"] == 240
+    assert out["top1_accuracy"] >= 0.84 and out["mrr"] >= 0.89
+    assert out["by_lang"]["zh"]["top1_accuracy"] >= 0.83 and out["by_lang"]["en"]["top1_accuracy"] >= 0.85
+    assert out["false_reject_rate"] <= 0.07
+    assert out["unanswerable_reject_rate"] >= 0.6
+    assert out["accepted_correct"] >= 0.8
+    cv = ev.cross_validate(results, repeats=50)
+    assert cv["false_reject_rate"]["mean"] <= 0.08 and cv["unanswerable_reject_rate"]["mean"] >= 0.55
+
+
+@pytest.mark.slow
 def test_taipei_faq_serves_as_a_custom_kb_with_hnsw(shared_data, nano, tmp_path):
     from qa.index import IndexConfig
 
-    kb = load_kb(shared_data / "qa" / "taipei_gov_faq.jsonl")
-    # question view only (answers are long and messy) and a low HNSW threshold to exercise HNSW on real data
-    cfg = AssistantConfig(index=IndexConfig(views=("question",), hnsw_threshold=1000))
+    from qa.kb import KnowledgeBase
+
+    full = load_kb(shared_data / "qa" / "taipei_gov_faq.jsonl")
+    assert len(full) == 1875
+    # the first 500 real entries keep the test short; question view only (answers are long and messy) and
+    # a low HNSW threshold to exercise the approximate index on real data
+    kb = KnowledgeBase(full.entries[:500], full.source, full.duplicates)
+    cfg = AssistantConfig(index=IndexConfig(views=("question",), hnsw_threshold=300))
     a = Assistant.load(kb, nano, cache_dir=tmp_path, config=cfg)
-    assert a.info()["index_type"] == "hnsw" and a.info()["kb_size"] == 1875
+    assert a.info()["index_type"] == "hnsw" and a.info()["kb_size"] == 500
     target = kb.entries[100]
     hits = a.search(target.question, k=3)
     assert target.question in [h.entry.question for h in hits]
