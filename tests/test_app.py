@@ -29,18 +29,19 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
 KB = [
-    {"id": "id-lost", "question": "身份证丢了怎么补办？", "answer": "请携带户口簿到派出所申请补领身份证。",
+    # answers kept short: every answer is spoken and rendered, and the tests budget CPU time
+    {"id": "id-lost", "question": "身份证丢了怎么补办？", "answer": "请到派出所补领。",
      "question_en": "How do I replace a lost ID card?",
-     "answer_en": "Bring your household register to the police station to apply for a replacement ID card."},
-    {"id": "permit", "question": "居住证怎么办理？", "answer": "持身份证和居住证明到社区服务站申请居住证。",
+     "answer_en": "Go to the police station."},
+    {"id": "permit", "question": "居住证怎么办理？", "answer": "到社区服务站办理。",
      "question_en": "How do I apply for a residence permit?",
-     "answer_en": "Apply at the community service station with your ID card and proof of residence."},
-    {"id": "social", "question": "怎么办理社保卡？", "answer": "可以在银行网点或者社保中心办理社保卡。",
+     "answer_en": "Apply at the community service station."},
+    {"id": "social", "question": "怎么办理社保卡？", "answer": "到银行网点办理。",
      "question_en": "How do I get a social security card?",
-     "answer_en": "You can get a social security card at a bank branch or the social insurance centre."},
-    {"id": "driving", "question": "驾驶证到期了怎么换证？", "answer": "到车管所或者网上申请换领驾驶证。",
+     "answer_en": "Go to a bank branch."},
+    {"id": "driving", "question": "驾驶证到期了怎么换证？", "answer": "到车管所换证。",
      "question_en": "How do I renew an expired driving licence?",
-     "answer_en": "Apply at the vehicle administration office or online to renew your driving licence."},
+     "answer_en": "Renew it at the vehicle office."},
 ]
 
 
