@@ -190,22 +190,19 @@ def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: Prep
     from wav2lip384.video import open_video
 
     wav = audio_mod.load_audio(path, max_seconds=None)  # (T,) float32 16 kHz mono
-    src_fps, n_src = _count_frames(path)
-    video_s = n_src / src_fps
-    n_out = int(min(np.floor(video_s * FPS + 1e-6), len(wav) // SAMPLES_PER_FRAME))
-    rep = VideoReport(source, str(path), src_fps, round(min(video_s, len(wav) / SAMPLE_RATE), 3), n_out)
-    if n_out <= 0:
-        rep.error = "no frames or no audio"
-        return rep, []
-    fmap = _frame_map(src_fps, n_src, n_out)
+    n_max = len(wav) // SAMPLES_PER_FRAME  # 25 fps frames the audio covers
+
+    # pass 1: detect on the source frames that the 25 fps sequence uses, counting the source frames on the way
+    # (the video may end before or after the audio; the clip range is settled once the count is known)
+    stream = open_video(path)
+    src_fps = stream.fps
+    fmap = _frame_map(src_fps, 1 << 62, n_max)  # source frame shown at each 25 fps timestamp
     wanted: dict[int, list[int]] = {}
     for k, j in enumerate(fmap):
         wanted.setdefault(int(j), []).append(k)
-
-    # pass 1: detect on the source frames that the 25 fps sequence uses
-    raw = np.full((n_out, 4), np.nan, np.float32)
+    raw = np.full((max(n_max, 1), 4), np.nan, np.float32)
     shape = None
-    stream = open_video(path)
+    n_src = 0
     batch_frames, batch_idx = [], []
 
     def flush():
@@ -219,6 +216,7 @@ def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: Prep
 
     try:
         for j, frame in enumerate(stream.frames):
+            n_src = j + 1
             if j in wanted:
                 shape = frame.shape
                 batch_frames.append(frame)
@@ -228,6 +226,14 @@ def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: Prep
         flush()
     finally:
         stream.close()
+    video_s = n_src / src_fps
+    n_out = int(min(np.floor(video_s * FPS + 1e-6), n_max))
+    rep = VideoReport(source, str(path), src_fps, round(min(video_s, len(wav) / SAMPLE_RATE), 3), n_out)
+    if n_out <= 0:
+        rep.error = "no frames or no audio"
+        return rep, []
+    raw = raw[:n_out]
+    wanted = {j: [k for k in ks if k < n_out] for j, ks in wanted.items() if j < n_src}
 
     # clips and their fate
     plans = []  # (clip_no, f0, f1, squares)
@@ -261,9 +267,12 @@ def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: Prep
         dirs.append(d)
         sf.write(d / "audio.wav", wav[a * SAMPLES_PER_FRAME: b * SAMPLES_PER_FRAME], SAMPLE_RATE, subtype="PCM_16")
     if plans:
+        last = max((j for j, ks in wanted.items() if any(owner[k] >= 0 for k in ks)), default=-1)
         stream = open_video(path)
         try:
             for j, frame in enumerate(stream.frames):
+                if j > last:
+                    break
                 for k in wanted.get(j, ()):
                     p = owner[k]
                     if p < 0:
