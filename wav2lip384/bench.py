@@ -1,17 +1,30 @@
-"""Benchmark: frames per second of the generator alone and of the whole pipeline, 96 and 384, photo and video.
+"""Benchmark: the original Wav2Lip strategy vs our pipeline (96/384, photo/video), side by side in one run.
 
-    python -m wav2lip384.bench --json            # JSON on stdout (a table without --json)
+    python -m wav2lip384.bench --json            # full run (the whole 4.3 s clip), JSON on stdout
+    python -m wav2lip384.bench --json --quick    # 1.6 s of speech, no lever sweeps (~3 min on 2 busy cores)
 
-Entries (each pipeline entry has ``fps`` = frames of output video per second of wall time for the whole
-request, audio decode to mux, on the same clip and audio):
-- ``ours_96_video``, ``ours_96_photo``, ``ours_384_video``, ``ours_384_photo``: the pipeline with a warm
-  avatar cache (the app's steady state: the avatar was prepared by an earlier request);
-  ``ours_96_video.fps_cold`` is the first request, detection included. Per-stage times in ms.
-  The photo avatar is the video's first frame, so photo and video entries see the same face.
-- ``model_96``, ``model_384``: the generator alone at the pipeline's batch size: full forward (video
-  avatars) and audio encoder + decoder with the face features computed once (photo avatars), with GFLOPs
-  per frame and achieved GFLOP/s.
-- ``matmul_peak_gflops``: this machine's fp32 matmul throughput, for scale.
+Every configuration runs in its own subprocess (one after the other), so its ``peak_rss_mb`` is that process's
+``ru_maxrss`` and no configuration warms caches for another. Top-level entries (pipeline entries have ``fps`` =
+frames of output video per second of wall time for one whole request, audio decode to mux, same clip and speech):
+- ``baseline_96_original_style``: :mod:`wav2lip384.baseline`, the original ``inference.py`` strategy (all frames
+  read first, fixed ``--box`` as in the issue's measurement, full face encoder every frame, eager fp32, batch
+  128, hard paste, per-frame resize, temp AVI then ffmpeg mux).
+- ``ours_96_video``, ``ours_96_photo``, ``ours_384_video``, ``ours_384_photo``: our pipeline with its default
+  (exact) optimisations and the avatar prepared by an earlier request (the app's steady state);
+  ``fps_cold`` = the first request for the avatar (frame decode + face detection included).
+- ``plain_96_video``, ``plain_384_video``: the same pipeline with ``optimize=False`` (plain eager), for the
+  optimisations' own speed-up.
+- each pipeline entry: per-stage ms, ``peak_rss_mb``, model GFLOPs per frame (nominal = the plain model's, as
+  ``python -m wav2lip384.models --summary`` counts it; executed = what the optimised model really computes),
+  achieved GFLOP/s (executed GFLOPs x frames / model seconds) and its fraction of ``matmul_peak_gflops``,
+  and ``max_pixel_diff_vs_plain``: the largest difference (0..255) between the frames pasted from the
+  optimised and from the plain eager model on the same crops and speech.
+- ``ours_*@threads1``: the same with one torch thread (see the note at ``ENTRIES_QUICK``).
+- ``levers_96``, ``levers_384`` (not with ``--quick``): the generator alone at the pipeline's batch size, one
+  lever at a time (BN folding, lower-half decoding, channels_last, bf16 with its quality loss, torch.compile
+  with its compile time when ``--with-compile`` is given, threads, batch sizes).
+- ``matmul_peak_gflops``: this machine's fp32 ``torch.mm`` throughput on 2048x2048 matrices (best of 1 thread
+  and torch's default; ``fraction_of_matmul_peak`` uses the peak at the entry's own thread count).
 Real weights are used when they resolve (``DH_WAV2LIP96_CHECKPOINT`` / ``DH_WAV2LIP384_CHECKPOINT``);
 otherwise random weights of the same architecture (same cost), and ``weights`` says so.
 """
@@ -23,6 +36,7 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +51,7 @@ DEFAULT_VIDEO = SHARED_DATA / "video" / "retalking_face2.mp4"
 DEFAULT_AUDIO = SHARED_DATA / "audio" / "wenet_aishell-BAC009S0724W0121_zh.wav"
 
 
-def matmul_peak_gflops(n: int = 1024, seconds: float = 1.0) -> float:
+def matmul_peak_gflops(n: int = 2048, seconds: float = 2.0) -> float:
     """fp32 GFLOP/s of repeated (n x n) @ (n x n) matmuls with torch's current thread count."""
     import torch
 
@@ -84,114 +98,304 @@ def flops_per_frame(gen) -> tuple[float, float]:
     return full.get_total_flops() / 1e9, part.get_total_flops() / 1e9
 
 
-def bench_model(gen, batch: int, iters: int) -> dict:
-    """Frames/s of the generator alone (random inputs of the real shapes)."""
-    import torch
-
-    s = gen.img_size
-    mel = torch.randn(batch, 1, 80, 16)
-    faces = torch.rand(batch, 6, s, s)
-    out = {"batch": batch}
-    with torch.inference_mode():
-        gen(mel[:2], faces[:2])  # warm-up (first-call allocations)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            gen(mel, faces)
-        out["video_fps"] = round(batch * iters / (time.perf_counter() - t0), 2)
-        feats = gen.encode_faces(faces[:1])
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            gen.decode(gen.encode_audio(mel), feats)
-        out["photo_fps"] = round(batch * iters / (time.perf_counter() - t0), 2)
-    full, part = flops_per_frame(gen)
-    out["gflops_per_frame"] = round(full, 3)
-    out["gflops_per_frame_photo"] = round(part, 3)
-    out["achieved_gflops_video"] = round(full * out["video_fps"], 1)
-    out["achieved_gflops_photo"] = round(part * out["photo_fps"], 1)
-    return out
+def _rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
-def _entry(res, wall: float) -> dict:
-    return {"fps": round(res.n_frames / wall, 2), "n_frames": res.n_frames, "wall_s": round(wall, 3),
-            "stages_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()},
-            "detector": res.detector.split(" (")[0], "avatar_cached": res.avatar_cached}
-
-
-def run(video: Path, audio: Path, seconds: float, sizes: list[int], iters: int, settings) -> dict:
+def _inputs(work: Path, video: Path, audio: Path, seconds: float | None) -> tuple[Path, Path, Path]:
+    """(speech clip, 0.2 s speech, photo = the video's first frame) written into ``work``."""
     import cv2
     import soundfile as sf
-    import torch
 
-    from wav2lip384.pipeline import LipSyncPipeline
     from wav2lip384.video import open_video
 
-    out: dict = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                             "torch": torch.__version__, "load_avg_start": [round(x, 2) for x in os.getloadavg()]},
-                 "clip": {"video": video.name, "audio": audio.name, "audio_seconds": seconds}, "weights": {}}
-    out["matmul_peak_gflops"] = matmul_peak_gflops()
+    data, sr = sf.read(str(audio), dtype="float32", always_2d=True)
+    clip = work / "speech.wav"
+    sf.write(str(clip), data[: int(seconds * sr)] if seconds else data, sr)
+    short = work / "short.wav"  # prepares the photo avatar before its timed request
+    sf.write(str(short), data[: int(0.2 * sr)], sr)
+    stream = open_video(video, max_frames=1)
+    first = next(stream.frames)
+    stream.close()
+    photo = work / "photo.png"
+    cv2.imwrite(str(photo), first[..., ::-1])
+    return clip, short, photo
+
+
+def _warm_mel() -> None:
+    from wav2lip384.audio import melspectrogram
+
+    melspectrogram(np.zeros(8000, np.float32) + 1e-3)  # librosa's one-off JIT, not part of any request
+
+
+def _pasted(pipe, gen, prep, windows, frames_idx) -> list[np.ndarray]:
+    """Frames pasted from ``gen``'s output for output frames ``frames_idx`` (the pipeline's own steps)."""
+    import torch
+
+    from wav2lip384 import faces as F
+
+    av = prep.avatar
+    src = [av.source_index(t) for t in frames_idx]
+    with torch.inference_mode():
+        mel = torch.from_numpy(windows[frames_idx])[:, None]  # (b, 1, 80, 16)
+        pred = gen(mel, pipe._face_batch(prep.crops.crops[src]))  # (b, 3, S, S)
+        out = pred.float().clamp_(0, 1).mul_(255).add_(0.5).permute(0, 2, 3, 1).to(torch.uint8).numpy()[..., ::-1]
+    return [F.paste_back(av.frames[s], o, prep.crops.boxes[s], feather=pipe.feather) for s, o in zip(src, out)]
+
+
+def _pixel_diff(pipe, plain_gen, face: Path, clip: Path, n: int) -> int:
+    """Max |optimised - plain eager| (0..255) over the pasted frames of the first ``n`` output frames."""
+    from wav2lip384 import faces as F
+    from wav2lip384.audio import load_audio
+
+    wav = load_audio(clip, sample_rate=16000)
+    prep = pipe._prepare(face, 0, len(wav) / 16000, fps=None, pads=F.DEFAULT_PADS, smooth=True,
+                         on_no_face="error", timings={})
+    windows = pipe._mel_windows(wav, prep.fps)
+    idx = list(range(min(n, len(windows))))
+    a = _pasted(pipe, pipe.generator, prep, windows, idx)
+    b = _pasted(pipe, plain_gen, prep, windows, idx)
+    return int(max(np.abs(x.astype(np.int16) - y.astype(np.int16)).max() for x, y in zip(a, b)))
+
+
+def run_one(name: str, video: Path, audio: Path, seconds: float | None, settings, with_compile: bool = False) -> dict:
+    """One configuration (called in a fresh subprocess by :func:`run`)."""
+    import torch
+
     work = Path(tempfile.mkdtemp(prefix="lipsync-bench-"))
     try:
-        # the same speech for every entry; the photo avatar is the video's first frame
-        data, sr = sf.read(str(audio), dtype="float32", always_2d=True)
-        clip = work / "speech.wav"
-        sf.write(str(clip), data[: int(seconds * sr)], sr)
-        short = work / "short.wav"  # prepares the photo avatar before its timed request
-        sf.write(str(short), data[: int(0.2 * sr)], sr)
-        stream = open_video(video, max_frames=1)
-        first = next(stream.frames)
-        stream.close()
-        photo = work / "photo.png"
-        cv2.imwrite(str(photo), first[..., ::-1])
-        out["clip"]["size"] = [int(first.shape[1]), int(first.shape[0])]
-        from wav2lip384.audio import melspectrogram
-
-        melspectrogram(np.zeros(8000, np.float32) + 1e-3)  # librosa's one-off JIT, not part of any request
-        avatars = None
-        for size in sizes:
-            spec = settings.wav2lip96_checkpoint if size == 96 else settings.wav2lip384_checkpoint
-            gen, desc = load_generator_or_random(size, spec)
-            out["weights"][str(size)] = desc
-            pipe = LipSyncPipeline(gen, model_name=f"wav2lip-{size}", detector_checkpoint=settings.s3fd_checkpoint,
-                                   cache_dir=work / "cache", show_progress=False, avatar_cache=avatars)
-            out[f"model_{size}"] = bench_model(pipe.generator, pipe.batch_size, iters)
-            out["optimization"] = getattr(pipe, "optimization", None) and pipe.optimization.to_dict()
-            for kind, face in (("video", video), ("photo", photo)):
-                cold = None
-                if avatars is None:  # first request for this avatar: decode + detection included
-                    # (later sizes share this pipeline's avatar cache, as the app shares one across models)
-                    t0 = time.perf_counter()
-                    res = pipe(face, clip if kind == "video" else short, work / f"cold_{kind}.mp4")
-                    cold = res.n_frames / (time.perf_counter() - t0) if kind == "video" else None
-                t0 = time.perf_counter()
-                res = pipe(face, clip, work / f"{size}_{kind}.mp4")
-                entry = _entry(res, time.perf_counter() - t0)
-                if cold is not None:
-                    entry["fps_cold"] = round(cold, 2)
-                out[f"ours_{size}_{kind}"] = entry
-            avatars = pipe.avatars  # the app keeps one avatar cache across models
-            del pipe, gen
+        clip, short, photo = _inputs(work, video, audio, seconds)
+        _warm_mel()
+        if name.startswith("levers_"):
+            size = int(name.split("_")[1])
+            gen, desc = load_generator_or_random(size, _spec(size, settings))
+            entry = bench_levers(gen, quick=False, with_compile=with_compile)
+        elif name == "baseline_96_original_style":
+            entry, desc = _run_baseline(video, clip, work, settings)
+        else:
+            entry, desc = _run_pipeline(name, video, clip, short, photo, work, settings)
+        entry["weights"] = desc
+        entry["peak_rss_mb"] = _rss_mb()
+        entry["torch_threads"] = torch.get_num_threads()
+        return entry
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _spec(size: int, settings) -> str | None:
+    return settings.wav2lip96_checkpoint if size == 96 else settings.wav2lip384_checkpoint
+
+
+def _run_baseline(video: Path, clip: Path, work: Path, settings) -> tuple[dict, str]:
+    from wav2lip384 import faces as F
+    from wav2lip384.baseline import PADS, run_original_style
+    from wav2lip384.video import open_video
+
+    gen, desc = load_generator_or_random(96, _spec(96, settings))
+    # the fixed --box of the issue's measurement: the padded face box of the first frame (not timed)
+    stream = open_video(video, max_frames=1)
+    first = next(stream.frames)
+    stream.close()
+    det = F.detect_faces(F.build_detector(settings.s3fd_checkpoint), [first])
+    x1, y1, x2, y2 = F.apply_pads(det.boxes, PADS, first.shape)[0]
+    box = (int(y1), int(y2), int(x1), int(x2))
+    res = run_original_style(video, clip, work / "baseline.mp4", gen, box=box)
+    full, _ = flops_per_frame(gen)
+    t_model = res["timings"]["model"]
+    entry = {"fps": round(res["fps"], 2), "n_frames": res["n_frames"], "wall_s": res["timings"]["total"],
+             "stages_ms": {k: round(v * 1000, 1) for k, v in res["timings"].items()}, "box_y1y2x1x2": list(box),
+             "batch": 128, "gflops_per_frame_nominal": round(full, 3), "gflops_per_frame_executed": round(full, 3),
+             "achieved_gflops": round(full * res["n_frames"] / t_model, 1), "max_pixel_diff_vs_plain": 0}
+    return entry, desc
+
+
+def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, work: Path, settings):
+    from wav2lip384.pipeline import LipSyncPipeline
+
+    kind, size, avatar = name.split("_")  # e.g. "ours", "384", "video"
+    size = int(size)
+    gen, desc = load_generator_or_random(size, _spec(size, settings))
+    pipe = LipSyncPipeline(gen, model_name=f"wav2lip-{size}", detector_checkpoint=settings.s3fd_checkpoint,
+                           cache_dir=work / "cache", show_progress=False, optimize=(kind == "ours"))
+    face = video if avatar == "video" else photo
+    t0 = time.perf_counter()  # first request: decodes the avatar and detects the faces
+    res = pipe(face, clip if avatar == "video" else short, work / "cold.mp4")
+    cold = res.n_frames / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    res = pipe(face, clip, work / "warm.mp4")
+    wall = time.perf_counter() - t0
+    entry = {"fps": round(res.n_frames / wall, 2), "n_frames": res.n_frames, "wall_s": round(wall, 3),
+             "stages_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()}, "batch": pipe.batch_size,
+             "optimize": pipe.optimization.to_dict(), "detector": res.detector.split(" (")[0],
+             "avatar_cached": res.avatar_cached}
+    if avatar == "video":
+        entry["fps_cold"] = round(cold, 2)
+    nominal_full, nominal_photo = flops_per_frame(gen)
+    exec_full, exec_photo = flops_per_frame(pipe.generator)
+    nominal, executed = (nominal_full, exec_full) if avatar == "video" else (nominal_photo, exec_photo)
+    entry["gflops_per_frame_nominal"] = round(nominal, 3)
+    entry["gflops_per_frame_executed"] = round(executed, 3)
+    entry["achieved_gflops"] = round(executed * res.n_frames / res.timings["model"], 1)
+    entry["effective_gflops"] = round(nominal * res.n_frames / res.timings["model"], 1)
+    entry["max_pixel_diff_vs_plain"] = _pixel_diff(pipe, gen, face, clip, pipe.batch_size) if kind == "ours" else 0
+    return entry, desc
+
+
+def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dict:
+    """The generator alone, one lever at a time, on the same random inputs; diffs vs plain eager fp32."""
+    import torch
+
+    from wav2lip384.optimize import DEFAULT, PLAIN, OptimizeConfig, optimize_generator, paste_first_row
+    from wav2lip384.pipeline import DEFAULT_BATCH
+
+    s = gen.img_size
+    batch = DEFAULT_BATCH.get(s, 8)
+    g = torch.Generator().manual_seed(0)
+    mel, faces = torch.randn(batch, 1, 80, 16, generator=g), torch.rand(batch, 6, s, s, generator=g)
+    faces[:, :3, :, s // 2:] = 0
+    r = paste_first_row(s)
+
+    def timed(model, m=mel, f=faces, reps=3):
+        with torch.inference_mode():
+            model(m[:2], f[:2])  # warm-up
+            best, out = float("inf"), None
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                out = model(m, f)
+                best = min(best, time.perf_counter() - t0)
+        return len(m) / best, out.float()
+
+    def quality(out, ref):
+        d = (out[:, :, r:] - ref[:, :, r:]).abs() * 255  # rows the paste-back can show, 8-bit scale
+        mse = float((d ** 2).mean())
+        return {"max_pixel_diff": round(float(d.max()), 3), "mean_pixel_diff": round(float(d.mean()), 4),
+                "psnr_db": round(10 * np.log10(255 ** 2 / mse), 1) if mse > 0 else None}
+
+    res = {"batch": batch, "first_row_kept": r}
+    plain_fps, ref = timed(optimize_generator(gen, PLAIN))
+    res["plain"] = {"fps": round(plain_fps, 2)}
+    configs = {"fold_bn": OptimizeConfig(lower_half=False), "lower_half": OptimizeConfig(fold_bn=False),
+               "fold_bn+lower_half (default)": DEFAULT, "default+channels_last": OptimizeConfig(channels_last=True),
+               "default+bf16": OptimizeConfig(dtype="bf16")}
+    for label, cfg in configs.items():
+        fps, out = timed(optimize_generator(gen, cfg))
+        res[label] = {"fps": round(fps, 2), "speedup_vs_plain": round(fps / plain_fps, 2), **quality(out, ref)}
+    res["dynamic_int8"] = {"applicable": False, "reason": "torch.ao.quantization.quantize_dynamic converts "
+                           f"nn.Linear/RNN only; the generator has {sum(isinstance(m, torch.nn.Linear) for m in gen.modules())} "
+                           "Linear layers (all convolutions)"}
+    if not quick:
+        # threads (restored afterwards)
+        before = torch.get_num_threads()
+        fast = optimize_generator(gen, DEFAULT)
+        for n in sorted({1, os.cpu_count() or 1}):
+            torch.set_num_threads(n)
+            res[f"default_threads_{n}"] = {"fps": round(timed(fast)[0], 2)}
+        torch.set_num_threads(before)
+        # batch sizes for the default model
+        res["default_batch_fps"] = {}
+        for b in ((8, 16, 32, 64) if s == 96 else (2, 4, 8, 16)):
+            m2, f2 = mel[:1].expand(b, -1, -1, -1).contiguous(), faces[:1].expand(b, -1, -1, -1).contiguous()
+            res["default_batch_fps"][str(b)] = round(timed(fast, m2, f2, reps=1)[0], 2)
+    if with_compile:  # torch.compile: compile time (first call) vs steady-state speed (minutes on 2 cores)
+        try:
+            comp = optimize_generator(gen, OptimizeConfig(compile=True))
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                comp(mel, faces)
+            compile_s = time.perf_counter() - t0
+            fps, out = timed(comp)
+            res["default+compile"] = {"fps": round(fps, 2), "speedup_vs_plain": round(fps / plain_fps, 2),
+                                      "compile_s": round(compile_s, 1), **quality(out, ref)}
+        except Exception as err:  # inductor needs a C++ toolchain; report instead of failing the benchmark
+            res["default+compile"] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+    return res
+
+
+# "@threadsN": the same entry with torch.set_num_threads(N) (on a busy 2-core machine one thread can beat two:
+# OpenMP threads wait for each other whenever the OS deschedules one of them)
+ENTRIES_QUICK = ["baseline_96_original_style", "plain_96_video", "ours_96_video", "ours_96_photo",
+                 "plain_384_video", "ours_384_video", "ours_384_photo", "ours_96_video@threads1",
+                 "ours_384_video@threads1", "ours_384_photo@threads1"]
+ENTRIES_FULL = ENTRIES_QUICK + ["levers_96", "levers_384"]
+
+
+def run(video: Path, audio: Path, seconds: float | None, entries: list[str], threads: int | None,
+        with_compile: bool = False) -> dict:
+    """Every entry in its own subprocess, one after the other; ratios computed from this one run."""
+    import torch
+
+    out: dict = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                             "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+                             "uptime_start": _uptime()},
+                 "clip": {"video": video.name, "audio": audio.name, "audio_seconds": seconds or "all"}}
+    peaks = {}
+    before = torch.get_num_threads()
+    for n in sorted({1, before}):  # on a shared machine one thread may reach more than two
+        torch.set_num_threads(n)
+        peaks[n] = matmul_peak_gflops()
+    torch.set_num_threads(before)
+    out["matmul_peak_gflops"] = max(peaks.values())
+    out["matmul_peak_gflops_by_threads"] = {str(k): v for k, v in peaks.items()}
+    for name in entries:
+        base_name, _, variant = name.partition("@threads")  # e.g. "ours_384_video@threads1"
+        cmd = [sys.executable, "-m", "wav2lip384.bench", "--one", base_name, "--video", str(video),
+               "--audio", str(audio)]
+        if seconds:
+            cmd += ["--seconds", str(seconds)]
+        if variant or threads:
+            cmd += ["--threads", str(variant or threads)]
+        if with_compile:
+            cmd.append("--with-compile")
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            out[name] = {"error": proc.stderr.strip()[-1500:]}
+            continue
+        out[name] = json.loads(proc.stdout)
+        out[name]["process_wall_s"] = round(time.perf_counter() - t0, 1)
+        out[name]["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    for entry in out.values():
+        if isinstance(entry, dict) and "achieved_gflops" in entry:
+            peak = peaks.get(entry.get("torch_threads"), out["matmul_peak_gflops"])  # same thread count
+            entry["fraction_of_matmul_peak"] = round(entry["achieved_gflops"] / peak, 3)
+    base = out.get("baseline_96_original_style", {}).get("fps")
+    if base:
+        out["ratios_vs_baseline"] = {k: round(v["fps"] / base, 2) for k, v in out.items()
+                                     if isinstance(v, dict) and "fps" in v and k != "baseline_96_original_style"}
+    for size in (96, 384):
+        p, o = out.get(f"plain_{size}_video", {}).get("fps"), out.get(f"ours_{size}_video", {}).get("fps")
+        if p and o:
+            out.setdefault("ratios_optimised_vs_plain", {})[f"{size}_video"] = round(o / p, 2)
     out["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["machine"]["uptime_end"] = _uptime()
     out["notes"] = [
-        "fps = output frames / wall time of one whole request (audio decode .. mux) with the avatar prepared "
-        "by an earlier request (frames, face boxes and crops cached); fps_cold = the first request for the avatar "
-        "(decode + face detection included).",
-        "load_avg: other processes share these CPUs; figures are only comparable within one run.",
+        "fps = output frames / wall time of one whole request (audio decode .. mux). ours_*: the avatar was prepared "
+        "by an earlier request (frames, face boxes and crops cached, as in the app); fps_cold = that first request. "
+        "The baseline uses a fixed box (no detection), like the issue's measurement of the original.",
+        "Each entry ran in its own process; peak_rss_mb is that process's ru_maxrss (ffmpeg children excluded).",
+        "Other processes share these 2 CPUs (see load_avg/uptime): compare figures within one run only.",
     ]
     return out
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except Exception:  # pragma: no cover
+        return ""
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m wav2lip384.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print JSON (default: a short table)")
+    p.add_argument("--quick", action="store_true", help="1.6 s of speech and no lever sweeps (a short run)")
     p.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="video avatar (its first frame = the photo)")
     p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help="speech")
-    p.add_argument("--seconds", type=float, default=1.6, help="seconds of speech to lip-sync (default 1.6)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[96, 384], choices=(96, 384))
-    p.add_argument("--iters", type=int, default=1, help="timed generator batches for the model-alone figures")
+    p.add_argument("--seconds", type=float, default=None, help="seconds of speech (default: all; 1.6 with --quick)")
+    p.add_argument("--entries", nargs="+", default=None, help=f"subset of {ENTRIES_FULL}")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--with-compile", action="store_true", help="levers: also time torch.compile (minutes)")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one entry, print its JSON
     args = p.parse_args(argv)
     from common.settings import Settings
 
@@ -200,24 +404,31 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    seconds = args.seconds if args.seconds is not None else (1.6 if args.quick else None)
     try:
         for f in (args.video, args.audio):
             if not f.is_file():
                 raise UserFacingError(f"benchmark input {f} not found (pass --video/--audio)")
-        result = run(args.video, args.audio, args.seconds, args.sizes, args.iters, settings)
+        if args.one:
+            print(json.dumps(run_one(args.one, args.video, args.audio, seconds, settings, args.with_compile)))
+            return 0
+        entries = args.entries or (ENTRIES_QUICK if args.quick else ENTRIES_FULL)
+        result = run(args.video, args.audio, seconds, entries, args.threads, args.with_compile)
     except UserFacingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{'entry':<16}{'fps':>8}  stages (ms)")
+        print(f"{'entry':<28}{'fps':>8}{'x base':>8}{'RSS MB':>9}{'GFLOP/s':>9}{'maxdiff':>8}")
+        ratios = result.get("ratios_vs_baseline", {})
         for key, val in result.items():
-            if key.startswith("ours_"):
-                print(f"{key:<16}{val['fps']:>8}  {val['stages_ms']}")
-            elif key.startswith("model_"):
-                print(f"{key:<16}{val['video_fps']:>8}  photo {val['photo_fps']} fps, {val['gflops_per_frame']} GFLOPs/frame")
-        print(f"matmul peak {result['matmul_peak_gflops']} GFLOP/s; weights: {result['weights']}")
+            if isinstance(val, dict) and "fps" in val:
+                print(f"{key:<28}{val['fps']:>8}{ratios.get(key, 1.0):>8}{val.get('peak_rss_mb', ''):>9}"
+                      f"{val.get('achieved_gflops', ''):>9}{val.get('max_pixel_diff_vs_plain', ''):>8}")
+            elif isinstance(val, dict) and "error" in val:
+                print(f"{key:<28} error: {val['error'][-200:]}")
+        print(f"matmul peak {result['matmul_peak_gflops']} GFLOP/s; {result['machine']['uptime_end']}")
     return 0
 
 

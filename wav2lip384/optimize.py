@@ -299,11 +299,8 @@ def optimize_generator(gen: Wav2LipGenerator, config: OptimizeConfig = DEFAULT, 
     for p in fast.parameters():
         p.requires_grad_(False)
     if config.compile:
-        # compile block by block: the decoder's Python control flow (cut, broadcast) stays eager
-        inner = fast.inner
-        for blocks in (inner.face_encoder_blocks, inner.face_decoder_blocks):
-            for i in range(len(blocks)):
-                blocks[i] = torch.compile(blocks[i], dynamic=False)
-        inner.audio_encoder = torch.compile(inner.audio_encoder, dynamic=False)
-        inner.output_block = torch.compile(inner.output_block, dynamic=False)
+        # one graph per entry point (forward = video avatars, decode = photo avatars), static shapes; compiling
+        # the blocks one by one instead hits dynamo's recompile limit (they share Sequential.forward's code)
+        fast.forward = torch.compile(fast.forward, dynamic=False)
+        fast.decode = torch.compile(fast.decode, dynamic=False)
     return fast
