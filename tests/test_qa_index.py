@@ -110,3 +110,13 @@ def test_index_is_persisted_and_reused_until_kb_or_model_changes(tmp_path, nano)
 def test_index_config_rejects_unknown_views():
     with pytest.raises(ValueError, match="views"):
         IndexConfig(views=("answer_only",))
+
+
+def test_synthetic_benchmark_reports_build_latency_and_recall():
+    from qa.bench import bench_synthetic
+
+    out = bench_synthetic(n=1000, n_queries=20, ef_searches=(16, 128), chunk=500)
+    assert out["n"] == 1000 and out["data"] == "clustered" and out["build_s"] >= 0
+    assert [s["ef_search"] for s in out["by_ef_search"]] == [16, 128]
+    assert out["by_ef_search"][-1]["recall_at_1"] >= 0.9
+    assert out["by_ef_search"][-1]["search_latency_ms"]["n"] == 20
