@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import threading
-from pathlib import Path
 
 import gradio as gr
 
@@ -176,6 +175,8 @@ class Handlers:
             s += f", voice: {up.engine})" if up.engine else ")"
         elif up.index < 0:
             s += " · rendering the spoken answer…"
+        if up.final_video is not None:
+            s += f" · done: {up.index} chunks"
         return s
 
     def ask(self, question, photo, model, engine):
@@ -295,7 +296,7 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                     with gr.Column(scale=5):
                         q_video = gr.Video(label="Spoken answer", streaming=STREAMING, autoplay=True, elem_id="ask_video",
                                            interactive=False)
-                        q_timing = gr.Markdown(elem_classes="figure")
+                        q_timing = gr.Markdown(elem_classes="figure", elem_id="ask_timing")
                         with gr.Accordion("Download the whole spoken answer (mp4)", open=False):
                             q_file = gr.File(label="ready when the last sentence is rendered", interactive=False)
                         with gr.Accordion("Details (JSON)", open=False):

@@ -161,6 +161,16 @@ def test_handlers_make_videos_and_stream_the_answer(services):
     assert "抱歉" in zh[0]  # "I don't know" in the user's language
 
 
+def test_without_ffprobe_the_answer_comes_chunk_by_chunk_then_whole(services, monkeypatch):
+    import app
+
+    monkeypatch.setattr(app, "STREAMING", False)  # as on a machine without the system ffmpeg/ffprobe
+    steps = list(app.Handlers(services).ask("怎么办理社保卡？", str(DEFAULT_AVATAR), "96", "auto"))
+    videos = [s[2] for s in steps[1:]]
+    assert all(isinstance(v, str) and v.endswith(".mp4") for v in videos)
+    assert videos[-1] == steps[-1][5] and videos[-1].endswith("answer.mp4")  # last: the whole answer
+
+
 def test_compare_reports_time_fps_and_clarity_for_both_models(services, short_speech):
     import app
 
@@ -169,6 +179,21 @@ def test_compare_reports_time_fps_and_clarity_for_both_models(services, short_sp
     assert Path(out96).exists() and Path(out384).exists()
     for info, size in ((info96, 96), (info384, 384)):
         assert f"{size}×{size}" in info and "frames/s rendered" in info and "clarity" in info
+
+
+def test_compare_without_384_weights_renders_96_and_explains_384(app_settings, short_speech, tmp_path):
+    import dataclasses
+
+    import app
+
+    svc = AppServices(dataclasses.replace(app_settings, wav2lip384_checkpoint=""), tmp_parent=tmp_path)
+    try:
+        out96, info96, out384, info384 = app.Handlers(svc).compare("", str(short_speech), str(DEFAULT_AVATAR), None,
+                                                                   "auto", progress=None)
+    finally:
+        svc.close()
+    assert out96 and "96×96" in info96
+    assert out384 is None and "384 model is unavailable" in info384 and "DH_WAV2LIP384_CHECKPOINT" in info384
 
 
 # ------------------------------------------------------------------------------------ through gradio_client
