@@ -31,7 +31,7 @@ class QueryResult:
     lang: str
     expected_id: str | None
     ranked_ids: tuple[str, ...]  # top MRR_DEPTH entry ids, best first
-    top1_score: float
+    top1_score: float  # the confidence the threshold is compared with (Assistant.retrieve)
     answered: bool
     latency_ms: float
 
@@ -75,9 +75,9 @@ def run_queries(assistant: Assistant, queries: list[dict]) -> list[QueryResult]:
     results = []
     for q in queries:
         ans, ms = timed_ask(assistant, q["query"])
-        hits = assistant.search(assistant.validate(q["query"]), k=MRR_DEPTH)
+        hits, confidence = assistant.retrieve(assistant.validate(q["query"]), k=MRR_DEPTH)
         results.append(QueryResult(q["query"], q["lang"], q["expected_id"], tuple(h.entry.id for h in hits),
-                                   hits[0].score, ans.source == "kb", ms))
+                                   confidence, ans.source == "kb", ms))
     return results
 
 

@@ -8,6 +8,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import numpy as np
 import pytest
 
 from common.errors import UserFacingError
@@ -188,9 +189,10 @@ def test_builtin_kb_answers_the_issue_example(builtin_assistant):
 def test_dev_set_meets_the_measured_figures(builtin_assistant, shared_kb):
     """The honest figures of the shipped recipe on ../shared/kb/dev_queries.jsonl (see qa/README.md).
 
-    The issue's targets (top-1 >= 0.90; >= 0.75 unanswerable rejected at <= 0.05 false rejects) are NOT
-    met by multilingual-e5-small here; these bounds pin what the shipped recipe achieves (0.855 / 0.65 /
-    0.05) with a little slack for the 4-bit engine's numeric jitter, so a regression shows up.
+    The issue's top-1 target (>= 0.90) is NOT met by multilingual-e5-small here (0.855); the rejection
+    target is met in-sample (0.775 rejected at 0.05 false rejects) and nearly held-out (0.77 at 0.059).
+    These bounds pin what the shipped recipe achieves with a little slack for the 4-bit engine's numeric
+    jitter, so a regression shows up.
     """
     from qa import evaluate as ev
 
@@ -200,11 +202,11 @@ def test_dev_set_meets_the_measured_figures(builtin_assistant, shared_kb):
     assert out["n"] == 240
     assert out["top1_accuracy"] >= 0.84 and out["mrr"] >= 0.89
     assert out["by_lang"]["zh"]["top1_accuracy"] >= 0.83 and out["by_lang"]["en"]["top1_accuracy"] >= 0.85
-    assert out["false_reject_rate"] <= 0.07
-    assert out["unanswerable_reject_rate"] >= 0.6
+    assert out["false_reject_rate"] <= 0.065
+    assert out["unanswerable_reject_rate"] >= 0.72
     assert out["accepted_correct"] >= 0.8
     cv = ev.cross_validate(results, repeats=50)
-    assert cv["false_reject_rate"]["mean"] <= 0.08 and cv["unanswerable_reject_rate"]["mean"] >= 0.55
+    assert cv["false_reject_rate"]["mean"] <= 0.08 and cv["unanswerable_reject_rate"]["mean"] >= 0.7
 
 
 @pytest.mark.slow
@@ -224,3 +226,20 @@ def test_taipei_faq_serves_as_a_custom_kb_with_hnsw(shared_data, nano, tmp_path)
     target = kb.entries[100]
     hits = a.search(target.question, k=3)
     assert target.question in [h.entry.question for h in hits]
+
+
+def test_confidence_blends_top1_with_its_topic_support(small_kb, nano, tmp_path):
+    q = "护照找不到了，怎么重新办一本"
+    plain = Assistant.load(small_kb, nano, cache_dir=tmp_path)  # no categories: confidence is the top-1 score
+    hits, conf = plain.retrieve(q, k=5)
+    assert conf == pytest.approx(hits[0].score) and plain.ask(q).score == pytest.approx(conf)
+    # same entries with topics: two "lost card" entries share a category, the others stand alone
+    rows = [dict(r, category="lost" if r["id"] in ("passport-lost", "sscard-lost") else r["id"]) for r in ROWS]
+    p = tmp_path / "cats.jsonl"
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    topical = Assistant.load(p, nano, cache_dir=tmp_path)
+    hits, conf = topical.retrieve(q, k=5)
+    same = [h.score for h in hits if h.entry.category == "lost"]
+    assert hits[0].entry.id == "passport-lost" and len(same) == 2
+    assert conf == pytest.approx(0.5 * (hits[0].score + np.mean(same)))
+    assert conf < hits[0].score  # support from a weaker sibling lowers the confidence of a lone match
