@@ -274,8 +274,11 @@ def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dic
     res = {"batch": batch, "first_row_kept": r}
     plain_fps, ref = timed(optimize_generator(gen, PLAIN))
     res["plain"] = {"fps": round(plain_fps, 2)}
-    configs = {"fold_bn": OptimizeConfig(lower_half=False), "lower_half": OptimizeConfig(fold_bn=False),
-               "fold_bn+lower_half (default)": DEFAULT, "default+channels_last": OptimizeConfig(channels_last=True),
+    configs = {"fold_bn": OptimizeConfig(lower_half=False, channels_last=False),
+               "lower_half": OptimizeConfig(fold_bn=False, channels_last=False),
+               "channels_last": OptimizeConfig(fold_bn=False, lower_half=False),
+               "fold_bn+lower_half": OptimizeConfig(channels_last=False),
+               "default (fold_bn+lower_half+channels_last)": DEFAULT,
                "default+bf16": OptimizeConfig(dtype="bf16")}
     for label, cfg in configs.items():
         fps, out = timed(optimize_generator(gen, cfg))
@@ -298,7 +301,7 @@ def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dic
             res["default_batch_fps"][str(b)] = round(timed(fast, m2, f2, reps=1)[0], 2)
     if with_compile:  # torch.compile: compile time (first call) vs steady-state speed (minutes on 2 cores)
         try:
-            comp = optimize_generator(gen, OptimizeConfig(compile=True))
+            comp = optimize_generator(gen, OptimizeConfig(compile=True), batch_size=batch)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 comp(mel, faces)

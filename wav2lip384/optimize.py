@@ -11,13 +11,14 @@ Exact within a stated tolerance (on by default, see :class:`OptimizeConfig`):
                      convolution (k3, p1, op1) doubles the spoiled rows. The rows above the cut are filled
                      with 0 (or with a given image) and are never shown by the feathered paste.
   - threads          ``torch.set_num_threads`` / interop threads (``apply_threads``).
+  - ``channels_last``  NHWC memory format (oneDNN's preferred layout for convolutions); same arithmetic.
   - ``inference_mode``  the pipeline runs the model under ``torch.inference_mode`` (already the case).
-Measured trades (off by default; ``python -m wav2lip384.optimize`` prints the figures):
-  - ``channels_last``  NHWC memory format (oneDNN's preferred layout for convolutions); exact, but only
-                     worth it where it measures faster.
+Measured trades (off by default; ``python -m wav2lip384.bench`` prints the figures in ``levers_*``):
   - ``dtype="bf16"``   bfloat16 weights/activations (the CPU has avx512_bf16); ~3 significant digits,
                      so the quality loss is reported as max/mean pixel difference and PSNR vs fp32.
-  - ``compile``        ``torch.compile`` (inductor, C++ codegen): compile time vs gain is reported.
+  - ``compile``        ``torch.compile`` (inductor, C++ codegen): exact, fuses the thin high-resolution layers'
+                     element-wise work, but compiling takes minutes on 2 cores (per entry point and batch size),
+                     so it is opt-in (a long-running server can pay it once).
   - dynamic int8       not applicable: ``torch.ao.quantization.quantize_dynamic`` only converts
                      ``nn.Linear``/RNN layers and the generator is all convolutions (reported as such).
 
@@ -53,7 +54,7 @@ RESIZE_MARGIN_ROWS = 2
 class OptimizeConfig:
     fold_bn: bool = True
     lower_half: bool = True  # only valid with a feathered paste-back (the pipeline's default)
-    channels_last: bool = False
+    channels_last: bool = True
     dtype: str = "fp32"  # "fp32" | "bf16"
     compile: bool = False
     num_threads: int | None = None  # None: leave torch's setting
@@ -63,7 +64,7 @@ class OptimizeConfig:
         return asdict(self)
 
 
-PLAIN = OptimizeConfig(fold_bn=False, lower_half=False)  # plain eager fp32, for comparisons
+PLAIN = OptimizeConfig(fold_bn=False, lower_half=False, channels_last=False)  # plain eager fp32 (the input model)
 DEFAULT = OptimizeConfig()
 
 
@@ -218,6 +219,10 @@ class FastGenerator(nn.Module):
         self.first_row = int(first_row)
         self.compute_dtype = dtype
         self.channels_last = channels_last
+        # set by optimize_generator(compile=True): compiled entry points and the batch they are compiled for
+        self.static_batch: int | None = None
+        self._compiled_forward = None
+        self._compiled_decode = None
         if self.first_row > 0:
             self.cut_block, self.cut_offset, self.kept_fraction = _plan(gen, self.first_row)
         else:
@@ -239,9 +244,22 @@ class FastGenerator(nn.Module):
         """(N, 6, S, S) -> skip features (full resolution first)."""
         return self.inner.encode_faces(self._in(faces))
 
+    def _pad(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        """(n, ...) -> (static_batch, ...) by repeating the last item (batch-1 tensors broadcast: unchanged)."""
+        if t.shape[0] != n or n >= self.static_batch:
+            return t
+        return torch.cat([t, t[-1:].expand(self.static_batch - n, *t.shape[1:])])
+
     def decode(self, audio_embedding: torch.Tensor, feats: list[torch.Tensor],
                upper: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 512, 1, 1) + skips -> (N, 3, S, S) float32; rows < first_row from ``upper`` (N|1, 3, S, S) or 0."""
+        if self._compiled_decode is not None and upper is None:
+            n = audio_embedding.shape[0]  # one compiled graph: pad the last, shorter batch
+            return self._compiled_decode(self._pad(audio_embedding, n), [self._pad(f, n) for f in feats])[:n]
+        return self._decode_eager(audio_embedding, feats, upper)
+
+    def _decode_eager(self, audio_embedding: torch.Tensor, feats: list[torch.Tensor],
+                      upper: torch.Tensor | None = None) -> torch.Tensor:
         g = self.inner
         n = audio_embedding.shape[0]
         x = audio_embedding
@@ -277,12 +295,22 @@ class FastGenerator(nn.Module):
 
     def forward(self, audio: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """(N, 1, 80, 16), (N, 6, S, S) -> (N, 3, S, S); rows above the cut copied from the reference face."""
-        return self.decode(self.encode_audio(audio), self.encode_faces(faces), upper=faces[:, 3:6])
+        if self._compiled_forward is not None:
+            n = audio.shape[0]
+            return self._compiled_forward(self._pad(audio, n), self._pad(faces, n))[:n]
+        return self._forward_eager(audio, faces)
+
+    def _forward_eager(self, audio: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        return self._decode_eager(self.encode_audio(audio), self.encode_faces(faces), upper=faces[:, 3:6])
 
 
 def optimize_generator(gen: Wav2LipGenerator, config: OptimizeConfig = DEFAULT, *,
-                       example: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
-    """Return an optimised copy of ``gen`` (eval mode) per ``config``; ``gen`` itself is untouched."""
+                       batch_size: int = 8) -> nn.Module:
+    """Return an optimised copy of ``gen`` (eval mode) per ``config``; ``gen`` itself is untouched.
+
+    ``batch_size``: with ``compile``, the batch the graphs are compiled for (shorter batches are padded, so
+    one compilation serves a whole request; longer ones would compile again).
+    """
     apply_threads(config.num_threads, config.interop_threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[config.dtype]
     if config.fold_bn:
@@ -301,6 +329,7 @@ def optimize_generator(gen: Wav2LipGenerator, config: OptimizeConfig = DEFAULT, 
     if config.compile:
         # one graph per entry point (forward = video avatars, decode = photo avatars), static shapes; compiling
         # the blocks one by one instead hits dynamo's recompile limit (they share Sequential.forward's code)
-        fast.forward = torch.compile(fast.forward, dynamic=False)
-        fast.decode = torch.compile(fast.decode, dynamic=False)
+        fast.static_batch = int(batch_size)
+        fast._compiled_forward = torch.compile(fast._forward_eager, dynamic=False)
+        fast._compiled_decode = torch.compile(fast._decode_eager, dynamic=False)
     return fast

@@ -122,10 +122,11 @@ class LipSyncPipeline:
         if not feather and config.lower_half:
             config = replace(config, lower_half=False)
         self.optimization = config
-        self.generator = optimize_generator(generator.to(self.device, self.dtype).eval(), config)
         self.size = int(generator.img_size)
         self.model_name = model_name or f"wav2lip-{self.size}"
         self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.size, 8))
+        self.generator = optimize_generator(generator.to(self.device, self.dtype).eval(), config,
+                                            batch_size=self.batch_size)
         self.max_audio_seconds = float(max_audio_seconds)
         self.on_no_face = on_no_face
         self.feather = feather
