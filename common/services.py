@@ -277,7 +277,7 @@ class AppServices:
         self._pipes: dict[int, Any] = {}
         self._pipe_errors: dict[int, str] = {}
         self._assistant_error = ""
-        self.first_chunk_s = 1.0  # seconds of speech in the first streamed chunk (time to first frame)
+        self.first_chunk_s = 0.6  # seconds of speech in the first streamed chunk (time to first frame)
         self.chunk_s = 3.0  # at most this much speech per later chunk
 
     def close(self) -> None:
