@@ -167,6 +167,25 @@ def test_frames_without_a_face_can_pass_through(tmp_path, gen96):
     pipe = LipSyncPipeline(gen96, detector=F.HaarDetector(), show_progress=False)
     res = pipe(tmp_path / "wall.png", (tone(0.2), 16000), tmp_path / "o.mp4", on_no_face="passthrough")
     assert res.n_frames == 5 and any("No face" in w for w in res.warnings)
+    assert np.abs(decoded_frames(res.output_path).astype(int) - 128).max() <= 2  # left unchanged
+
+
+@pytest.mark.slow
+def test_two_faces_the_largest_is_used_and_reported(tmp_path, gen96):
+    import cv2
+
+    class TwoFaces(F.FaceDetector):
+        name = "two-faces"
+
+        def detect_batch(self, frames):
+            return [np.array([[5, 5, 45, 55, 0.9], [50, 20, 110, 90, 0.8]], np.float32) for _ in frames]
+
+    cv2.imwrite(str(tmp_path / "pair.png"), smooth_image(120, 120)[..., ::-1])
+    pipe = LipSyncPipeline(gen96, detector=TwoFaces(), show_progress=False)
+    res = pipe(tmp_path / "pair.png", (tone(0.2), 16000), tmp_path / "o.mp4")
+    assert any("More than one face" in w and "largest" in w for w in res.warnings)
+    box = pipe.avatars.get(tmp_path / "pair.png").crops("two-faces", 96).boxes[0]
+    assert box[0] >= 50  # the larger (right) face was lip-synced
 
 
 # ------------------------------------------------------------------------------------------------- slow
