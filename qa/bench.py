@@ -8,13 +8,14 @@ query latency (search only, one query at a time) and recall@1 (the copied entry 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict
 import time
 from pathlib import Path
 
 import numpy as np
 
 from qa.assistant import Assistant, AssistantConfig, timed_ask
-from qa.index import VectorIndex
+from qa.index import IndexConfig, VectorIndex
 
 
 def _pct(xs: list[float]) -> dict:
@@ -46,8 +47,9 @@ def bench_builtin(embedder: str, backend: str, n_queries: int = 200, cache_dir: 
                 "load_warm_s": round(warm, 3), "ask_latency_ms": _pct(lat)}
 
 
-def bench_synthetic(n: int = 1_000_000, dim: int = 384, n_queries: int = 200, m: int = 16,
-                    ef_construction: int = 40, ef_searches: tuple[int, ...] = (32, 64, 128, 256),
+def bench_synthetic(n: int = 1_000_000, dim: int = 384, n_queries: int = 200, m: int = IndexConfig.hnsw_m,
+                    ef_construction: int = IndexConfig.hnsw_ef_construction,
+                    ef_searches: tuple[int, ...] = (64, 128, 256, 512, 1024),
                     clustered: bool = True, seed: int = 0, chunk: int = 100_000) -> dict:
     """HNSW over ``n`` random unit vectors; queries are noisy copies of random entries (cosine ~0.89).
 
@@ -94,9 +96,10 @@ def bench_synthetic(n: int = 1_000_000, dim: int = 384, n_queries: int = 200, m:
             "build_s": round(build, 1), "memory_mb_vectors": round(n * dim * 4 / 2**20), "by_ef_search": sweeps}
 
 
-def run(embedder: str, backend: str, synthetic_n: int, n_queries: int = 200, cache_dir: Path | None = None) -> dict:
-    out = {"builtin": bench_builtin(embedder, backend, n_queries, cache_dir)}
+def run(embedder: str, backend: str, synthetic_n: int, n_queries: int = 200, cache_dir: Path | None = None,
+        builtin: bool = True) -> dict:
+    out = {"builtin": bench_builtin(embedder, backend, n_queries, cache_dir)} if builtin else {}
     if synthetic_n > 0:
         out["synthetic"] = bench_synthetic(synthetic_n)
-    out["config"] = {"threshold": AssistantConfig().threshold}
+    out["config"] = {"threshold": AssistantConfig().threshold, "index": asdict(IndexConfig())}
     return out
