@@ -275,6 +275,7 @@ class AppServices:
         self._assistant = None
         self._tts = None
         self._pipes: dict[int, Any] = {}
+        self._avatar_cache = None
         self._pipe_errors: dict[int, str] = {}
         self._assistant_error = ""
         self.first_chunk_s = 0.6  # seconds of speech in the first streamed chunk (time to first frame)
@@ -354,12 +355,17 @@ class AppServices:
         with self._lock:
             if size not in self._pipes:
                 self.require(size)
+                from wav2lip384.avatar import AvatarCache
                 from wav2lip384.pipeline import LipSyncPipeline
 
+                if self._avatar_cache is None:  # one cache for both models: an avatar is prepared once
+                    self._avatar_cache = AvatarCache(self.cache_dir / "avatars")
                 try:
                     self._pipes[size] = LipSyncPipeline.from_pretrained(
                         size=size, checkpoint=self.checkpoint(size), detector_checkpoint=self.settings.s3fd_checkpoint,
-                        device=self.settings.device, cache_dir=self.cache_dir / "avatars")
+                        detector=self.face_detector(), device=self.settings.device,
+                        cache_dir=self.cache_dir / "avatars", avatar_cache=self._avatar_cache,
+                        max_audio_seconds=self.settings.max_audio_seconds)
                 except UserFacingError as err:
                     self._pipe_errors[size] = str(err)
                     raise

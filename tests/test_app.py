@@ -282,6 +282,7 @@ def test_browser_asks_a_question_sees_the_answer_and_switches_tabs(server):
                 timeout=120_000)
             t_frame = time.perf_counter() - t0
             expect(page.get_by_text("Related questions")).to_be_visible()
+            expect(page.locator("#ask_timing")).to_contain_text("done", timeout=120_000)  # whole answer rendered
             page.screenshot(path=str(ARTIFACTS / "app_ask.png"), full_page=True)
             page.get_by_role("tab", name="96 vs 384").click()
             expect(page.get_by_role("button", name="Compare 96 and 384")).to_be_visible()
