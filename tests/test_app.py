@@ -161,6 +161,24 @@ def test_handlers_make_videos_and_stream_the_answer(services):
     assert "抱歉" in zh[0]  # "I don't know" in the user's language
 
 
+def test_a_video_avatar_works_too(services, tmp_path):
+    import cv2
+    import imageio_ffmpeg
+
+    import app
+
+    img = cv2.cvtColor(cv2.imread(str(DEFAULT_AVATAR)), cv2.COLOR_BGR2RGB)  # (320, 320, 3)
+    clip = tmp_path / "avatar.mp4"
+    writer = imageio_ffmpeg.write_frames(str(clip), (img.shape[1], img.shape[0]), fps=25, macro_block_size=1)
+    writer.send(None)
+    for k in range(12):  # half a second of a slowly panning portrait
+        writer.send(np.ascontiguousarray(np.roll(img, k, axis=1)))
+    writer.close()
+    path, summary = app.Handlers(services).text_to_avatar("Hi.", "en", "auto", str(DEFAULT_AVATAR), str(clip), "96",
+                                                          progress=None)
+    assert Path(path).stat().st_size > 1000 and "96×96" in summary
+
+
 def test_without_ffprobe_the_answer_comes_chunk_by_chunk_then_whole(services, monkeypatch):
     import app
 
