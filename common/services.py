@@ -567,6 +567,7 @@ class AppServices:
             if not ok and size == 384:
                 results[size] = f"The 384 model is unavailable: {msg}"
                 continue
+            self.pipeline(size)  # loaded before the clock starts: the figures compare rendering, not loading
             results[size] = self._render(size, avatar_path, wave, out_dir, time.perf_counter(), progress,
                                          engine=engine_used, clarity=True)
         return results
