@@ -161,6 +161,27 @@ def test_handlers_make_videos_and_stream_the_answer(services):
     assert "抱歉" in zh[0]  # "I don't know" in the user's language
 
 
+def test_without_any_lipsync_weights_the_answer_still_shows_then_a_clear_error(services, app_settings, tmp_path):
+    import dataclasses
+
+    import gradio as gr
+
+    import app
+
+    offline = dataclasses.replace(app_settings, wav2lip96_checkpoint=str(tmp_path / "nothing-here"),
+                                  wav2lip384_checkpoint="")
+    svc = AppServices(offline, tmp_parent=tmp_path)
+    svc._assistant = services.assistant()  # same KB and embedder; saves loading them again
+    try:
+        gen = app.gradio_errors(app.Handlers(svc).ask)("怎么办理社保卡？", str(DEFAULT_AVATAR), "96", "auto")
+        first = next(gen)
+        assert "银行网点" in first[0]  # the answer text is shown...
+        with pytest.raises(gr.Error, match="96×96 model is unavailable.*DH_WAV2LIP96_CHECKPOINT"):
+            next(gen)  # ...then the missing weights are explained, and nothing crashes
+    finally:
+        svc.close()
+
+
 def test_a_video_avatar_works_too(services, tmp_path):
     import cv2
     import imageio_ffmpeg
