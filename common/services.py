@@ -271,12 +271,12 @@ class AppServices:
         self.settings = settings
         self.cache_dir = Path(settings.cache_dir).expanduser()
         self.dirs = RequestDirs(tmp_parent, keep_s=keep_outputs_s)
-        self._lock = threading.RLock()
+        # one lock per part: a first-time index build (minutes on a Space) must not hold up the voice or video
+        self._assistant_lock, self._tts_lock, self._pipe_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self._assistant = None
         self._tts = None
         self._pipes: dict[int, Any] = {}
         self._avatar_cache = None
-        self._pipe_errors: dict[int, str] = {}
         self._assistant_error = ""
         self.first_chunk_s = 0.6  # seconds of speech in the first streamed chunk (time to first frame)
         self.chunk_s = 3.0  # at most this much speech per later chunk
@@ -286,7 +286,7 @@ class AppServices:
 
     # ---- lazily loaded parts ----------------------------------------------------------------------
     def assistant(self):
-        with self._lock:
+        with self._assistant_lock:
             if self._assistant is None:
                 from qa import Assistant, AssistantConfig, LLMConfig
 
@@ -302,7 +302,7 @@ class AppServices:
             return self._assistant
 
     def tts(self):
-        with self._lock:
+        with self._tts_lock:
             if self._tts is None:
                 from tts import TTS
 
@@ -352,7 +352,7 @@ class AppServices:
 
     def pipeline(self, size: int):
         size = int(size)
-        with self._lock:
+        with self._pipe_lock:
             if size not in self._pipes:
                 self.require(size)
                 from wav2lip384.avatar import AvatarCache
@@ -360,15 +360,11 @@ class AppServices:
 
                 if self._avatar_cache is None:  # one cache for both models: an avatar is prepared once
                     self._avatar_cache = AvatarCache(self.cache_dir / "avatars")
-                try:
-                    self._pipes[size] = LipSyncPipeline.from_pretrained(
-                        size=size, checkpoint=self.checkpoint(size), detector_checkpoint=self.settings.s3fd_checkpoint,
-                        detector=self.face_detector(), device=self.settings.device,
-                        cache_dir=self.cache_dir / "avatars", avatar_cache=self._avatar_cache,
-                        max_audio_seconds=self.settings.max_audio_seconds)
-                except UserFacingError as err:
-                    self._pipe_errors[size] = str(err)
-                    raise
+                self._pipes[size] = LipSyncPipeline.from_pretrained(
+                    size=size, checkpoint=self.checkpoint(size), detector_checkpoint=self.settings.s3fd_checkpoint,
+                    detector=self.face_detector(), device=self.settings.device,
+                    cache_dir=self.cache_dir / "avatars", avatar_cache=self._avatar_cache,
+                    max_audio_seconds=self.settings.max_audio_seconds)
             return self._pipes[size]
 
     def available_sizes(self) -> list[int]:
