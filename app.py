@@ -362,7 +362,9 @@ def queue(demo: gr.Blocks) -> gr.Blocks:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("app", "common", "qa", "tts", "wav2lip384"):  # our own progress notes; libraries stay quiet
+        logging.getLogger(name).setLevel(logging.INFO)
     settings = Settings.from_env()
     services = AppServices(settings)
     atexit.register(services.close)
