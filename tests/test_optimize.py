@@ -205,3 +205,50 @@ def test_compiled_model_is_exact_and_pads_short_batches():
     assert short.shape[0] == 2
     assert (out[:, :, r:] - ref[:, :, r:]).abs().max().item() <= EXACT_ATOL
     assert (short[:, :, r:] - ref[:2, :, r:]).abs().max().item() <= EXACT_ATOL
+
+
+def test_trimmed_features_decode_like_full_ones(case):
+    """A video avatar's cached encoder features keep only the rows the cut decoder reads."""
+    size, g, mel, faces, ref = case
+    fast = optimize_generator(g)
+    with torch.inference_mode():
+        feats = fast.encode_faces(faces)
+        trimmed = fast.trim_feats(feats)
+        full = fast.decode(fast.encode_audio(mel), feats)
+        short = fast.decode(fast.encode_audio(mel), trimmed)
+    assert sum(t.numel() for t in trimmed) < sum(f.numel() for f in feats)
+    assert torch.equal(full, short)
+
+
+class _FixedBox(F.FaceDetector):
+    name = "fixed-box"
+
+    def detect_batch(self, frames):
+        h, w = frames[0].shape[:2]
+        return [np.array([[w * 0.3, h * 0.25, w * 0.7, h * 0.7, 1.0]], np.float32) for _ in frames]
+
+
+@pytest.mark.slow
+def test_video_avatar_reuses_cached_encoder_features(tmp_path, monkeypatch):
+    """Second request with the same video avatar: no face encoder call, and the same frames as without cache."""
+    from wav2lip384.pipeline import LipSyncPipeline
+    from wav2lip384.video import VideoWriter, open_video
+
+    rng = np.random.default_rng(0)
+    video = tmp_path / "face.mp4"
+    with VideoWriter(video, 128, 128, 25.0) as w:
+        for _ in range(6):
+            w.write(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    speech = (0.2 * np.sin(np.arange(6400) / 16000 * 2 * np.pi * 180).astype(np.float32), 16000)  # 0.4 s = 10 frames
+    g = tiny_generator(96)
+    pipe = LipSyncPipeline(g, detector=_FixedBox(), show_progress=False, batch_size=4)
+    nocache = LipSyncPipeline(g, detector=_FixedBox(), show_progress=False, batch_size=4, feature_cache_mb=0)
+    first = pipe(video, speech, tmp_path / "a.mp4")
+    calls = []
+    real = pipe.generator.encode_faces
+    monkeypatch.setattr(pipe.generator, "encode_faces", lambda x: calls.append(x.shape) or real(x))
+    second = pipe(video, speech, tmp_path / "b.mp4")
+    ref = nocache(video, speech, tmp_path / "c.mp4")
+    assert calls == [] and first.n_frames == second.n_frames == ref.n_frames == 10
+    frames = lambda p: np.stack(list(open_video(p).frames)).astype(int)  # noqa: E731
+    assert np.abs(frames(second.output_path) - frames(ref.output_path)).max() <= 2  # same input frames -> codec noise

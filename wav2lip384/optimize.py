@@ -263,28 +263,25 @@ class FastGenerator(nn.Module):
         g = self.inner
         n = audio_embedding.shape[0]
         x = audio_embedding
-        off = 0  # row offset of x within the full map at its resolution
         blocks = list(g.face_decoder_blocks)
         skips = list(reversed(feats))
         for i, (block, skip) in enumerate(zip(blocks, skips, strict=True)):
             if i == self.cut_block:
-                off = self.cut_offset
-                x = x[:, :, off:]  # (N, C, h - off, w)
-            x = block(x)
-            if i >= self.cut_block:
-                off = skip.shape[2] - x.shape[2]  # deconvs keep the bottom aligned: rows [off, H)
+                x = x[:, :, self.cut_offset:]  # (N, C, h - off, w)
+            x = block(x)  # below the cut: deconvs keep the bottom aligned, x holds rows [off, H) of its level
             if skip.shape[0] != n:
                 if skip.shape[0] != 1:
                     raise ValueError(f"face features have batch {skip.shape[0]}, audio has {n}")
                 skip = skip.expand(n, -1, -1, -1)
-            x = torch.cat((x, skip[:, :, off:]), dim=1)  # (N, C_dec + C_skip, h - off, w)
+            # full skips lose their top rows here; skips from trim_feats already have exactly x's rows
+            x = torch.cat((x, skip[:, :, skip.shape[2] - x.shape[2]:]), dim=1)  # (N, C_dec + C_skip, h - off, w)
         if self.cut_block == len(blocks):  # cut at the output block's input
-            off = self.cut_offset
-            x = x[:, :, off:]
+            x = x[:, :, self.cut_offset:]
         y = g.output_block(x).float()  # (N, 3, S - off, S)
+        size = g.img_size
+        off = size - y.shape[2]
         if off == 0:
             return y
-        size = g.img_size
         out = torch.empty((n, 3, size, size), dtype=torch.float32, device=y.device)
         if upper is not None:
             out[:, :, :off] = upper[:, :, :off].to(torch.float32)
@@ -292,6 +289,17 @@ class FastGenerator(nn.Module):
             out[:, :, :off] = 0.0
         out[:, :, off:] = y
         return out
+
+    def trim_feats(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Skip features cut to the rows ``decode`` uses (copies, so the full maps can be freed): what a cache of
+        a video avatar's encoder features needs to keep. Without a cut the features are returned unchanged."""
+        if self.first_row == 0 or self.cut_block >= len(feats):
+            return feats
+        skips = list(reversed(feats))  # decoder order: skips[i] is concatenated after decoder block i
+        h0 = skips[self.cut_block - 1].shape[2]  # rows of the map entering the first cut block
+        out = [s if i < self.cut_block else s[:, :, self.cut_offset * (s.shape[2] // h0):].clone()
+               for i, s in enumerate(skips)]
+        return list(reversed(out))
 
     def forward(self, audio: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """(N, 1, 80, 16), (N, 6, S, S) -> (N, 3, S, S); rows above the cut copied from the reference face."""

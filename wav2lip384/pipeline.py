@@ -106,7 +106,7 @@ class LipSyncPipeline:
                  dtype=None, cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                  max_audio_seconds: float = 300.0, on_no_face: str = "error", feather: bool = True,
                  crf: int = 18, preset: str = "veryfast", show_progress: bool = True,
-                 avatar_cache: AvatarCache | None = None, optimize=None):
+                 avatar_cache: AvatarCache | None = None, optimize=None, feature_cache_mb: float = 1024.0):
         import torch
 
         from wav2lip384.optimize import DEFAULT, PLAIN, optimize_generator
@@ -122,6 +122,9 @@ class LipSyncPipeline:
         if not feather and config.lower_half:
             config = replace(config, lower_half=False)
         self.optimization = config
+        # video avatars: encoder features per source frame kept (rows the decoder reads only) up to this size
+        # per avatar and model, so a later request with the same avatar runs only audio encoder + decoder
+        self.feature_cache_bytes = int(feature_cache_mb * 2**20) if optimize is not False else 0
         self.size = int(generator.img_size)
         self.model_name = model_name or f"wav2lip-{self.size}"
         self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.size, 8))
@@ -348,6 +351,31 @@ class LipSyncPipeline:
         masked[:, :, self.size // 2:] = 0  # the generator must draw the lower half from the audio
         return torch.cat([masked, x], dim=1)  # (B, 6, S, S)
 
+    def _video_feats(self, av: Avatar, crops: CropSet, src: list[int]) -> list:
+        """Encoder features (trimmed to the rows the decoder reads) of source frames ``src``, batched per level;
+        computed for frames not cached yet, and kept while the avatar's feature budget allows."""
+        import torch
+
+        gen = self.generator
+        # the boxes decide the crops (pads, smoothing): other boxes, other features
+        key = ("video_feats", self.model_name, id(gen), self.dtype, hash(crops.boxes.tobytes()))
+        store = av.extras.setdefault(key, {"bytes": 0, "frames": {}})
+        cached = store["frames"]
+        new = [s for s in dict.fromkeys(src) if s not in cached]
+        fresh = {}
+        if new:
+            feats = gen.trim_feats(gen.encode_faces(self._face_batch(crops.crops[new])))  # per level (n, C, h', w)
+            for j, s in enumerate(new):
+                one = [f[j:j + 1].clone() for f in feats]  # (1, C, h', w) each; clone frees the batch tensor
+                size = sum(t.numel() * t.element_size() for t in one)
+                if store["bytes"] + size <= self.feature_cache_bytes:
+                    cached[s] = one
+                    store["bytes"] += size
+                else:
+                    fresh[s] = one
+        per_frame = [cached.get(s) or fresh[s] for s in src]
+        return [torch.cat([f[level] for f in per_frame]) for level in range(len(per_frame[0]))]  # (b, C, h', w)
+
     def _render(self, prep: _Prepared, windows: np.ndarray, start: int, mux_path: Path, out_path: Path, fmt: str,
                 timings: dict[str, float], progress, start_time: float = 0.0) -> VideoWriter:
         import torch
@@ -384,6 +412,9 @@ class LipSyncPipeline:
                         mel = mel.to(self.device, self.dtype)
                         if feats is not None:
                             pred = gen.decode(gen.encode_audio(mel), feats)  # (b, 3, S, S)
+                        elif self.feature_cache_bytes > 0 and hasattr(gen, "trim_feats"):
+                            feats_b = self._video_feats(av, prep.crops, [src[k] for k in todo])  # per level (b,C,h',w)
+                            pred = gen.decode(gen.encode_audio(mel), feats_b)  # (b, 3, S, S)
                         else:
                             pred = gen(mel, self._face_batch(prep.crops.crops[[src[k] for k in todo]]))
                         # (b, 3, S, S) BGR [0, 1] -> (b, S, S, 3) RGB uint8
