@@ -192,7 +192,9 @@ class Handlers:
             elif up.chunk is not None:
                 video = str(up.chunk)
             else:
-                video = None if STREAMING else gr.skip()
+                # no video yet. Not None: for a streaming output that would open an empty HLS playlist, which
+                # the player polls with back-off and so shows the first chunk seconds late.
+                video = gr.skip()
                 download = None
             yield (self._answer_md(up.answer), gr.update(choices=suggestions, value=None, visible=bool(suggestions)),
                    video, self._timing_md(up), self._details(up), download)

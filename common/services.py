@@ -769,14 +769,15 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             # Timing does not depend on the weights' values: a random generator of the same architecture
             # costs the same per frame. Said loudly in the output so nobody mistakes the video for real.
-            import torch
-
-            from wav2lip384.models import build_model
-            from wav2lip384.weights import save_pretrained
+            import sys
 
             random_dir = Path(tempfile.mkdtemp(prefix="bench-random-weights-"))
-            torch.manual_seed(0)
-            save_pretrained(build_model("generator", args.size), random_dir)
+            # built in a child process: building the model here left this process measurably slower
+            # (question answering 0.01 s -> 1.6 s), which the served app never is
+            subprocess.run([sys.executable, "-c", "import sys, torch; from wav2lip384.models import build_model; "
+                            "from wav2lip384.weights import save_pretrained; torch.manual_seed(0); "
+                            "save_pretrained(build_model('generator', int(sys.argv[1])), sys.argv[2])",
+                            str(args.size), str(random_dir)], cwd=ROOT, check=True)
             field_name = "wav2lip96_checkpoint" if args.size == 96 else "wav2lip384_checkpoint"
             settings = dataclasses.replace(settings, **{field_name: str(random_dir)})
             note = f"RANDOM weights of the real {args.size} architecture (real weights unavailable: {msg})"
