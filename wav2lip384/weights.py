@@ -47,9 +47,10 @@ HOW_TO_FIX_96 = (
     "path, or to a Hub file 'owner/name:path/to/wav2lip_gan.pth'."
 )
 NO_SYNCNET = (
-    "No SyncNet (lip-sync expert) checkpoint is configured. For 96 set DH_SYNCNET_CHECKPOINT to the original "
-    "lipsync_expert.pth (file or 'owner/name:path'); for 384 train one with "
-    "`python -m wav2lip384.train syncnet --size 384 ...` and point DH_SYNCNET_CHECKPOINT at it."
+    "No SyncNet (lip-sync expert) checkpoint was given. For 96 pass the original lipsync_expert.pth "
+    "(file or 'owner/name:path'); for 384 train one with `python -m wav2lip384.train syncnet --size 384 ...` "
+    "and pass its checkpoint (e.g. to the generator trainer's --syncnet). Note: DH_SYNCNET_CHECKPOINT is "
+    "syncnet_python's model for LSE-D/LSE-C evaluation, a different network."
 )
 
 
