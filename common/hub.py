@@ -31,7 +31,7 @@ class HubFile:
     revision: str | None = None
 
     @classmethod
-    def parse(cls, spec: str, default_filename: str | None = None) -> "HubFile":
+    def parse(cls, spec: str, default_filename: str | None = None) -> HubFile:
         repo, sep, filename = spec.partition(":")
         if not sep:
             if default_filename is None:

@@ -50,7 +50,7 @@ class Settings:
         return "DH_" + field_name.upper()
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         """Read ``DH_<FIELD>`` variables (e.g. ``DH_WAV2LIP384_CHECKPOINT``), falling back to defaults."""
         environ = os.environ if environ is None else environ
         values = {}

@@ -94,7 +94,7 @@ class Assistant:
     @classmethod
     def load(cls, kb: str | Path | KnowledgeBase | None = None, embedder: str | Embedder = DEFAULT_MODEL,
              backend: str = "auto", cache_dir: Path | str | None = None, *, config: AssistantConfig | None = None,
-             device: str = "cpu") -> "Assistant":
+             device: str = "cpu") -> Assistant:
         """Load the KB (None: built-in), the embedder and the index (from ``cache_dir`` when unchanged)."""
         config = config or AssistantConfig()
         kb = kb if isinstance(kb, KnowledgeBase) else load_kb(kb)

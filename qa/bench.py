@@ -8,8 +8,8 @@ query latency (search only, one query at a time) and recall@1 (the copied entry 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np

@@ -60,7 +60,7 @@ class VectorIndex:
 
     @classmethod
     def build(cls, vectors: np.ndarray, *, hnsw_threshold: int = 20_000, m: int = 32,
-              ef_construction: int = 80, ef_search: int = 128, add_batch: int = 100_000) -> "VectorIndex":
+              ef_construction: int = 80, ef_search: int = 128, add_batch: int = 100_000) -> VectorIndex:
         import faiss
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
@@ -99,7 +99,7 @@ class VectorIndex:
         faiss.write_index(self.index, str(path))
 
     @classmethod
-    def load(cls, path: Path) -> "VectorIndex":
+    def load(cls, path: Path) -> VectorIndex:
         import faiss
 
         index = faiss.read_index(str(path))

@@ -117,7 +117,7 @@ def _fake_inception(path):
 def test_evaluate_real_video_all_measures(shared_data, s_weights, tmp_path):
     from wav2lip384.faces import HaarDetector
     from wav2lip384.train import tiny
-    from wav2lip384.train.loop import Trainer, TrainConfig
+    from wav2lip384.train.loop import TrainConfig, Trainer
     from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
 
     clips = tiny.write_synthetic_clips(tmp_path / "clips", n_frames=20)

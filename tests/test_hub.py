@@ -13,7 +13,7 @@ import torch
 from common.errors import UserFacingError
 from wav2lip384 import hub, weights
 from wav2lip384.train import tiny
-from wav2lip384.train.loop import Trainer, TrainConfig
+from wav2lip384.train.loop import TrainConfig, Trainer
 from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

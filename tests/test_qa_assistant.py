@@ -212,7 +212,6 @@ def test_dev_set_meets_the_measured_figures(builtin_assistant, shared_kb):
 @pytest.mark.slow
 def test_taipei_faq_serves_as_a_custom_kb_with_hnsw(shared_data, nano, tmp_path):
     from qa.index import IndexConfig
-
     from qa.kb import KnowledgeBase
 
     full = load_kb(shared_data / "qa" / "taipei_gov_faq.jsonl")

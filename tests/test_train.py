@@ -17,7 +17,7 @@ import torch
 
 from wav2lip384.train import tiny
 from wav2lip384.train.generator import GeneratorTask, GeneratorTrainConfig
-from wav2lip384.train.loop import Trainer, TrainConfig, collate, load_checkpoint
+from wav2lip384.train.loop import TrainConfig, Trainer, collate, load_checkpoint
 from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -215,9 +215,8 @@ def _run_baseline(video: Path, clip: Path, work: Path, settings) -> tuple[dict, 
 
 
 def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, work: Path, settings):
-    from wav2lip384.pipeline import LipSyncPipeline
-
     from wav2lip384.optimize import OptimizeConfig
+    from wav2lip384.pipeline import LipSyncPipeline
 
     name, _, extra = name.partition("+")  # "ours_384_video+bf16" / "+compile": the default config plus that
     kind, size, avatar = name.split("_")  # e.g. "ours", "384", "video"

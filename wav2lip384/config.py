@@ -68,7 +68,7 @@ class ConvSpec:
     output_padding: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ConvSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ConvSpec:
         d = dict(d)
         for key in ("kernel", "stride", "padding"):
             if isinstance(d.get(key), list):
@@ -143,7 +143,7 @@ class GeneratorConfig:
     face_channels: int = 6  # masked target frame (3) + reference frame (3)
 
     @classmethod
-    def for_size(cls, size: int) -> "GeneratorConfig":
+    def for_size(cls, size: int) -> GeneratorConfig:
         if size == 96:
             return _GENERATOR_96
         if size == 384:
@@ -154,7 +154,7 @@ class GeneratorConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GeneratorConfig":
+    def from_dict(cls, d: dict[str, Any]) -> GeneratorConfig:
         return cls(img_size=int(d["img_size"]), encoder_blocks=_blocks_from(d["encoder_blocks"]),
                    decoder_blocks=_blocks_from(d["decoder_blocks"]), audio_encoder=_specs_from(d["audio_encoder"]),
                    output_hidden=int(d["output_hidden"]), face_channels=int(d["face_channels"]))
@@ -258,7 +258,7 @@ class SyncNetConfig:
         return (3 * self.n_frames, self.img_size // 2, self.img_size)
 
     @classmethod
-    def for_size(cls, size: int) -> "SyncNetConfig":
+    def for_size(cls, size: int) -> SyncNetConfig:
         if size == 96:
             return _SYNCNET_96
         if size == 384:
@@ -269,7 +269,7 @@ class SyncNetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SyncNetConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SyncNetConfig:
         return cls(img_size=int(d["img_size"]), face_encoder=_specs_from(d["face_encoder"]),
                    audio_encoder=_specs_from(d["audio_encoder"]), n_frames=int(d["n_frames"]),
                    embed_dim=int(d["embed_dim"]))
@@ -326,7 +326,7 @@ class DiscriminatorConfig:
     blocks: tuple[Block, ...]
 
     @classmethod
-    def for_size(cls, size: int) -> "DiscriminatorConfig":
+    def for_size(cls, size: int) -> DiscriminatorConfig:
         if size == 96:
             return _DISC_96
         if size == 384:
@@ -337,7 +337,7 @@ class DiscriminatorConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DiscriminatorConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DiscriminatorConfig:
         return cls(img_size=int(d["img_size"]), blocks=_blocks_from(d["blocks"]))
 
 

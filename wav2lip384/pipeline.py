@@ -422,7 +422,7 @@ class LipSyncPipeline:
                                .to(torch.uint8).cpu().numpy()[..., ::-1])
                     t_model += time.perf_counter() - t
                     j = 0
-                    for k, s in enumerate(src):
+                    for s in src:
                         t = time.perf_counter()
                         frame = av.frames[s]
                         if s not in prep.missing:

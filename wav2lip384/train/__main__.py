@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         local_rank = _init_distributed(device)
         if device == "cuda":
             device = f"cuda:{local_rank}"
-        from wav2lip384.train.loop import Trainer, TrainConfig
+        from wav2lip384.train.loop import TrainConfig, Trainer
 
         size = args.size
         if args.tiny:

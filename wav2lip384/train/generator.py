@@ -30,9 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from wav2lip384.models.syncnet import SyncNet
-
 from common.errors import UserFacingError
+from wav2lip384.models.syncnet import SyncNet
 from wav2lip384.train.data import GeneratorWindows, GenSampling
 
 

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from wav2lip384.models.syncnet import SyncNet
-
 from wav2lip384.train.data import SyncPairs, SyncSampling
 
 CHANCE_BCE = 0.6931471805599453  # ln 2: the loss of always answering p = 0.5
