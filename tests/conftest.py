@@ -6,6 +6,7 @@ Real media live in ``../shared/data`` (never copied into the project); tests tha
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -72,3 +73,23 @@ def seeded():
     except ImportError:  # pragma: no cover - torch is a hard requirement, but keep fixtures import-light
         pass
     return seed
+
+
+@pytest.fixture(scope="module")
+def reference_shapes(shared_dir):
+    """Every tensor name and shape of the public Wav2Lip-96 generator and SyncNet checkpoints."""
+    ref = shared_dir / "reference" / "wav2lip96_state_dict_shapes.json"
+    if not ref.is_file():
+        pytest.skip(f"reference shape table {ref} is absent")
+    return json.loads(ref.read_text())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: tiny models gain nothing from two, and the CPU is shared."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -17,14 +17,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def reference_shapes(shared_dir):
-    ref = shared_dir / "reference" / "wav2lip96_state_dict_shapes.json"
-    if not ref.is_file():
-        pytest.skip(f"reference shape table {ref} is absent")
-    return json.loads(ref.read_text())
-
-
-@pytest.fixture(scope="module")
 def models():
     """Models built once per module (seeded), in eval mode: models[(kind, size)]."""
     cache = {}

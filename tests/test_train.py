@@ -22,14 +22,7 @@ from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: tiny models gain nothing from two, and the CPU is shared with other test runs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

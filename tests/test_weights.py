@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -20,14 +19,6 @@ from wav2lip384.weights import (
     save_pretrained,
     weights_status,
 )
-
-
-@pytest.fixture(scope="module")
-def reference_shapes(shared_dir):
-    ref = shared_dir / "reference" / "wav2lip96_state_dict_shapes.json"
-    if not ref.is_file():
-        pytest.skip(f"reference shape table {ref} is absent")
-    return json.loads(ref.read_text())
 
 
 def _fake_checkpoint(shapes: dict, seed: int = 0) -> dict:
