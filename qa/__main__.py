@@ -27,6 +27,8 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     common.add_argument("--views", default=None,
                         help="comma-separated subset of question,question_answer,question_en,question_answer_en")
     common.add_argument("--no-center", action="store_true", help="do not remove the KB mean vector (ablation)")
+    common.add_argument("--no-phrasings", action="store_true",
+                        help="ignore the entries' alt_questions/alt_questions_en (ablation)")
     common.add_argument("--json", action="store_true", help="print JSON")
 
     p = argparse.ArgumentParser(prog="python -m qa", description="Knowledge-base question answering")
@@ -38,7 +40,8 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     e.add_argument("--queries", required=True)
     e.add_argument("--details", action="store_true", help="include per-query results")
     c = sub.add_parser("calibrate", parents=[common], help="choose the threshold and cross-validate it")
-    c.add_argument("--queries", required=True)
+    c.add_argument("--queries", required=True, nargs="+",
+                   help="one or more JSONL query files (calibrating on differently written sets transfers better)")
     c.add_argument("--target-false-reject", type=float, default=0.05)
     c.add_argument("--repeats", type=int, default=200)
     b = sub.add_parser("bench", parents=[common], help="latency/build benchmarks (JSON)")
@@ -60,6 +63,8 @@ def _assistant(args, settings: Settings, use_llm: bool = False):
             raise UserFacingError(str(err)) from err
     if args.no_center:
         index_cfg = replace(index_cfg, center=False)
+    if args.no_phrasings:
+        index_cfg = replace(index_cfg, phrasings=False)
     cfg = AssistantConfig(index=index_cfg)
     if args.threshold is not None:
         cfg = replace(cfg, threshold=args.threshold)
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             from qa import evaluate as ev
 
             a = _assistant(args, settings)
-            queries = ev.load_queries(args.queries)
+            files = args.queries if isinstance(args.queries, list) else [args.queries]
+            queries = [q for f in files for q in ev.load_queries(f)]
             results = ev.run_queries(a, queries)
             if args.cmd == "evaluate":
                 out = {**ev.report(results, a.config.threshold), "info": a.info()}

@@ -1,6 +1,6 @@
 """Knowledge bases: the built-in government-service KB and user KBs in JSONL, CSV or JSON.
 
-A KB is a tuple of :class:`Entry` (question + answer, optional id, category and English fields).
+A KB is a tuple of :class:`Entry` (question + answer, optional id, category, English fields and other phrasings).
 Loading validates every record and raises one :class:`~common.errors.UserFacingError` that names the
 line (or record) and the field of each problem, so a user can fix their file in one go. Duplicate ids
 are an error (answers would be ambiguous); duplicate questions are kept and *reported* in
@@ -22,6 +22,10 @@ from common.errors import UserFacingError
 BUILTIN_KB = Path(__file__).resolve().parent / "data" / "gov_services.jsonl"
 REQUIRED = ("question", "answer")
 OPTIONAL = ("id", "category", "category_en", "question_en", "answer_en")
+# other ways users ask for the same entry ("相似问法"): a list of strings, or one string separated by "|" or
+# line breaks (a CSV cell); indexed as extra phrasings (see qa.index)
+PHRASINGS = ("alt_questions", "alt_questions_en")
+MAX_PHRASINGS = 50  # per field and entry
 MAX_ERRORS_SHOWN = 10
 
 
@@ -34,6 +38,8 @@ class Entry:
     category_en: str = ""
     question_en: str = ""
     answer_en: str = ""
+    alt_questions: tuple[str, ...] = ()  # other phrasings of the question (Chinese / the KB's main language)
+    alt_questions_en: tuple[str, ...] = ()  # other phrasings in English
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,10 @@ class KnowledgeBase:
     @property
     def has_english(self) -> bool:
         return any(e.question_en for e in self.entries)
+
+    @property
+    def n_phrasings(self) -> int:
+        return sum(len(e.alt_questions) + len(e.alt_questions_en) for e in self.entries)
 
 
 def load_kb(path: str | Path | None = None) -> KnowledgeBase:
@@ -122,6 +132,25 @@ def _read_json(path: Path) -> list[tuple[str, object]]:
     return [(f"record {i}", rec) for i, rec in enumerate(data, start=1)]
 
 
+def _phrasings(value: object) -> tuple[str, ...] | str:
+    """A phrasings field -> tuple of distinct non-empty strings, or an error message (str)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items = value.replace("\r", "\n").replace("|", "\n").split("\n")
+    elif isinstance(value, list):
+        bad = [type(v).__name__ for v in value if not isinstance(v, str)]
+        if bad:
+            return f"must be a list of texts, found a {bad[0]}"
+        items = value
+    else:
+        return f"must be a list of texts or one text separated by '|', got {type(value).__name__}"
+    out = tuple(dict.fromkeys(" ".join(v.split()) for v in items if v.strip()))
+    if len(out) > MAX_PHRASINGS:
+        return f"has {len(out)} phrasings; at most {MAX_PHRASINGS} per entry are indexed"
+    return out
+
+
 def _from_records(records: Iterable[tuple[str, object]], source: str) -> KnowledgeBase:
     name = "built-in knowledge base" if source == "built-in" else f"Knowledge base {Path(source).name}"
     errors: list[str] = []
@@ -150,6 +179,14 @@ def _from_records(records: Iterable[tuple[str, object]], source: str) -> Knowled
             if not bad and not values.get(key):
                 errors.append(f"{where}: field '{key}' is missing or empty")
                 bad = True
+        phrasings: dict[str, tuple[str, ...]] = {}
+        for key in PHRASINGS:
+            parsed = _phrasings(rec.get(key))
+            if isinstance(parsed, str):
+                errors.append(f"{where}: field '{key}' {parsed}")
+                bad = True
+            else:
+                phrasings[key] = parsed
         if bad:
             continue
         entry_id = values.pop("id") or f"entry-{len(entries) + 1}"
@@ -164,7 +201,7 @@ def _from_records(records: Iterable[tuple[str, object]], source: str) -> Knowled
                               f"{values['question'][:60]!r}")
         else:
             first_question[key] = (where, entry_id)
-        entries.append(Entry(id=entry_id, **values))
+        entries.append(Entry(id=entry_id, **values, **phrasings))
     if errors:
         shown = "; ".join(errors[:MAX_ERRORS_SHOWN])
         more = f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""

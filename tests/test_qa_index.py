@@ -66,7 +66,9 @@ def test_flat_below_and_hnsw_above_the_size_threshold(tmp_path):
 
 def test_entry_score_is_the_mean_centred_cosine_over_views(nano):
     cfg = IndexConfig()
-    vectors, query_mean = build_entry_vectors(KB, nano, cfg)  # (3, 384), (384,)
+    vec = build_entry_vectors(KB, nano, cfg)
+    vectors, query_mean = vec.entries, vec.query_mean  # (3, 384), (384,)
+    assert vec.phrasings.shape == (0, 384) and list(vec.phrasing_start) == [0, 0, 0, 0]  # KB has no phrasings
     q = nano.encode_queries(["护照找不到了"])[0] - query_mean
     q /= np.linalg.norm(q)
     # recompute by hand: views of entry p1 (4 views) and s1 (2 views: no English)
@@ -84,6 +86,37 @@ def test_entry_score_is_the_mean_centred_cosine_over_views(nano):
     s1 = np.mean([q @ c(views[0][1]), q @ c(views[1][1])])
     np.testing.assert_allclose(vectors[:2] @ q, [p1, s1], atol=2e-4)
     assert p1 > s1
+
+
+PHRASED = KnowledgeBase(entries=(
+    Entry("p1", "护照丢了怎么补办？", "到出入境窗口申请补发。", alt_questions=("出国前护照找不到了咋办", "护照遗失 补证"),
+          alt_questions_en=("I lost my passport",)),
+    Entry("s1", "社保卡丢了怎么办？", "先挂失，再到服务网点补办。"),
+    Entry("d1", "驾驶证到期了怎么换？", "到车管所或在交管12123申请换证。", alt_questions=("驾照快过期了",)),
+), source="test")
+
+
+def test_phrasings_score_half_mean_view_half_best_phrasing(tmp_path, nano):
+    """Entries with phrasings: 0.5 * mean-view score + 0.5 * best phrasing; without: the mean-view score."""
+    emb = CountingEmbedder(nano)
+    index = build_or_load(PHRASED, emb, IndexConfig(), tmp_path)
+    assert emb.n_texts == 6 + 4  # 6 views (as KB above) + 4 phrasings
+    assert list(index.phrasing_start) == [0, 3, 3, 4] and list(index.phrasing_owner) == [0, 0, 0, 2]
+    q = index.prepare_queries(nano.encode_queries(["护照弄丢了怎么办"]))  # (1, d)
+    scores, ids = index.search(q, 3)
+    base = index.index.reconstruct(np.arange(3)) @ q[0]  # (3,) mean-view scores
+    phr = index.phrasing_vectors @ q[0]  # (4,)
+    expected = {0: 0.5 * base[0] + 0.5 * phr[:3].max(), 1: base[1], 2: 0.5 * base[2] + 0.5 * phr[3]}
+    assert ids[0, 0] == 0 and set(ids[0]) == {0, 1, 2}
+    np.testing.assert_allclose(scores[0], [expected[i] for i in ids[0]], atol=1e-5)
+    assert (np.diff(scores[0]) <= 1e-7).all()
+    # persisted with the phrasing vectors: reloaded, nothing re-embedded, same scores
+    again = build_or_load(PHRASED, emb, IndexConfig(), tmp_path)
+    assert again.from_cache and emb.n_texts == 10
+    np.testing.assert_allclose(again.search(q, 3)[0], scores, atol=1e-6)
+    # phrasings off (ablation): a different index, plain mean-view scores
+    off = build_or_load(PHRASED, emb, IndexConfig(phrasings=False), tmp_path)
+    assert off.fingerprint != index.fingerprint and off.phrasings is None
 
 
 def test_index_is_persisted_and_reused_until_kb_or_model_changes(tmp_path, nano):
