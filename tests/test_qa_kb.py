@@ -23,6 +23,28 @@ def test_builtin_kb_has_400_bilingual_entries_in_8_categories():
     assert all(e.question_en and e.answer_en for e in kb.entries)
     assert kb.duplicates == ()
     assert load_kb("").fingerprint() == kb.fingerprint()
+    # every entry carries the project's user phrasings: 3 Chinese + 2 English (qa/README.md, "phrasings")
+    assert all(len(e.alt_questions) == 3 and len(e.alt_questions_en) == 2 for e in kb.entries)
+    assert kb.n_phrasings == 2000
+
+
+def test_phrasings_load_from_lists_or_separated_text_and_bad_ones_are_named(tmp_path):
+    rows = [{"question": "护照怎么办？", "answer": "到出入境窗口办理。", "alt_questions": ["办护照 流程", " 护照去哪办 ", "办护照 流程"],
+             "alt_questions_en": "passport how | where to get a passport"},
+            {"question": "社保卡丢了怎么办？", "answer": "先挂失再补办。"}]
+    kb = load_kb(_write_jsonl(tmp_path / "kb.jsonl", rows))
+    assert kb.entries[0].alt_questions == ("办护照 流程", "护照去哪办")  # trimmed, de-duplicated, order kept
+    assert kb.entries[0].alt_questions_en == ("passport how", "where to get a passport")
+    assert kb.entries[1].alt_questions == () and kb.n_phrasings == 4
+    (tmp_path / "kb.csv").write_text('question,answer,alt_questions\n护照怎么办？,去窗口办理。,"办护照 流程\n护照去哪办"\n',
+                                     encoding="utf-8")
+    assert load_kb(tmp_path / "kb.csv").entries[0].alt_questions == ("办护照 流程", "护照去哪办")
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"question": "a?", "answer": "b", "alt_questions": ["x", 3]},
+                                                {"question": "c?", "answer": "d", "alt_questions_en": {"x": 1}}])
+    with pytest.raises(UserFacingError) as err:
+        load_kb(bad)
+    msg = str(err.value)
+    assert "line 1: field 'alt_questions' must be a list of texts" in msg and "line 2: field 'alt_questions_en'" in msg
 
 
 def test_jsonl_csv_and_json_load_the_same_entries(tmp_path):
