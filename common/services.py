@@ -72,6 +72,7 @@ class VideoResult:
     clarity: float | None = None  # variance of the Laplacian over the mouth region (higher = sharper)
     detector: str = ""
     engine: str = ""  # TTS engine that spoke, when the input was text
+    precision: str = ""  # the generator's compute dtype (bf16 only where native and verified)
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -83,6 +84,8 @@ class VideoResult:
             parts.append(f"voice: {self.engine}")
         if self.detector:
             parts.append(f"faces: {self.detector}")
+        if self.precision:
+            parts.append(f"model precision: {self.precision}")
         return " · ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -428,7 +431,7 @@ class AppServices:
         except Exception as err:
             return StatusItem("Question embedder", False, "not loaded", f"{type(err).__name__}: {err}")
         active = (f"{info.get('embedder', info.get('model', '?'))} · knowledge base: {info.get('kb_size', '?')} entries "
-                  f"({info.get('kb_source', '?')}) · index: {info.get('index', '?')}")
+                  f"+ {info.get('phrasings', 0)} user phrasings ({info.get('kb_source', '?')}) · index: {info.get('index', '?')}")
         backend = str(info.get("backend", ""))
         fix = "" if "transformers" in backend else (
             "Offline encoder in use. For the transformers backend make intfloat/multilingual-e5-small reachable "
@@ -525,7 +528,7 @@ class AppServices:
             path=Path(res.output_path), model=size, seconds=seconds, fps=float(res.fps), n_frames=int(res.n_frames),
             duration_s=float(res.duration_s), render_fps=float(res.n_frames) / max(lipsync_s, 1e-6),
             clarity=mouth_clarity(res.output_path, detector=self.face_detector()) if clarity else None,
-            detector=str(getattr(res, "detector", "")), engine=engine,
+            detector=str(getattr(res, "detector", "")), engine=engine, precision=str(getattr(res, "precision", "")),
             timings={k: float(v) for k, v in (getattr(res, "timings", None) or {}).items()
                      if isinstance(v, (int, float))})
 

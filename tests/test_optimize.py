@@ -91,7 +91,7 @@ def test_fold_batchnorm_is_exact_and_leaves_the_original_untouched(case):
 
 def test_lower_half_rows_are_exact_and_upper_rows_come_from_the_reference(case):
     size, g, mel, faces, ref = case
-    fast = optimize_generator(g, OptimizeConfig(fold_bn=False, lower_half=True))
+    fast = optimize_generator(g, OptimizeConfig(fold_bn=False, lower_half=True, dtype="fp32"))
     r = paste_first_row(size)
     assert 0 < r < size // 2 and fast.first_row == r
     out = _run(fast, mel, faces)
@@ -103,7 +103,7 @@ def test_lower_half_rows_are_exact_and_upper_rows_come_from_the_reference(case):
 
 def test_default_config_keeps_pasted_frames_identical(case):
     size, g, mel, faces, ref = case
-    fast = optimize_generator(g)  # fold BN + lower half, fp32
+    fast = optimize_generator(g, OptimizeConfig(dtype="fp32"))  # fold BN + lower half + channels_last, fp32
     out = _run(fast, mel, faces)
     to_img = lambda t: (t.clamp(0, 1).mul(255).add(0.5).permute(0, 2, 3, 1).to(torch.uint8).numpy())  # noqa: E731
     a, b = to_img(ref), to_img(out)
@@ -120,7 +120,7 @@ def test_default_config_keeps_pasted_frames_identical(case):
 
 def test_photo_path_broadcasts_the_face_features_once(case):
     size, g, mel, faces, ref = case
-    fast = optimize_generator(g)
+    fast = optimize_generator(g, OptimizeConfig(dtype="fp32"))
     one_face = faces[:1].expand(len(mel), -1, -1, -1)
     with torch.inference_mode():
         ref1 = g(mel, one_face)
@@ -132,18 +132,58 @@ def test_photo_path_broadcasts_the_face_features_once(case):
 
 def test_channels_last_is_exact(case):
     size, g, mel, faces, ref = case
-    fast = optimize_generator(g, OptimizeConfig(channels_last=True))
+    fast = optimize_generator(g, OptimizeConfig(channels_last=True, dtype="fp32"))
     r = fast.first_row
     assert (_run(fast, mel, faces)[:, :, r:] - ref[:, :, r:]).abs().max().item() <= EXACT_ATOL
 
 
 def test_bf16_is_close_but_not_exact(case):
-    """bf16 is a measured trade (off by default): close to fp32, within a few 8-bit grey levels here."""
+    """Forced bf16 (no check): close to fp32, within a few 8-bit grey levels here."""
     size, g, mel, faces, ref = case
     fast = optimize_generator(g, OptimizeConfig(dtype="bf16"))
+    assert fast.precision["dtype"] == "bf16" and fast.compute_dtype == torch.bfloat16
     r = fast.first_row
     diff = (_run(fast, mel, faces)[:, :, r:] - ref[:, :, r:]).abs()
     assert diff.mean().item() < 2 / 255 and diff.max().item() < 0.1
+
+
+def test_auto_precision_keeps_bf16_only_within_the_stated_tolerance(case, monkeypatch):
+    """dtype="auto": bf16 where native and within bf16_max_diff levels of fp32 on these weights, else fp32."""
+    import wav2lip384.optimize as O
+
+    size, g, mel, faces, ref = case
+    monkeypatch.setattr(O, "native_bf16", lambda device: True)  # the branch taken on avx512_bf16/AMX CPUs
+    loose = optimize_generator(g, OptimizeConfig(bf16_max_diff=255.0))
+    assert loose.precision["dtype"] == "bf16" and loose.compute_dtype == torch.bfloat16
+    worst = loose.precision["max_diff_levels"]
+    # what the check measured is what the model does: a calibration batch through the chosen model
+    cal_mel, cal_faces = O.calibration_batch(size)
+    exact = optimize_generator(g, OptimizeConfig(dtype="fp32"))
+    measured = (_run(loose, cal_mel, cal_faces) - _run(exact, cal_mel, cal_faces))[:, :, exact.first_row:]
+    assert measured.abs().max().item() * 255 == pytest.approx(worst, abs=1e-3)
+    strict = optimize_generator(g, OptimizeConfig(bf16_max_diff=worst / 2))
+    assert strict.precision["dtype"] == "fp32" and "differed" in strict.precision["reason"]
+    assert (_run(strict, mel, faces) - _run(exact, mel, faces)).abs().max().item() == 0.0
+    monkeypatch.setattr(O, "native_bf16", lambda device: False)
+    none = optimize_generator(g)
+    assert none.precision == {"dtype": "fp32", "requested": "auto", "reason": "no native bf16 on this device"}
+    assert "within" in O.describe_precision(loose.precision) and "fp32" in O.describe_precision(none.precision)
+
+
+@pytest.mark.skipif(not __import__("wav2lip384.optimize", fromlist=["x"]).native_bf16(torch.device("cpu")),
+                    reason="this CPU has no native bf16 (avx512_bf16/AMX): auto stays fp32")
+def test_auto_precision_on_the_real_architectures_is_bf16_within_one_level():
+    """On this CPU, the real 96 generator (random weights) passes the check: pasted frames stay within 1 level."""
+    from wav2lip384.models import build_model
+
+    torch.manual_seed(0)
+    fast = optimize_generator(build_model("generator", 96).eval())
+    assert fast.precision["dtype"] == "bf16" and fast.precision["max_diff_levels"] <= 1.0
+
+
+def test_unknown_dtype_is_refused(case):
+    with pytest.raises(ValueError, match="dtype"):
+        optimize_generator(case[1], OptimizeConfig(dtype="fp16"))
 
 
 def test_plain_config_is_the_eager_model(case):
@@ -196,7 +236,7 @@ def test_compiled_model_is_exact_and_pads_short_batches():
     size = 96
     g = tiny_generator(size)
     mel, faces = _inputs(size, n=3)
-    fast = optimize_generator(g, OptimizeConfig(compile=True), batch_size=3)
+    fast = optimize_generator(g, OptimizeConfig(compile=True, dtype="fp32"), batch_size=3)
     r = fast.first_row
     with torch.inference_mode():
         ref = g(mel, faces)

@@ -10,7 +10,8 @@ frames of output video per second of wall time for one whole request, audio deco
   read first, fixed ``--box`` as in the issue's measurement, full face encoder every frame, eager fp32, batch
   128, hard paste, per-frame resize, temp AVI then ffmpeg mux).
 - ``ours_96_video``, ``ours_96_photo``, ``ours_384_video``, ``ours_384_photo``: our pipeline with its default
-  (exact) optimisations and the avatar prepared by an earlier request (the app's steady state);
+  optimisations (exact transforms + bf16 where native and verified within 1 grey level on the loaded
+  weights, see ``precision``) and the avatar prepared by an earlier request (the app's steady state);
   ``fps_cold`` = the first request for the avatar (frame decode + face detection included).
 - ``plain_96_video``, ``plain_384_video``: the same pipeline with ``optimize=False`` (plain eager), for the
   optimisations' own speed-up.
@@ -21,13 +22,15 @@ frames of output video per second of wall time for one whole request, audio deco
   optimised and from the plain eager model on the same crops and speech.
 - ``ours_*@threads1``: the same with one torch thread (see the note at ``ENTRIES_QUICK``);
   ``baseline_96_original_style@threads1`` is the baseline with one thread, for ratios at equal thread counts;
-  ``ours_384_video+bf16@threads1`` adds the bf16 trade; ``--entries ours_384_video+compile@threads1`` the opt-in
+  ``ours_96_video+fp32``/``ours_384_video+fp32`` force the exact fp32 path (what a CPU without native bf16
+  gets); ``+bf16`` forces bf16 without the check; ``--entries ours_384_video+compile@threads1`` the opt-in
   ``torch.compile`` (its ``fps_cold`` includes compiling).
 - ``levers_96``, ``levers_384`` (not with ``--quick``): the generator alone at the pipeline's batch size, one
   lever at a time (BN folding, lower-half decoding, channels_last, bf16 with its quality loss, torch.compile
   with its compile time when ``--with-compile`` is given, threads, batch sizes).
 - ``matmul_peak_gflops``: this machine's fp32 ``torch.mm`` throughput on 2048x2048 matrices (best of 1 thread
-  and torch's default; ``fraction_of_matmul_peak`` uses the peak at the entry's own thread count).
+  and torch's default; ``fraction_of_matmul_peak`` uses the peak at the entry's own thread count);
+  ``matmul_peak_gflops_bf16`` the same in bf16 (entries running bf16 also get ``fraction_of_bf16_matmul_peak``).
 Real weights are used when they resolve (``DH_WAV2LIP96_CHECKPOINT`` / ``DH_WAV2LIP384_CHECKPOINT``);
 otherwise random weights of the same architecture (same cost), and ``weights`` says so.
 """
@@ -54,12 +57,13 @@ DEFAULT_VIDEO = SHARED_DATA / "video" / "retalking_face2.mp4"
 DEFAULT_AUDIO = SHARED_DATA / "audio" / "wenet_aishell-BAC009S0724W0121_zh.wav"
 
 
-def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0) -> float:
+def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype: str = "fp32") -> float:
     """fp32 GFLOP/s of (n x n) @ (n x n) matmuls with torch's current thread count: the best single product
     within ``seconds`` (on a shared machine the best moment is the closest to the hardware's peak)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
     torch.mm(a, b)
     best, t_end = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < t_end:
@@ -218,11 +222,12 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     from wav2lip384.optimize import OptimizeConfig
     from wav2lip384.pipeline import LipSyncPipeline
 
-    name, _, extra = name.partition("+")  # "ours_384_video+bf16" / "+compile": the default config plus that
+    name, _, extra = name.partition("+")  # "ours_384_video+fp32" / "+bf16" / "+compile": the default config plus that
     kind, size, avatar = name.split("_")  # e.g. "ours", "384", "video"
     size = int(size)
     gen, desc = load_generator_or_random(size, _spec(size, settings))
-    optimize = {"compile": OptimizeConfig(compile=True), "bf16": OptimizeConfig(dtype="bf16")}.get(extra, kind == "ours")
+    optimize = {"compile": OptimizeConfig(compile=True), "bf16": OptimizeConfig(dtype="bf16"),
+                "fp32": OptimizeConfig(dtype="fp32")}.get(extra, kind == "ours")
     pipe = LipSyncPipeline(gen, model_name=f"wav2lip-{size}", detector_checkpoint=settings.s3fd_checkpoint,
                            cache_dir=work / "cache", show_progress=False, optimize=optimize)
     face = video if avatar == "video" else photo
@@ -243,6 +248,7 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     entry = {"fps": round(res.n_frames / wall, 2), "n_frames": res.n_frames, "wall_s": round(wall, 3),
              "stages_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()}, "batch": pipe.batch_size,
              "optimize": pipe.optimization.to_dict(), "detector": res.detector.split(" (")[0],
+             "precision": getattr(pipe.generator, "precision", {"dtype": "fp32"}),
              "avatar_cached": res.avatar_cached}
     if avatar == "video" and cold is not None:
         entry["fps_cold"] = round(cold, 2)  # with torch.compile: includes compiling
@@ -303,15 +309,17 @@ def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dic
     res = {"batch": batch, "first_row_kept": r}
     plain_fps, ref = timed(optimize_generator(gen, PLAIN))
     res["plain"] = {"fps": round(plain_fps, 2)}
-    configs = {"fold_bn": OptimizeConfig(lower_half=False, channels_last=False),
-               "lower_half": OptimizeConfig(fold_bn=False, channels_last=False),
-               "channels_last": OptimizeConfig(fold_bn=False, lower_half=False),
-               "fold_bn+lower_half": OptimizeConfig(channels_last=False),
-               "default (fold_bn+lower_half+channels_last)": DEFAULT,
-               "default+bf16": OptimizeConfig(dtype="bf16")}
+    configs = {"fold_bn": OptimizeConfig(lower_half=False, channels_last=False, dtype="fp32"),
+               "lower_half": OptimizeConfig(fold_bn=False, channels_last=False, dtype="fp32"),
+               "channels_last": OptimizeConfig(fold_bn=False, lower_half=False, dtype="fp32"),
+               "fold_bn+lower_half": OptimizeConfig(channels_last=False, dtype="fp32"),
+               "fold_bn+lower_half+channels_last (fp32)": OptimizeConfig(dtype="fp32"),
+               "default (+ auto precision)": DEFAULT}
     for label, cfg in configs.items():
-        fps, out = timed(optimize_generator(gen, cfg))
-        res[label] = {"fps": round(fps, 2), "speedup_vs_plain": round(fps / plain_fps, 2), **quality(out, ref)}
+        model = optimize_generator(gen, cfg)
+        fps, out = timed(model)
+        res[label] = {"fps": round(fps, 2), "speedup_vs_plain": round(fps / plain_fps, 2), **quality(out, ref),
+                      "precision": model.precision["dtype"]}
     res["dynamic_int8"] = {"applicable": False, "reason": "torch.ao.quantization.quantize_dynamic converts "
                            f"nn.Linear/RNN only; the generator has {sum(isinstance(m, torch.nn.Linear) for m in gen.modules())} "
                            "Linear layers (all convolutions)"}
@@ -330,7 +338,7 @@ def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dic
             res["default_batch_fps"][str(b)] = round(timed(fast, m2, f2, reps=1)[0], 2)
     if with_compile:  # torch.compile: compile time (first call) vs steady-state speed (minutes on 2 cores)
         try:
-            comp = optimize_generator(gen, OptimizeConfig(compile=True), batch_size=batch)
+            comp = optimize_generator(gen, OptimizeConfig(compile=True, dtype="fp32"), batch_size=batch)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 comp(mel, faces)
@@ -348,9 +356,10 @@ def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dic
 ENTRIES_QUICK = ["baseline_96_original_style", "baseline_96_original_style@threads1", "plain_96_video", "ours_96_video", "ours_96_photo",
                  "plain_384_video", "ours_384_video", "ours_384_photo", "ours_96_video@threads1",
                  "ours_384_video@threads1", "ours_384_photo@threads1"]
-# "+bf16": the measured bf16 trade in the whole pipeline (its max_pixel_diff_vs_plain shows the cost);
-# "+compile" (not run by default: minutes of compiling on 2 cores, and it did not pay here): opt-in torch.compile
-ENTRIES_FULL = ENTRIES_QUICK + ["ours_384_video+bf16@threads1", "levers_96", "levers_384"]
+# "+fp32": the default transforms forced to fp32 (exact; what "auto" falls back to without native bf16);
+# "+bf16": bf16 forced without the check; "+compile" (not run by default: minutes of compiling on 2 cores, and
+# it did not pay here): opt-in torch.compile
+ENTRIES_FULL = ENTRIES_QUICK + ["ours_96_video+fp32", "ours_384_video+fp32", "levers_96", "levers_384"]
 
 
 def run(video: Path, audio: Path, seconds: float | None, entries: list[str], threads: int | None,
@@ -370,6 +379,7 @@ def run(video: Path, audio: Path, seconds: float | None, entries: list[str], thr
     torch.set_num_threads(before)
     out["matmul_peak_gflops"] = max(peaks.values())
     out["matmul_peak_gflops_by_threads"] = {str(k): v for k, v in peaks.items()}
+    out["matmul_peak_gflops_bf16"] = matmul_peak_gflops(dtype="bf16")  # torch's thread count; context for bf16 entries
     for name in entries:
         base_name, _, variant = name.partition("@threads")  # e.g. "ours_384_video@threads1"
         cmd = [sys.executable, "-m", "wav2lip384.bench", "--one", base_name, "--video", str(video),
@@ -410,7 +420,9 @@ def run(video: Path, audio: Path, seconds: float | None, entries: list[str], thr
     for entry in out.values():
         if isinstance(entry, dict) and "achieved_gflops" in entry:
             peak = peaks.get(entry.get("torch_threads"), out["matmul_peak_gflops"])  # same thread count
-            entry["fraction_of_matmul_peak"] = round(entry["achieved_gflops"] / peak, 3)
+            entry["fraction_of_matmul_peak"] = round(entry["achieved_gflops"] / peak, 3)  # fp32 peak (the goal's)
+            if (entry.get("precision") or {}).get("dtype") == "bf16" and entry.get("torch_threads") == before:
+                entry["fraction_of_bf16_matmul_peak"] = round(entry["achieved_gflops"] / out["matmul_peak_gflops_bf16"], 3)
     out["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     out["machine"]["uptime_end"] = _uptime()
     out["notes"] = [

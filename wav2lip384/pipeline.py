@@ -58,6 +58,7 @@ class LipSyncResult:
     avatar_kind: str = "video"
     warnings: list[str] = field(default_factory=list)
     avatar_cached: bool = False  # the avatar's face detections came from the cache
+    precision: str = ""  # the generator's compute dtype and why (optimize.describe_precision)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,14 +110,15 @@ class LipSyncPipeline:
                  avatar_cache: AvatarCache | None = None, optimize=None, feature_cache_mb: float = 1024.0):
         import torch
 
-        from wav2lip384.optimize import DEFAULT, PLAIN, optimize_generator
+        from wav2lip384.optimize import DEFAULT, PLAIN, describe_precision, optimize_generator
 
         if on_no_face not in ("error", "passthrough"):
             raise ValueError("on_no_face must be 'error' or 'passthrough'")
         self.device = torch.device(device)
         self.dtype = dtype or torch.float32
-        # ``optimize``: None = the exact transforms of wav2lip384.optimize (BN folded into the convolutions,
-        # lower-half decoding); False = plain eager; or an OptimizeConfig. Lower-half decoding leaves the rows
+        # ``optimize``: None = the default transforms of wav2lip384.optimize (BN folded into the convolutions,
+        # channels_last, lower-half decoding, bf16 where native and verified); False = plain eager fp32; or an
+        # OptimizeConfig. Lower-half decoding leaves the rows
         # above the paste mask unset, so it is used with the feathered paste-back only.
         config = PLAIN if optimize is False else (DEFAULT if optimize is None or optimize is True else optimize)
         if not feather and config.lower_half:
@@ -130,6 +132,8 @@ class LipSyncPipeline:
         self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.size, 8))
         self.generator = optimize_generator(generator.to(self.device, self.dtype).eval(), config,
                                             batch_size=self.batch_size)
+        # "auto" runs bf16 only where it is native and verified on these weights (optimize.py)
+        self.precision = describe_precision(getattr(self.generator, "precision", {"dtype": "fp32"}))
         self.max_audio_seconds = float(max_audio_seconds)
         self.on_no_face = on_no_face
         self.feather = feather
@@ -208,7 +212,7 @@ class LipSyncPipeline:
                              width=writer.out_width, height=writer.out_height,
                              timings={k: round(v, 4) for k, v in timings.items()}, detector=prep.det.detector,
                              model=self.model_name, avatar_kind=prep.avatar.kind, warnings=prep.warnings,
-                             avatar_cached=prep.cached)
+                             avatar_cached=prep.cached, precision=self.precision)
 
     def stream(self, face: str | os.PathLike, audio_segments: Iterable[tuple[np.ndarray, int]],
                out_dir: str | os.PathLike, *, fps: float | None = None, smooth: bool = True,
