@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # rejects 0.053, unanswerable rejected 0.90. A different KB or embedder should be re-calibrated (the command
 # prints the value to use).
 DEFAULT_THRESHOLD = 0.377
+# The same calibration for a KB without phrasings (built-in KB with --no-phrasings): mean-view scores are lower.
+# Used by default for custom KBs that have no alt_questions; dev FR 0.03 / UR 0.725, held-out 0.09 / 0.68.
+DEFAULT_THRESHOLD_NO_PHRASINGS = 0.219
 MAX_QUESTION_CHARS = 500
 SUPPORT_K = 3  # entries of the top entry's category averaged into the confidence (see Assistant.retrieve)
 SUPPORT_DEPTH = 64  # how many hits are searched to find them
@@ -56,7 +59,7 @@ class LLMConfig:
 
 @dataclass(frozen=True)
 class AssistantConfig:
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: DEFAULT_THRESHOLD, or DEFAULT_THRESHOLD_NO_PHRASINGS for a KB without any
     n_suggestions: int = 3
     max_question_chars: int = MAX_QUESTION_CHARS
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -89,6 +92,9 @@ def detect_language(text: str) -> str:
 
 class Assistant:
     def __init__(self, kb: KnowledgeBase, embedder: Embedder, index: KBIndex, config: AssistantConfig):
+        if config.threshold is None:
+            phrased = config.index.phrasings and kb.n_phrasings > 0
+            config = replace(config, threshold=DEFAULT_THRESHOLD if phrased else DEFAULT_THRESHOLD_NO_PHRASINGS)
         self.kb = kb
         self.embedder = embedder
         self.index = index

