@@ -16,6 +16,7 @@ from wav2lip384 import faces as F
 from wav2lip384.config import GeneratorConfig
 from wav2lip384.models import Wav2LipGenerator
 from wav2lip384.optimize import (
+    BF16_MAX_DIFF_LEVELS,
     EXACT_ATOL,
     PLAIN,
     OptimizeConfig,
@@ -179,6 +180,15 @@ def test_auto_precision_on_the_real_architectures_is_bf16_within_one_level():
     torch.manual_seed(0)
     fast = optimize_generator(build_model("generator", 96).eval())
     assert fast.precision["dtype"] == "bf16" and fast.precision["max_diff_levels"] <= 1.0
+
+
+def test_default_config_stays_within_one_grey_level_of_plain_eager(case):
+    """The default (exact transforms + auto precision), on inputs other than the calibration batch: every shown
+    row within the stated tolerance of plain eager fp32, whichever precision the check chose on this CPU."""
+    size, g, mel, faces, ref = case
+    fast = optimize_generator(g)
+    r = fast.first_row
+    assert (_run(fast, mel, faces)[:, :, r:] - ref[:, :, r:]).abs().max().item() * 255 <= BF16_MAX_DIFF_LEVELS
 
 
 def test_unknown_dtype_is_refused(case):
