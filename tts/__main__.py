@@ -14,6 +14,8 @@ import platform
 import sys
 import time
 
+from common.cli import user_errors_exit_2
+
 BENCH_TEXT = {
     "zh": "您好，欢迎来到政务服务中心。办理社保卡需要携带身份证原件，一般三至五个工作日可以领取。"
           "如有疑问，请拨打12345政务服务热线。",
@@ -92,6 +94,7 @@ def _bench(args) -> dict:
     return result
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tts", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -108,23 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--engine", action="append", help="only this engine (repeatable)")
     bench.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-
-    from common.errors import UserFacingError
-
-    try:
-        if args.cmd == "say":
-            res = _say(args)
-        elif args.cmd == "engines":
-            res = _engines(args)
-            if not args.json:
-                for e in res:
-                    print(f"{e['name']:<11} {'yes' if e['available'] else 'no ':<4} {','.join(e['languages']):<6} {e['reason']}")
-                return 0
-        else:
-            res = _bench(args)
-    except UserFacingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.cmd == "say":
+        res = _say(args)
+    elif args.cmd == "engines":
+        res = _engines(args)
+        if not args.json:
+            for e in res:
+                print(f"{e['name']:<11} {'yes' if e['available'] else 'no ':<4} {','.join(e['languages']):<6} {e['reason']}")
+            return 0
+    else:
+        res = _bench(args)
     print(json.dumps(res, ensure_ascii=False, indent=None if args.cmd == "say" else 2))
     return 0
 

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import user_errors_exit_2
 from common.errors import UserFacingError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -443,6 +444,7 @@ def _uptime() -> str:
         return ""
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m wav2lip384.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print JSON (default: a short table)")
@@ -463,18 +465,14 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     seconds = args.seconds if args.seconds is not None else (1.6 if args.quick else None)
-    try:
-        for f in (args.video, args.audio):
-            if not f.is_file():
-                raise UserFacingError(f"benchmark input {f} not found (pass --video/--audio)")
-        if args.one:
-            print(json.dumps(run_one(args.one, args.video, args.audio, seconds, settings, args.with_compile)))
-            return 0
-        entries = args.entries or (ENTRIES_QUICK if args.quick else ENTRIES_FULL)
-        result = run(args.video, args.audio, seconds, entries, args.threads, args.with_compile)
-    except UserFacingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    for f in (args.video, args.audio):
+        if not f.is_file():
+            raise UserFacingError(f"benchmark input {f} not found (pass --video/--audio)")
+    if args.one:
+        print(json.dumps(run_one(args.one, args.video, args.audio, seconds, settings, args.with_compile)))
+        return 0
+    entries = args.entries or (ENTRIES_QUICK if args.quick else ENTRIES_FULL)
+    result = run(args.video, args.audio, seconds, entries, args.threads, args.with_compile)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

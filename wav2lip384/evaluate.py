@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from common.cli import user_errors_exit_2
 from common.errors import UserFacingError
 
 FPS = 25
@@ -477,6 +478,7 @@ def evaluate(video: str | Path, reference: str | Path | None = None, *, lse_sync
     return out
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     from common.settings import Settings
 
@@ -491,17 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON (the only output format; kept for clarity)")
     args = p.parse_args(argv)
     settings = Settings.from_env()
-    try:
-        from wav2lip384 import faces
+    from wav2lip384 import faces
 
-        detector = faces.build_detector(settings.s3fd_checkpoint, device=settings.device)
-        result = evaluate(args.video, args.reference,
-                          lse_syncnet=settings.syncnet_checkpoint if args.lse_syncnet is None else args.lse_syncnet,
-                          inception=args.inception, project_syncnet=args.project_syncnet, detector=detector,
-                          max_seconds=args.max_seconds, device=settings.device)
-    except UserFacingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    detector = faces.build_detector(settings.s3fd_checkpoint, device=settings.device)
+    result = evaluate(args.video, args.reference,
+                      lse_syncnet=settings.syncnet_checkpoint if args.lse_syncnet is None else args.lse_syncnet,
+                      inception=args.inception, project_syncnet=args.project_syncnet, detector=detector,
+                      max_seconds=args.max_seconds, device=settings.device)
     print(json.dumps(result, indent=1))
     return 0
 

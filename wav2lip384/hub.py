@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from common.cli import user_errors_exit_2
 from common.errors import UserFacingError
 
 
@@ -181,6 +182,7 @@ def push(checkpoint: str | Path, repo_id: str, *, private: bool = False, evaluat
             "files": sorted(p.name for p in staged.iterdir()), "staged": str(staged)}
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m wav2lip384.hub", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -194,16 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             s.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    try:
-        evaluation = json.loads(Path(args.eval_json).read_text(encoding="utf-8")) if args.eval_json else None
-        if args.cmd == "stage":
-            out = stage(args.checkpoint, args.out, args.repo, evaluation)
-            result = {"staged": str(out), "files": sorted(f.name for f in out.iterdir())}
-        else:
-            result = push(args.checkpoint, args.repo, private=args.private, evaluation=evaluation)
-    except UserFacingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    evaluation = json.loads(Path(args.eval_json).read_text(encoding="utf-8")) if args.eval_json else None
+    if args.cmd == "stage":
+        out = stage(args.checkpoint, args.out, args.repo, evaluation)
+        result = {"staged": str(out), "files": sorted(f.name for f in out.iterdir())}
+    else:
+        result = push(args.checkpoint, args.repo, private=args.private, evaluation=evaluation)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from common.cli import user_errors_exit_2
 from common.errors import UserFacingError
 
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from common.settings import Settings
@@ -47,28 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint = settings.wav2lip96_checkpoint if args.model == 96 else settings.wav2lip384_checkpoint
-    try:
-        if args.batch_size is not None and args.batch_size < 1:
-            raise UserFacingError("--batch-size must be at least 1.")
-        from pathlib import Path
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserFacingError("--batch-size must be at least 1.")
+    from pathlib import Path
 
-        from wav2lip384.pipeline import LipSyncPipeline
-        from wav2lip384.video import check_media
+    from wav2lip384.pipeline import LipSyncPipeline
+    from wav2lip384.video import check_media
 
-        # check the inputs before loading any model: a wrong path fails in a second, not after a download
-        check_media(args.face, kinds=("image", "video"), what="face/avatar file")
-        check_media(args.audio, kinds=("audio", "video"), what="audio file")
+    # check the inputs before loading any model: a wrong path fails in a second, not after a download
+    check_media(args.face, kinds=("image", "video"), what="face/avatar file")
+    check_media(args.audio, kinds=("audio", "video"), what="audio file")
 
-        pipe = LipSyncPipeline.from_pretrained(
-            size=args.model, checkpoint=checkpoint or None,
-            detector_checkpoint=args.detector_checkpoint or settings.s3fd_checkpoint,
-            device=args.device or settings.device, cache_dir=Path(args.cache_dir or settings.cache_dir),
-            batch_size=args.batch_size, max_audio_seconds=settings.max_audio_seconds,
-            on_no_face="passthrough" if args.passthrough_no_face else "error")
-        result = pipe(args.face, args.audio, args.out, fps=args.fps, smooth=not args.no_smooth, pads=tuple(args.pads))
-    except UserFacingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    pipe = LipSyncPipeline.from_pretrained(
+        size=args.model, checkpoint=checkpoint or None,
+        detector_checkpoint=args.detector_checkpoint or settings.s3fd_checkpoint,
+        device=args.device or settings.device, cache_dir=Path(args.cache_dir or settings.cache_dir),
+        batch_size=args.batch_size, max_audio_seconds=settings.max_audio_seconds,
+        on_no_face="passthrough" if args.passthrough_no_face else "error")
+    result = pipe(args.face, args.audio, args.out, fps=args.fps, smooth=not args.no_smooth, pads=tuple(args.pads))
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     return 0
 

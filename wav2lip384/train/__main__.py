@@ -13,6 +13,8 @@ import os
 import sys
 from dataclasses import asdict
 
+from common.cli import user_errors_exit_2
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m wav2lip384.train", description=__doc__,
@@ -63,8 +65,8 @@ def _init_distributed(device: str) -> int:
     return local_rank
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    from common.errors import UserFacingError
     from common.settings import Settings
 
     args = build_parser().parse_args(argv)
@@ -122,9 +124,6 @@ def main(argv: list[str] | None = None) -> int:
                               "world_size": trainer.world, "ranks_in_sync": result.ranks_in_sync,
                               "train_config": asdict(cfg),
                               "last_val": val[-1] if val else None}, indent=1))
-    except UserFacingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     finally:
         import torch.distributed as dist
 
