@@ -93,7 +93,7 @@ def detect_language(text: str) -> str:
 class Assistant:
     def __init__(self, kb: KnowledgeBase, embedder: Embedder, index: KBIndex, config: AssistantConfig):
         if config.threshold is None:
-            phrased = config.index.phrasings and kb.n_phrasings > 0
+            phrased = index.phrasings is not None  # built only when the recipe uses phrasings and the KB has some
             config = replace(config, threshold=DEFAULT_THRESHOLD if phrased else DEFAULT_THRESHOLD_NO_PHRASINGS)
         self.kb = kb
         self.embedder = embedder
@@ -233,7 +233,7 @@ class Assistant:
             "index_from_cache": self.index.from_cache,
             "index_seconds": round(self.index.build_seconds, 3),
             "views": list(self.config.index.views),
-            "phrasings": self.kb.n_phrasings if self.config.index.phrasings else 0,
+            "phrasings": len(self.index.phrasing_owner),
             "threshold": self.config.threshold,
             "llm_fallback": self.config.llm.enabled,
         }

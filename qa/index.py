@@ -28,7 +28,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -132,10 +132,10 @@ class KBIndex:
     phrasing_vectors: np.ndarray | None = None  # (m, d) the same vectors, for exact re-scoring
     phrasing_start: np.ndarray | None = None  # (n + 1,) entry i's phrasings are rows start[i]:start[i + 1]
     phrasing_weight: float = 0.5
+    phrasing_owner: np.ndarray = field(init=False)  # (m,) entry row of each phrasing, derived from the offsets
 
     def __post_init__(self):
         m = 0 if self.phrasing_vectors is None else len(self.phrasing_vectors)
-        # (m,) entry row of each phrasing
         self.phrasing_owner = (np.searchsorted(self.phrasing_start, np.arange(m), side="right") - 1
                                if m else np.zeros(0, np.int64))
 

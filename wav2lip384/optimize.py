@@ -21,8 +21,9 @@ Exact within a stated tolerance (on by default, see :class:`OptimizeConfig`):
                      fp32. The choice and the measured difference are kept in ``model.precision``. bf16 keeps
                      ~3 significant digits; oneDNN accumulates in fp32. On random weights of the real 96/384
                      nets the difference is ~0.5 levels (the H.264 encoding at crf 18 changes pixels by more).
+                     ``dtype="fp32"`` forces the exact path (bench ``+fp32`` entries).
 Measured trades (off by default; ``python -m wav2lip384.bench`` prints the figures in ``levers_*``):
-  - ``dtype="bf16"`` / ``"fp32"``  force a precision without the check (bench ``+bf16`` / ``+fp32`` entries).
+  - ``dtype="bf16"``   bf16 without the check (bench ``+bf16`` entries).
   - ``compile``        ``torch.compile`` (inductor, C++ codegen): exact, fuses the thin high-resolution layers'
                      element-wise work, but compiling takes minutes on 2 cores (per entry point and batch size),
                      so it is opt-in (a long-running server can pay it once).
@@ -417,7 +418,8 @@ def _auto_precision(gen: Wav2LipGenerator, config: OptimizeConfig) -> tuple[Fast
 
 
 def describe_precision(precision: dict) -> str:
-    """One line for users, e.g. 'bf16 (max 0.52/255 from fp32, checked)' or 'fp32 (no native bf16 ...)'."""
+    """One line for users: 'bf16 (within 0.52/255 of fp32 on these weights)', 'fp32 (no native bf16 on this
+    device)', or just the dtype when it was requested explicitly."""
     if precision.get("dtype") == "bf16" and "max_diff_levels" in precision:
         return f"bf16 (within {precision['max_diff_levels']:.2f}/255 of fp32 on these weights)"
     reason = precision.get("reason", "")
