@@ -223,6 +223,14 @@ def _avatar_inputs():
     return photo, video
 
 
+def _avatar_result():
+    """The result column of the Text/Audio → Avatar tabs: the video, its figures and a share button."""
+    out = gr.Video(label="Talking avatar", autoplay=True, format="mp4", interactive=False)
+    info = gr.Markdown(elem_classes="figure")
+    gr.DeepLinkButton("Share a link to this result")
+    return out, info
+
+
 def _config_markdown(settings: Settings) -> str:
     rows = "\n".join(f"| `{k}` | `{v or '(not set)'}` |" for k, v in settings.describe().items())
     return f"| variable | value |\n|---|---|\n{rows}"
@@ -251,9 +259,7 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                         t_photo, t_video = _avatar_inputs()
                         t_btn = gr.Button("Make the avatar speak", variant="primary")
                     with gr.Column():
-                        t_out = gr.Video(label="Talking avatar", autoplay=True, format="mp4", interactive=False)
-                        t_info = gr.Markdown(elem_classes="figure")
-                        gr.DeepLinkButton("Share a link to this result")
+                        t_out, t_info = _avatar_result()
                 gr.Examples([[SAY_ZH, "zh", str(DEFAULT_AVATAR)], [SAY_EN, "en", str(DEFAULT_AVATAR)]],
                             inputs=[t_text, t_lang, t_photo], outputs=[t_out, t_info],
                             fn=gradio_errors(h.example_text), cache_examples=True, cache_mode="lazy",
@@ -271,9 +277,7 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                         a_photo, a_video = _avatar_inputs()
                         a_btn = gr.Button("Lip-sync", variant="primary")
                     with gr.Column():
-                        a_out = gr.Video(label="Talking avatar", autoplay=True, format="mp4", interactive=False)
-                        a_info = gr.Markdown(elem_classes="figure")
-                        gr.DeepLinkButton("Share a link to this result")
+                        a_out, a_info = _avatar_result()
                 if speech_examples:
                     gr.Examples(speech_examples, inputs=[a_audio, a_photo], outputs=[a_out, a_info],
                                 fn=gradio_errors(h.example_audio), cache_examples=True, cache_mode="lazy",
