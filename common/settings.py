@@ -21,7 +21,9 @@ def _default_cache() -> str:
 class Settings:
     # --- lip-sync weights: a local file path or 'owner/name:path/in/repo' ---
     wav2lip96_checkpoint: str = "camenduru/Wav2Lip:checkpoints/wav2lip_gan.pth"
-    wav2lip384_checkpoint: str = ""  # no public weights exist; empty means "not configured"
+    wav2lip256_checkpoint: str = "Kedreamix/Linly-Talker:checkpoints/wav2lipv2.pth"  # model id wav2lip256
+    livetalking384_checkpoint: str = "Pypa/wav2lip384:wav2lip384.pth"  # model id livetalking384
+    wav2lip384_checkpoint: str = ""  # model id paper384: the paper released no weights; empty = "not configured"
     s3fd_checkpoint: str = "camenduru/Wav2Lip:face_detection/detection/sfd/s3fd.pth"
     syncnet_checkpoint: str = ""  # for evaluation (LSE-D/LSE-C); empty means "not configured"
     # --- question answering ---
