@@ -46,6 +46,14 @@ class Settings:
     device: str = "cpu"
     max_audio_seconds: float = 300.0
     max_upload_mb: float = 200.0
+    # prepared avatars (frames, face crops, encoder features) in memory, and the on-disk avatar cache
+    avatar_memory_mb: float = 3000.0
+    avatar_disk_mb: float = 2000.0
+    # --- speech recognition (questions by voice); empty model: the built-in default of qa.asr ---
+    asr_model: str = ""
+    # --- bring-your-own FAQ (per browser session) ---
+    faq_max_mb: float = 5.0
+    faq_max_entries: int = 2000
 
     @classmethod
     def env_name(cls, field_name: str) -> str:
