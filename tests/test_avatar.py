@@ -137,3 +137,31 @@ def test_large_avatars_are_scaled_down(tmp_path):
     assert (av.width, av.height) == (80, 48) and av.frames.shape[1:3] == (48, 80) and av.source_size == (160, 96)
     av = AvatarCache(None).get(video, frames_needed=4)
     assert (av.width, av.height) == (160, 96) and av.source_size is None
+
+
+def test_crops_follow_the_policy_and_are_cached_per_policy(tmp_path):
+    import cv2
+
+    video = make_video(tmp_path / "a.mp4", 6, h=80, w=120)
+    det = CountingDetector()
+    cache = AvatarCache(tmp_path / "cache")
+    av = cache.get(video, frames_needed=6)
+    av.detect(det)
+    square = av.crops(det.name, 48)
+    stretch = av.crops(det.name, 48, policy="stretch")
+    b = stretch.boxes[0]
+    # CountingDetector's box is 60 x 48 (+10 bottom pad, clipped to the frame): not squared, then stretched
+    assert (b[2] - b[0], b[3] - b[1]) == (60, 58)
+    assert square.boxes[0, 2] - square.boxes[0, 0] == square.boxes[0, 3] - square.boxes[0, 1]
+    want = cv2.resize(av.frames[0][b[1]:b[3], b[0]:b[2]], (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(stretch.crops[0], want)
+    assert av.crops(det.name, 48, policy="stretch") is stretch  # memory cache keyed by policy too
+    assert av.crops(det.name, 48) is square
+    names = sorted(p.name for p in av.cache_dir.glob("crops_*.npz"))
+    assert any("_stretch_" in n for n in names) and any("_square_" in n for n in names)
+    # a fresh process reads both back from disk, unchanged
+    again = AvatarCache(tmp_path / "cache").get(video, frames_needed=6)
+    again.detect(det)
+    np.testing.assert_array_equal(again.crops(det.name, 48, policy="stretch").boxes, stretch.boxes)
+    with pytest.raises(ValueError, match="crop policy"):
+        av.crops(det.name, 48, policy="fit")

@@ -158,3 +158,58 @@ def test_haar_finds_the_faces_of_the_real_images(shared_data):
         assert d.missing == [], name
         x1, y1, x2, y2 = F.face_boxes(d.boxes, img.shape)[0]
         assert 0 <= x1 < x2 <= img.shape[1] and 0 <= y1 < y2 <= img.shape[0]
+
+
+# --- crop policies -----------------------------------------------------------------------------------------
+def _textured(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_stretch_crop_is_the_padded_box_resized_without_keeping_aspect():
+    import cv2
+
+    frame = _textured(240, 320)
+    raw = np.array([[100.4, 60.2, 180.6, 170.0]], np.float32)  # 80 x 110 box, taller than wide
+    boxes = F.face_boxes(raw, frame.shape, pads=(0, 10, 0, 0), smooth=False, policy="stretch")
+    assert tuple(boxes[0]) == (100, 60, 181, 180)  # bottom pad of 10, rounded, not squared
+    crop = F.crop_face(frame, boxes[0], 96)
+    want = cv2.resize(frame[60:180, 100:181], (96, 96), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(crop, want)
+    # pads are clipped to the frame (Wav2Lip's rule), the box is never outside it
+    edge = F.face_boxes(np.array([[250, 200, 330, 236]], np.float32), frame.shape, policy="stretch")
+    assert tuple(edge[0]) == (250, 200, 320, 240)
+    # the square policy (default) still gives the paper's square
+    sq = F.face_boxes(raw, frame.shape, pads=(0, 10, 0, 0), smooth=False)
+    assert sq[0, 2] - sq[0, 0] == sq[0, 3] - sq[0, 1]
+    with pytest.raises(ValueError, match="crop policy"):
+        F.face_boxes(raw, frame.shape, policy="letterbox")
+
+
+def test_paste_back_of_a_non_square_box_changes_only_pixels_inside_it():
+    frame = _textured(200, 300, seed=1)
+    box = (40, 30, 140, 180)  # 100 wide, 150 high
+    face = np.full((96, 96, 3), 255, np.uint8)
+    for feather in (True, False):
+        out = F.paste_back(frame, face, box, feather=feather)
+        changed = np.any(out != frame, axis=2)
+        ys, xs = np.nonzero(changed)
+        assert ys.min() >= 30 and ys.max() < 180 and xs.min() >= 40 and xs.max() < 140
+        if feather:
+            assert not changed[30:30 + int(0.45 * 150)].any()  # upper face kept
+            assert changed[30 + int(0.8 * 150), 90]  # mouth area replaced
+        else:
+            assert changed[30:180, 40:140].mean() > 0.99
+    m = F.lower_face_mask(150, width=100)
+    assert m.shape == (150, 100, 1) and m[:, 0].max() == 0 and m[-1].max() == 0
+    np.testing.assert_array_equal(F.lower_face_mask(64), F.lower_face_mask(64, width=64))
+
+
+def test_stretch_crop_and_paste_back_round_trip_is_lossless_enough():
+    # a box's own stretched crop pasted back changes nothing visible (the model sees what it gives back)
+    frame = np.zeros((200, 300, 3), np.uint8)
+    frame[:, :, 0] = np.linspace(0, 255, 300, dtype=np.uint8)[None]  # smooth ramp: resampling loses little
+    box = (40, 30, 140, 180)
+    crop = F.crop_face(frame, box, 96)
+    out = F.paste_back(frame, crop, box)
+    assert np.abs(out.astype(int) - frame.astype(int)).max() <= 3

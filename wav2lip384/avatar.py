@@ -180,18 +180,24 @@ class Avatar:
         return missing
 
     # --- crops ---------------------------------------------------------------------------------------
-    def crops(self, detector_name: str, size: int, *, pads=F.DEFAULT_PADS, smooth: bool = True) -> CropSet:
-        """Square boxes and model-size crops for every decoded frame (needs :meth:`detect` first)."""
+    def crops(self, detector_name: str, size: int, *, pads=F.DEFAULT_PADS, smooth: bool = True,
+              policy: str = F.DEFAULT_CROP_POLICY) -> CropSet:
+        """Crop boxes by ``policy`` ("square": the paper's rule; "stretch": the original Wav2Lip box, resized
+        without keeping the aspect) and model-size crops for every decoded frame (needs :meth:`detect` first).
+
+        Cached (memory and disk) per (detector, policy, size, pads, smoothing, frames)."""
+        if policy not in F.CROP_POLICIES:
+            raise ValueError(f"crop policy must be one of {F.CROP_POLICIES}, not {policy!r}")
         slug = _slug(detector_name)
         det = self.detections[slug]
         n = len(det.boxes)
         pads = tuple(int(p) for p in pads)
-        key = (slug, int(size), pads, bool(smooth), n)
+        key = (slug, policy, int(size), pads, bool(smooth), n)
         hit = self._crops.get(key)
         if hit is not None:
             return hit
-        name = f"crops_{slug}_{size}_{'-'.join(map(str, pads))}_{int(smooth)}_{n}.npz"
-        path = None if self.cache_dir is None else self.cache_dir / name
+        stem = f"crops_{slug}_{policy}_{size}_{'-'.join(map(str, pads))}_{int(smooth)}"
+        path = None if self.cache_dir is None else self.cache_dir / f"{stem}_{n}.npz"
         if path is not None and path.is_file():
             try:
                 with np.load(path) as z:
@@ -199,19 +205,19 @@ class Avatar:
             except (OSError, ValueError, KeyError):
                 hit = None
         if hit is None:
-            boxes = F.face_boxes(det.boxes, (self.height, self.width), pads=pads, smooth=smooth)  # (n, 4)
+            boxes = F.face_boxes(det.boxes, (self.height, self.width), pads=pads, smooth=smooth, policy=policy)  # (n, 4)
             crops = np.zeros((n, size, size, 3), np.uint8)  # (n, S, S, 3)
             for i in range(n):
                 if boxes[i, 0] >= 0:
                     crops[i] = F.crop_face(self.frames[i], boxes[i], size)
             hit = CropSet(boxes, crops)
             if path is not None:
-                for old in self.cache_dir.glob(f"crops_{slug}_{size}_{'-'.join(map(str, pads))}_{int(smooth)}_*.npz"):
+                for old in self.cache_dir.glob(f"{stem}_*.npz"):
                     old.unlink(missing_ok=True)  # superseded by this longer set
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez(tmp, boxes=hit.boxes, crops=hit.crops)
                 tmp.replace(path)
-        self._crops = {k: v for k, v in self._crops.items() if k[:4] != key[:4]}
+        self._crops = {k: v for k, v in self._crops.items() if k[:5] != key[:5]}
         self._crops[key] = hit
         return hit
 

@@ -11,7 +11,13 @@ Detectors share one small interface (:class:`FaceDetector`):
 
 Box pipeline for a sequence of frames (the same for inference and for training preprocessing):
 raw detection (largest face) -> :func:`apply_pads` -> :func:`smooth_boxes` (5 frames, switchable)
--> :func:`square_crop_box` (paper §2.1.3) -> :func:`crop_face` resize to the model size.
+-> crop box by policy -> :func:`crop_face` resize to the model size.
+
+Crop policies (:data:`CROP_POLICIES`):
+- ``"square"`` — :func:`square_crop_box`, the paper's bottom-edge square (§2.1.3), for the paper's own model.
+- ``"stretch"`` — :func:`stretch_crop_box`, the original Wav2Lip rule the public checkpoints (96, 256, the
+  community 384) were trained on: the padded detector box, clipped to the frame, resized to the model's square
+  input without keeping the aspect ratio. :func:`paste_back` resizes the output back to the box's w x h.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ _TORCH_HUB_S3FD_NAME = "s3fd-619a316812.pth"
 # Detection runs on frames whose longer side is at most this many pixels (boxes are scaled back). Talking
 # heads are large in the frame, and S3FD at 1080x1920 costs ~8x more on CPU for the same box.
 DETECT_MAX_SIDE = 720
+CROP_POLICIES = ("square", "stretch")
+DEFAULT_CROP_POLICY = "square"
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels (x2, y2 exclusive)
 
@@ -283,26 +291,55 @@ def square_crop_box(box: Sequence[float], frame_shape: Sequence[int]) -> tuple[i
     return left, bottom - side, left + side, bottom
 
 
+def stretch_crop_box(box: Sequence[float], frame_shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """The original Wav2Lip crop: the (padded) box itself, rounded to pixels and clipped to the frame.
+
+    Its aspect ratio is whatever the detector gave; :func:`crop_face` stretches it to the model's square
+    input, which is what the public Wav2Lip checkpoints saw in training. Returns integer (x1, y1, x2, y2)
+    with x2 > x1 and y2 > y1 inside a frame of ``frame_shape`` (H, W, ...).
+    """
+    h, w = int(frame_shape[0]), int(frame_shape[1])
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, y1 = max(0, min(x1, w - 1)), max(0, min(y1, h - 1))
+    x2, y2 = max(x1 + 1, min(x2, w)), max(y1 + 1, min(y2, h))
+    return x1, y1, x2, y2
+
+
+def crop_box(box: Sequence[float], frame_shape: Sequence[int], policy: str = DEFAULT_CROP_POLICY
+             ) -> tuple[int, int, int, int]:
+    """The crop box of ``policy`` ("square" | "stretch") for one padded, smoothed box."""
+    if policy == "square":
+        return square_crop_box(box, frame_shape)
+    if policy == "stretch":
+        return stretch_crop_box(box, frame_shape)
+    raise ValueError(f"crop policy must be one of {CROP_POLICIES}, not {policy!r}")
+
+
 def face_boxes(raw: np.ndarray, frame_shape: Sequence[int], *, pads: Sequence[int] = DEFAULT_PADS,
-               smooth: bool = True) -> np.ndarray:
-    """Raw largest-face boxes (N, 4) -> square crop boxes (N, 4) int32 (rows of -1 where no face)."""
+               smooth: bool = True, policy: str = DEFAULT_CROP_POLICY) -> np.ndarray:
+    """Raw largest-face boxes (N, 4) -> crop boxes (N, 4) int32 by ``policy`` (rows of -1 where no face)."""
+    if policy not in CROP_POLICIES:
+        raise ValueError(f"crop policy must be one of {CROP_POLICIES}, not {policy!r}")
     padded = apply_pads(raw, pads, frame_shape)
     if smooth:
         padded = smooth_boxes(padded, SMOOTH_WINDOW)
     out = np.full((len(padded), 4), -1, np.int32)
     for i, b in enumerate(padded):
         if not np.isnan(b[0]):
-            out[i] = square_crop_box(b, frame_shape)
+            out[i] = crop_box(b, frame_shape, policy)
     return out
 
 
-def crop_face(frame: np.ndarray, square: Sequence[int], size: int) -> np.ndarray:
-    """Cut the square box out of ``frame`` and resize it to (size, size, 3) (no distortion: it is square)."""
+def crop_face(frame: np.ndarray, box: Sequence[int], size: int) -> np.ndarray:
+    """Cut ``box`` out of ``frame`` and resize it to (size, size, 3).
+
+    A square box (policy "square") is scaled without distortion; any other box is stretched (policy "stretch").
+    """
     import cv2
 
-    x1, y1, x2, y2 = (int(v) for v in square)
+    x1, y1, x2, y2 = (int(v) for v in box)
     patch = frame[y1:y2, x1:x2]
-    interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if max(patch.shape[:2]) > size else cv2.INTER_LINEAR
     return cv2.resize(patch, (size, size), interpolation=interp)
 
 
@@ -314,37 +351,43 @@ def _ramp(n: int, start: float, end: float) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-@functools.lru_cache(maxsize=32)
-def lower_face_mask(side: int, top: float = 0.45, full: float = 0.62, edge: float = 0.10) -> np.ndarray:
-    """Feathered (side, side, 1) float32 blend mask for a pasted face: 0 on the upper face and at the border.
+@functools.lru_cache(maxsize=64)
+def lower_face_mask(side: int, top: float = 0.45, full: float = 0.62, edge: float = 0.10,
+                    width: int | None = None) -> np.ndarray:
+    """Feathered (side, width, 1) float32 blend mask for a pasted face: 0 on the upper face and at the border.
 
-    The generator only redraws the lower half of its input (the upper half is its reference), so the mask
-    rises from 0 at ``top`` of the box height to 1 at ``full``, and falls to 0 over ``edge`` at the left,
+    ``side`` is the box height, ``width`` its width (default: ``side``, a square box). The generator only
+    redraws the lower half of its input (the upper half is its reference), so the mask rises from 0 at ``top``
+    of the box height to 1 at ``full``, and falls to 0 over ``edge`` (fractions of each side) at the left,
     right and bottom borders, so the paste has no visible seam and pixels on/outside the box stay unchanged.
     """
-    falling = 1.0 - _ramp(side, 1.0 - edge, 1.0)  # 1 inside, down to 0 at the far border
-    vertical = _ramp(side, top, full) * falling  # (side,)
-    horizontal = _ramp(side, 0.0, edge) * falling
-    mask = vertical[:, None] * horizontal[None, :]
+    height, width = int(side), int(side if width is None else width)
+    vertical = _ramp(height, top, full) * (1.0 - _ramp(height, 1.0 - edge, 1.0))  # (H,)
+    horizontal = _ramp(width, 0.0, edge) * (1.0 - _ramp(width, 1.0 - edge, 1.0))  # (W,)
+    mask = vertical[:, None] * horizontal[None, :]  # (H, W)
+    mask = mask[:, :, None]  # (H, W, 1)
     mask.setflags(write=False)
-    return mask[:, :, None]
+    return mask
 
 
-def paste_back(frame: np.ndarray, face: np.ndarray, square: Sequence[int], *, feather: bool = True) -> np.ndarray:
-    """Return a copy of ``frame`` with ``face`` (S, S, 3) resized into ``square`` through the lower-face mask.
+def paste_back(frame: np.ndarray, face: np.ndarray, box: Sequence[int], *, feather: bool = True) -> np.ndarray:
+    """Return a copy of ``frame`` with ``face`` (S, S, 3) resized into ``box`` through the lower-face mask.
 
-    Only pixels inside the box change; with ``feather=False`` the whole box is replaced (original Wav2Lip).
+    ``box`` may be square (policy "square") or any rectangle (policy "stretch": the face is resized back to
+    the box's width x height). Only pixels inside the box change; with ``feather=False`` the whole box is
+    replaced (original Wav2Lip).
     """
     import cv2
 
-    x1, y1, x2, y2 = (int(v) for v in square)
-    side = x2 - x1
+    x1, y1, x2, y2 = (int(v) for v in box)
+    bw, bh = x2 - x1, y2 - y1
     out = frame.copy()
-    patch = cv2.resize(face, (side, side), interpolation=cv2.INTER_LINEAR if side > face.shape[0] else cv2.INTER_AREA)
+    grow = bw * bh > face.shape[0] * face.shape[1]
+    patch = cv2.resize(face, (bw, bh), interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)  # (bh, bw, 3)
     if not feather:
         out[y1:y2, x1:x2] = patch
         return out
-    mask = lower_face_mask(side)
+    mask = lower_face_mask(bh, width=bw)  # (bh, bw, 1)
     region = out[y1:y2, x1:x2].astype(np.float32)
     region += (patch.astype(np.float32) - region) * mask
     out[y1:y2, x1:x2] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
