@@ -1,11 +1,12 @@
-"""Gradio front end of the talking digital human. UI wiring only: the logic lives in common/services.py,
-qa/, tts/ and wav2lip384/.
+"""Gradio front end of the talking digital human. UI wiring only: the logic lives in services/ (the application
+layer), on top of qa/, tts/ and wav2lip384/.
 
 Start with ``python app.py``; it binds to 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say
 otherwise (a Hugging Face Space sets GRADIO_SERVER_NAME=0.0.0.0 itself).
 
-Every event has an ``api_name`` (``/text_to_avatar``, ``/audio_to_avatar``, ``/ask``, ``/compare``) so the
-app can be scripted with ``gradio_client`` (see README.md).
+Every event has an ``api_name`` (``/text_to_avatar``, ``/audio_to_avatar``, ``/ask``, ``/compare``, ``/status``)
+so the app can be scripted with ``gradio_client`` (see README.md). Building the UI does no I/O beyond asking the
+services which models are available (no download, no model load).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import threading
 import gradio as gr
 
 from common.errors import UserFacingError
-from common.services import DEFAULT_AVATAR, EXAMPLES, AppServices, AskUpdate
 from common.settings import Settings
+from services import COMPARE_DEFAULT, DEFAULT_AVATAR, EXAMPLES, AppServices, AskUpdate, VideoResult
+from services.status import details_markdown, missing_parts
+from wav2lip384 import registry
 
 log = logging.getLogger("app")
 
@@ -37,16 +40,27 @@ QUESTIONS = [
 ]
 SAY_ZH = "您好，我是政务服务数字人，很高兴为您服务。"
 SAY_EN = "Hello, I am the public service assistant. How can I help you today?"
-# Gradio's streaming video output muxes chunks into HLS with the system ffmpeg + ffprobe. Without them
-# the assistant still shows each sentence's chunk as soon as it is ready, then the joined answer.
-STREAMING = bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
+NO_FACE_CHOICES = [("stop with a message", "error"), ("leave those frames unchanged", "passthrough")]
 CSS = """
-.gradio-container {max-width: 1200px !important; margin: auto;}
+.gradio-container {max-width: 1280px !important; margin: auto;}
 #title h1 {margin-bottom: 0;}
-#answer {min-height: 7em;}
+#answer {min-height: 6em;}
 .figure {font-size: 0.95em;}
+.notice {font-size: 1em; color: var(--body-text-color); background: var(--background-fill-secondary);
+         border-left: 4px solid var(--color-accent); padding: 0.4em 0.8em; border-radius: 4px;}
+.notice:empty {display: none;}
+#status_table table {table-layout: auto; width: 100%;}
+#status_table td, #status_table th {word-break: normal; overflow-wrap: anywhere; hyphens: none;}
 footer {display: none !important;}
 """
+
+
+def streaming_available() -> bool:
+    """Gradio's streaming video output muxes chunks into HLS with the system ffmpeg + ffprobe."""
+    return bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
+
+
+STREAMING = streaming_available()
 
 
 def gradio_errors(fn):
@@ -98,8 +112,11 @@ def _progress_cb(progress):
     return cb
 
 
-def _model_value(model) -> int:
-    return int(str(model).split("×")[0].split("x")[0]) if model not in (None, "") else 96
+def _result_values(res: VideoResult) -> tuple:
+    """(video, audio, figures, notice, details) of one rendered result."""
+    notice = res.notice if res.path is None else ""
+    return (None if res.path is None else str(res.path), None if res.audio_path is None else str(res.audio_path),
+            "" if res.path is None else res.summary(), notice, res.details() if res.path is not None else {})
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -113,48 +130,67 @@ class Handlers:
     def _avatar(photo, video):
         return video or photo
 
-    def text_to_avatar(self, text, lang, engine, photo, video, model, progress=gr.Progress(track_tqdm=True)):
-        res = self.svc.text_to_avatar(text, self._avatar(photo, video), _model_value(model), lang=lang, engine=engine,
-                                      progress=_progress_cb(progress))
-        return str(res.path), res.summary()
+    def text_to_avatar(self, text, lang, engine, photo, video, model, on_no_face="error",
+                       progress=gr.Progress()):
+        res = self.svc.text_to_avatar(text, self._avatar(photo, video), model or registry.DEFAULT_MODEL, lang=lang,
+                                      engine=engine, progress=_progress_cb(progress), on_no_face=on_no_face or "error")
+        return _result_values(res)
 
-    def audio_to_avatar(self, audio, photo, video, model, progress=gr.Progress(track_tqdm=True)):
-        res = self.svc.audio_to_avatar(audio, self._avatar(photo, video), _model_value(model),
-                                       progress=_progress_cb(progress))
-        return str(res.path), res.summary()
+    def audio_to_avatar(self, audio, photo, video, model, on_no_face="error", progress=gr.Progress()):
+        res = self.svc.audio_to_avatar(audio, self._avatar(photo, video), model or registry.DEFAULT_MODEL,
+                                       progress=_progress_cb(progress), on_no_face=on_no_face or "error")
+        return _result_values(res)
 
     def example_text(self, text, lang, photo):
-        res = self.svc.text_to_avatar(text, photo, 96, lang=lang)
-        return str(res.path), res.summary()
+        return _result_values(self.svc.text_to_avatar(text, photo, self.svc.default_model(), lang=lang))
 
     def example_audio(self, audio, photo):
-        res = self.svc.audio_to_avatar(audio, photo, 96)
-        return str(res.path), res.summary()
+        return _result_values(self.svc.audio_to_avatar(audio, photo, self.svc.default_model()))
 
-    def compare(self, text, audio, photo, video, engine, progress=gr.Progress(track_tqdm=True)):
-        out = self.svc.compare(self._avatar(photo, video), text=text, audio=audio, engine=engine,
+    def compare(self, text, audio, photo, video, engine, models, progress=gr.Progress()):
+        chosen = list(models or COMPARE_DEFAULT)[:3]
+        out = self.svc.compare(self._avatar(photo, video), text=text, audio=audio, models=chosen, engine=engine,
                                progress=_progress_cb(progress))
-        values = []
-        for size in (96, 384):
-            r = out[size]
+        values: list = []
+        for k in range(3):
+            if k >= len(chosen):
+                values += [gr.update(value=None, visible=False), gr.update(value="", visible=False)]
+                continue
+            spec = registry.get(chosen[k])
+            r = out[spec.id]
+            head = f"**{spec.title}** · {spec.img_size}×{spec.img_size} · licence: {spec.license or '—'}\n\n"
             if isinstance(r, str):
-                values += [None, f"⚠️ {r}"]
+                values += [gr.update(value=None, visible=True, label=spec.title),
+                           gr.update(value=f"{head}⚠️ {r}", visible=True)]
             else:
-                values += [str(r.path), r.summary()]
+                values += [gr.update(value=str(r.path), visible=True, label=spec.title),
+                           gr.update(value=head + r.summary() + f"\n\n*{spec.quality}*", visible=True)]
         return tuple(values)
 
     @staticmethod
     def _answer_md(ans) -> str:
-        if getattr(ans, "answered", False):
-            head = f"**Matched question · 匹配问题:** {ans.matched_question}  \n**Similarity · 相似度:** {ans.score:.2f}"
+        outcome = getattr(ans, "outcome", "answer" if getattr(ans, "answered", False) else "reject")
+        if outcome == "answer":
+            head = f"**Matched question · 匹配问题:** {ans.matched_question}"
+        elif outcome == "clarify":
+            head = "**Did you mean… · 您是想问…**"
         else:
-            head = f"**No confident match · 未找到可靠答案** (best similarity {ans.score:.2f})"
+            head = "**No confident match · 未找到可靠答案**"
         return f"{head}\n\n{ans.text}"
+
+    @staticmethod
+    def _candidates(ans) -> list[str]:
+        """Clickable questions: 'did you mean' candidates for a clarify outcome, else related questions."""
+        cands = getattr(ans, "candidates", None)
+        if cands:
+            return [c.question if hasattr(c, "question") else str(c) for c in cands]
+        return list(getattr(ans, "suggestions", []) or [])
 
     @staticmethod
     def _details(up: AskUpdate) -> dict:
         a = up.answer
         return {
+            "outcome": getattr(a, "outcome", "answer" if getattr(a, "answered", False) else "reject"),
             "answered": bool(getattr(a, "answered", False)), "text": a.text, "lang": getattr(a, "lang", ""),
             "score": round(float(getattr(a, "score", 0.0)), 4), "matched_id": getattr(a, "matched_id", None),
             "matched_question": getattr(a, "matched_question", None),
@@ -164,55 +200,69 @@ class Handlers:
             "seconds_to_first_sentence_spoken": None if up.seconds_to_first_speech is None
             else round(up.seconds_to_first_speech, 3),
             "seconds_to_first_chunk": None if up.seconds_to_first_chunk is None else round(up.seconds_to_first_chunk, 3),
-            "error": up.error,
+            "notice": up.notice, "warnings": list(up.warnings),
         }
 
     @staticmethod
     def _timing_md(up: AskUpdate) -> str:
-        s = f"Answer text in {up.seconds_to_answer:.2f} s"
+        s = f"Answer found in {up.seconds_to_answer:.2f} s"
         if up.seconds_to_first_chunk is not None:
-            s += f" · first video chunk in {up.seconds_to_first_chunk:.2f} s ({up.model}×{up.model}"
-            s += f", voice: {up.engine})" if up.engine else ")"
-        elif up.index < 0:
-            s += " · rendering the spoken answer…"
-        if up.final_video is not None:
-            s += f" · done: {up.index} chunks"
+            s += f" · video started after {up.seconds_to_first_chunk:.2f} s"
+        elif not up.done:
+            s += " · preparing the spoken answer…"
+        if up.done:
+            s += " · done" if up.final_video is not None else " · spoken answer ready"
         return s
 
     def ask(self, question, photo, model, engine):
         """Generator: the answer at once, then the video chunk by chunk (streamed), sentence by sentence."""
-        for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, _model_value(model), engine=engine):
-            suggestions = list(getattr(up.answer, "suggestions", []) or [])
-            download = gr.skip()
-            if up.final_video is not None:
-                # streaming: a None chunk ends nothing and adds nothing; otherwise the whole answer replaces
-                # the last chunk. Either way the joined mp4 is offered for download (and to API clients).
-                video = None if STREAMING else str(up.final_video)
-                download = str(up.final_video)
-            elif up.chunk is not None:
-                video = str(up.chunk)
+        streaming = streaming_available()
+        for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
+                                      engine=engine):
+            cands = self._candidates(up.answer)
+            download, audio, notice = gr.skip(), gr.skip(), gr.skip()
+            if up.index < 0 and not up.done:  # a new answer: clear the previous one's video and files
+                video, download, audio, notice = None, None, None, ""
+            elif up.done:
+                # streaming: the chunks already played; otherwise the whole answer replaces the last chunk.
+                # Either way the joined mp4 is offered for download (and to API clients).
+                video = gr.skip() if (streaming and up.chunk is None and up.final_video is not None) else (
+                    None if up.final_video is None else str(up.final_video))
+                download = None if up.final_video is None else str(up.final_video)
+                audio = None if up.audio is None else str(up.audio)
+                notice = up.notice
             else:
-                # no video yet. Not None: for a streaming output that would open an empty HLS playlist, which
-                # the player polls with back-off and so shows the first chunk seconds late.
-                video = gr.skip()
-                download = None
-            yield (self._answer_md(up.answer), gr.update(choices=suggestions, value=None, visible=bool(suggestions)),
-                   video, self._timing_md(up), self._details(up), download)
+                video = str(up.chunk)
+            yield (self._answer_md(up.answer),
+                   gr.update(choices=cands, value=None, visible=bool(cands),
+                             label=("Did you mean… · 您是想问… (click one)" if getattr(up.answer, "outcome", "") == "clarify"
+                                    else "Related questions · 相关问题 (click to ask)")),
+                   video, self._timing_md(up), self._details(up), download, audio, notice)
 
     def ask_suggestion(self, suggestion):
         return suggestion or gr.skip()
 
     def status(self):
-        return self.svc.status_markdown()
+        items = self.svc.status()
+        from services.status import status_markdown
+
+        return status_markdown(items), details_markdown(items)
 
 
 # ---------------------------------------------------------------------------------------------------- UI
-def _model_radio(svc: AppServices, prefer: str = "384", label="Lip-sync model") -> gr.Radio:
-    """96/384 choice. Without 384 weights the 384 choice stays visible but the radio is disabled, saying why."""
-    ok384, msg384 = svc.weights(384)
-    info = "96 is fastest on a CPU; 384 renders a sharper mouth." if ok384 else f"384 is disabled: {msg384}"
-    return gr.Radio(choices=[("96×96 (Wav2Lip)", "96"), ("384×384 (Wav2Lip-384)", "384")],
-                    value=prefer if ok384 else "96", label=label, interactive=ok384, info=info)
+def _model_picker(svc: AppServices, prefer: str | None = None, label="Lip-sync model") -> gr.Radio:
+    """Every model whose weights resolve; the others are named with what to do (paper384: train your own)."""
+    available = svc.available_models()
+    missing = [registry.get(m) for m in registry.ids() if m not in available]
+    choices = [(f"{registry.get(m).title} · {registry.get(m).img_size}×{registry.get(m).img_size}", m)
+               for m in available]
+    value = prefer if prefer in available else (available[0] if available else None)
+    info = ("Bigger = sharper mouth, slower on a CPU." if available else "No lip-sync model can run here yet: "
+            "the answer is still spoken.")
+    if missing:
+        info += " Not available: " + "; ".join(f"{s.title} ({'not configured' if not s.default_weights else 'weights not reachable'}, "
+                                             f"{s.env_var})" for s in missing) + " — see Status."
+    return gr.Radio(choices=choices, value=value, label=label, info=info, interactive=bool(available))
 
 
 def _avatar_inputs():
@@ -220,15 +270,20 @@ def _avatar_inputs():
                      label="Avatar photo (one face)", sources=["upload", "webcam", "clipboard"], height=260)
     with gr.Accordion("…or a short video of one face (used instead of the photo)", open=False):
         video = gr.Video(label="Avatar video", sources=["upload"], height=220)
-    return photo, video
+        no_face = gr.Radio(NO_FACE_CHOICES, value="error", label="Frames where no face is found")
+    return photo, video, no_face
 
 
 def _avatar_result():
-    """The result column of the Text/Audio → Avatar tabs: the video, its figures and a share button."""
+    """The result column of the Text/Audio tabs: video, speech, figures, notice, details, share button."""
     out = gr.Video(label="Talking avatar", autoplay=True, format="mp4", interactive=False)
+    notice = gr.Markdown(elem_classes="notice")
+    audio = gr.Audio(label="Speech", type="filepath", interactive=False)
     info = gr.Markdown(elem_classes="figure")
+    with gr.Accordion("Details", open=False):
+        details = gr.JSON(label="how it was made")
     gr.DeepLinkButton("Share a link to this result")
-    return out, info
+    return out, audio, info, notice, details
 
 
 def _config_markdown(settings: Settings) -> str:
@@ -239,14 +294,49 @@ def _config_markdown(settings: Settings) -> str:
 def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Blocks:
     svc = services or AppServices(settings)
     h = Handlers(svc)
-    engines = svc.tts_engine_names()
+    engines = ["auto"]  # engines are listed without loading the voice; the Status tab shows which one runs
     speech_examples = [[str(EXAMPLES / n), str(DEFAULT_AVATAR)] for n in ("speech_en.ogg", "speech_zh.ogg")
                        if (EXAMPLES / n).exists()]
+    compare_choices = [(f"{registry.get(m).title} · {registry.get(m).img_size}", m) for m in registry.ids()]
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\nAsk about ID cards, household registration, social insurance or vehicles — in "
                     "Chinese or English. The assistant finds the answer, speaks it and a lip-synced avatar says it.",
                     elem_id="title")
         with gr.Tabs():
+            with gr.Tab("Ask the assistant", id="ask"):
+                with gr.Row():
+                    with gr.Column(scale=5):
+                        q_text = gr.Textbox(label="Your question · 您的问题", lines=2, max_length=500,
+                                            placeholder="e.g. 身份证丢了怎么补办？ / How do I apply for a residence permit?")
+                        with gr.Row(equal_height=True):
+                            q_model = _model_picker(svc, prefer=registry.DEFAULT_MODEL)  # answers stream: speed first
+                            q_photo = gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None,
+                                               type="filepath", label="Avatar", height=140, scale=0)
+                        q_btn = gr.Button("Ask", variant="primary")
+                        q_answer = gr.Markdown("*The answer appears here as soon as it is found.*", elem_id="answer")
+                        q_sugg = gr.Radio([], label="Related questions · 相关问题 (click to ask)", visible=False,
+                                          elem_id="suggestions")
+                        gr.Examples([[q] for q in QUESTIONS], inputs=[q_text], label="Sample questions · 示例问题")
+                        q_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
+                    with gr.Column(scale=5):
+                        q_video = gr.Video(label="Spoken answer", streaming=STREAMING, autoplay=True,
+                                           elem_id="ask_video", interactive=False)
+                        q_notice = gr.Markdown(elem_classes="notice", elem_id="ask_notice")
+                        q_audio = gr.Audio(label="Spoken answer (audio)", type="filepath", interactive=False,
+                                           elem_id="ask_audio")
+                        q_timing = gr.Markdown(elem_classes="figure", elem_id="ask_timing")
+                        q_file = gr.File(label="The whole spoken answer (mp4)", interactive=False)
+                        with gr.Accordion("Details", open=False):
+                            q_details = gr.JSON(label="answer")
+                        gr.DeepLinkButton("Share a link to this answer")
+                ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file, q_audio, q_notice]
+                ask_inputs = [q_text, q_photo, q_model, q_engine]
+                ask_fn = gradio_errors(h.ask)
+                q_btn.click(ask_fn, ask_inputs, ask_outputs, api_name="ask", concurrency_id="render")
+                q_text.submit(ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render")
+                q_sugg.select(h.ask_suggestion, [q_sugg], [q_text], api_visibility="private").then(
+                    ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render")
+
             with gr.Tab("Text → Avatar", id="text"):
                 with gr.Row():
                     with gr.Column():
@@ -254,18 +344,20 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                                             value=SAY_EN, max_length=1000)
                         with gr.Row():
                             t_lang = gr.Radio(["auto", "zh", "en"], value="auto", label="Language")
-                            t_engine = gr.Dropdown(engines, value="auto", label="Voice engine")
-                        t_model = _model_radio(svc)
-                        t_photo, t_video = _avatar_inputs()
+                            t_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
+                        t_model = _model_picker(svc, prefer="wav2lip256")
+                        t_photo, t_video, t_noface = _avatar_inputs()
                         t_btn = gr.Button("Make the avatar speak", variant="primary")
                     with gr.Column():
-                        t_out, t_info = _avatar_result()
+                        t_out, t_audio, t_info, t_notice, t_details = _avatar_result()
+                t_outputs = [t_out, t_audio, t_info, t_notice, t_details]
                 gr.Examples([[SAY_ZH, "zh", str(DEFAULT_AVATAR)], [SAY_EN, "en", str(DEFAULT_AVATAR)]],
-                            inputs=[t_text, t_lang, t_photo], outputs=[t_out, t_info],
+                            inputs=[t_text, t_lang, t_photo], outputs=t_outputs,
                             fn=gradio_errors(h.example_text), cache_examples=True, cache_mode="lazy",
-                            label="Examples (rendered once with the 96 model, then served from the cache)")
-                t_btn.click(gradio_errors(h.text_to_avatar), [t_text, t_lang, t_engine, t_photo, t_video, t_model],
-                            [t_out, t_info], api_name="text_to_avatar", concurrency_id="render")
+                            label="Examples (rendered once, then served from the cache)")
+                t_btn.click(gradio_errors(h.text_to_avatar),
+                            [t_text, t_lang, t_engine, t_photo, t_video, t_model, t_noface], t_outputs,
+                            api_name="text_to_avatar", concurrency_id="render")
 
             with gr.Tab("Audio → Avatar", id="audio"):
                 with gr.Row():
@@ -273,92 +365,64 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                         a_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                            label="Speech (upload or record, up to "
                                                  f"{settings.max_audio_seconds:g} s)")
-                        a_model = _model_radio(svc)
-                        a_photo, a_video = _avatar_inputs()
+                        a_model = _model_picker(svc, prefer="wav2lip256")
+                        a_photo, a_video, a_noface = _avatar_inputs()
                         a_btn = gr.Button("Lip-sync", variant="primary")
                     with gr.Column():
-                        a_out, a_info = _avatar_result()
+                        a_out, a_saudio, a_info, a_notice, a_details = _avatar_result()
+                a_outputs = [a_out, a_saudio, a_info, a_notice, a_details]
                 if speech_examples:
-                    gr.Examples(speech_examples, inputs=[a_audio, a_photo], outputs=[a_out, a_info],
+                    gr.Examples(speech_examples, inputs=[a_audio, a_photo], outputs=a_outputs,
                                 fn=gradio_errors(h.example_audio), cache_examples=True, cache_mode="lazy",
                                 label="Examples (speech made by this project's TTS)")
-                a_btn.click(gradio_errors(h.audio_to_avatar), [a_audio, a_photo, a_video, a_model], [a_out, a_info],
-                            api_name="audio_to_avatar", concurrency_id="render")
+                a_btn.click(gradio_errors(h.audio_to_avatar), [a_audio, a_photo, a_video, a_model, a_noface],
+                            a_outputs, api_name="audio_to_avatar", concurrency_id="render")
 
-            with gr.Tab("Ask the assistant", id="ask"):
-                with gr.Row():
-                    with gr.Column(scale=5):
-                        q_text = gr.Textbox(label="Your question · 您的问题", lines=2, max_length=500,
-                                            placeholder="e.g. 身份证丢了怎么补办？ / How do I apply for a residence permit?")
-                        q_btn = gr.Button("Ask", variant="primary")
-                        gr.Examples([[q] for q in QUESTIONS], inputs=[q_text], label="Sample questions · 示例问题")
-                        q_answer = gr.Markdown("*The answer appears here as soon as it is found.*", elem_id="answer")
-                        q_sugg = gr.Radio([], label="Related questions · 相关问题 (click to ask)", visible=False)
-                        with gr.Accordion("Avatar and voice", open=False):
-                            q_model = _model_radio(svc, prefer="96")  # answers stream: speed first
-                            q_engine = gr.Dropdown(engines, value="auto", label="Voice engine")
-                            q_photo = gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None,
-                                               type="filepath", label="Avatar photo (one face)", height=200)
-                    with gr.Column(scale=5):
-                        q_video = gr.Video(label="Spoken answer", streaming=STREAMING, autoplay=True, elem_id="ask_video",
-                                           interactive=False)
-                        q_timing = gr.Markdown(elem_classes="figure", elem_id="ask_timing")
-                        with gr.Accordion("Download the whole spoken answer (mp4)", open=False):
-                            q_file = gr.File(label="ready when the last sentence is rendered", interactive=False)
-                        with gr.Accordion("Details (JSON)", open=False):
-                            q_details = gr.JSON(label="answer")
-                        gr.DeepLinkButton("Share a link to this answer")
-                ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file]
-                ask_fn = gradio_errors(h.ask)
-                q_btn.click(ask_fn, [q_text, q_photo, q_model, q_engine], ask_outputs, api_name="ask",
-                            concurrency_id="render")
-                q_text.submit(ask_fn, [q_text, q_photo, q_model, q_engine], ask_outputs, api_visibility="private",
-                              concurrency_id="render")
-                q_sugg.select(h.ask_suggestion, [q_sugg], [q_text], api_visibility="private").then(
-                    ask_fn, [q_text, q_photo, q_model, q_engine], ask_outputs, api_visibility="private",
-                    concurrency_id="render")
-
-            with gr.Tab("96 vs 384", id="compare"):
-                gr.Markdown("The same speech and avatar through both models. *Clarity* is the variance of the "
-                            "Laplacian over the mouth region (higher is sharper).")
+            with gr.Tab("Compare models", id="compare"):
+                gr.Markdown("The same speech and avatar through two or three lip-sync models, side by side: how long "
+                            "each takes, how many frames per second it renders, and how sharp the mouth is "
+                            "(*mouth sharpness*: higher means more detail around the lips).")
                 with gr.Row():
                     with gr.Column():
+                        c_models = gr.CheckboxGroup(compare_choices, value=list(COMPARE_DEFAULT),
+                                                    label="Models (two or three)")
                         c_text = gr.Textbox(label="Text to speak", value=SAY_ZH, lines=2, max_length=1000)
                         c_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                            label="…or speech (used instead of the text)")
-                        c_engine = gr.Dropdown(engines, value="auto", label="Voice engine")
+                        c_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
                     with gr.Column():
-                        c_photo, c_video = _avatar_inputs()
-                ok384, msg384 = svc.weights(384)
-                c_btn = gr.Button("Compare 96 and 384" if ok384 else "Render (384 unavailable, see right)",
-                                  variant="primary")
+                        c_photo, c_video, _ = _avatar_inputs()
+                c_btn = gr.Button("Compare", variant="primary")
+                c_outputs = []
                 with gr.Row():
-                    with gr.Column():
-                        c_out96 = gr.Video(label="96×96 (Wav2Lip)", autoplay=True, format="mp4", interactive=False)
-                        c_info96 = gr.Markdown(elem_classes="figure")
-                    with gr.Column():
-                        c_out384 = gr.Video(label="384×384 (Wav2Lip-384)", autoplay=True, format="mp4",
-                                            interactive=False)
-                        c_info384 = gr.Markdown("" if ok384 else f"⚠️ 384 is disabled: {msg384}",
-                                                elem_classes="figure")
+                    for k in range(3):
+                        with gr.Column():
+                            c_outputs.append(gr.Video(label=f"Model {k + 1}", autoplay=True, format="mp4",
+                                                      interactive=False))
+                            c_outputs.append(gr.Markdown(elem_classes="figure"))
                 gr.DeepLinkButton("Share a link to this comparison")
-                c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine],
-                            [c_out96, c_info96, c_out384, c_info384], api_name="compare", concurrency_id="render")
+                c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine, c_models],
+                            c_outputs, api_name="compare", concurrency_id="render")
 
             with gr.Tab("Status", id="status"):
-                s_md = gr.Markdown(h.status())
+                s_md = gr.Markdown(elem_id="status_table")
                 s_btn = gr.Button("Refresh")
+                with gr.Accordion("Details", open=False):
+                    s_details = gr.Markdown()
                 with gr.Accordion("Configuration (DH_* environment variables)", open=False):
                     gr.Markdown(_config_markdown(settings))
-                s_btn.click(h.status, None, s_md, api_name="status")
+                s_btn.click(h.status, None, [s_md, s_details], api_name="status")
+                demo.load(h.status, None, [s_md, s_details], api_visibility="private")
     return demo
 
 
-def launch_kwargs() -> dict:
+def launch_kwargs(settings: Settings) -> dict:
     """Styling and server options for ``launch()`` (Gradio 6: theme/css belong to launch)."""
     return {"theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="blue"), "css": CSS,
             "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-            "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860"))}
+            "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+            # refused while uploading, before anything is stored
+            "max_file_size": f"{settings.max_upload_mb:g}mb"}
 
 
 def queue(demo: gr.Blocks) -> gr.Blocks:
@@ -369,15 +433,17 @@ def queue(demo: gr.Blocks) -> gr.Blocks:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("app", "common", "qa", "tts", "wav2lip384"):  # our own progress notes; libraries stay quiet
+    for name in ("app", "common", "services", "qa", "tts", "wav2lip384"):  # our own notes; libraries stay quiet
         logging.getLogger(name).setLevel(logging.INFO)
     settings = Settings.from_env()
     services = AppServices(settings)
     atexit.register(services.close)
+    for line in missing_parts(services):  # once, at start-up: what fell back or is missing, and the variable
+        log.warning("start-up: %s", line)
     demo = build_demo(settings, services)
     # Load the models in the background after start-up, so the page is up at once and the first request is fast.
     threading.Thread(target=services.warm_up, name="warm-up", daemon=True).start()
-    queue(demo).launch(**launch_kwargs())
+    queue(demo).launch(**launch_kwargs(settings))
 
 
 if __name__ == "__main__":

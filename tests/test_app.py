@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.services import DEFAULT_AVATAR, AppServices
+from services import DEFAULT_AVATAR, AppServices
 from common.settings import Settings
 
 pytestmark = pytest.mark.slow

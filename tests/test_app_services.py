@@ -1,7 +1,7 @@
 """The app's services layer and UI wiring, without loading any model (fast).
 
 What a user sees here: clear messages for bad input, the status panel saying what is missing and what to do,
-384 choices disabled (not hidden) without 384 weights, temporary files cleaned up.
+the spoken answer delivered even when no lip-sync model can run, temporary files cleaned up.
 """
 
 from __future__ import annotations
@@ -14,16 +14,10 @@ import numpy as np
 import pytest
 
 from common.errors import UserFacingError
-from common.services import (
-    DEFAULT_AVATAR,
-    AppServices,
-    RequestDirs,
-    check_question,
-    check_speech,
-    count_faces,
-    split_speech,
-)
 from common.settings import Settings
+from services import DEFAULT_AVATAR, AppServices
+from services.checks import check_question, check_speech, count_faces
+from services.media import RequestDirs, split_speech
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def offline_settings(tmp_path) -> Settings:
     """No lip-sync weights at all (the Hub is offline in tests), caches in tmp."""
-    return Settings(wav2lip96_checkpoint=str(tmp_path / "missing96"), wav2lip384_checkpoint="",
+    return Settings(wav2lip96_checkpoint=str(tmp_path / "missing96"), wav2lip256_checkpoint=str(tmp_path / "m256"),
+                    livetalking384_checkpoint=str(tmp_path / "m384"), wav2lip384_checkpoint="",
                     cache_dir=str(tmp_path / "cache"))
 
 
@@ -118,20 +113,20 @@ def test_avatar_problems_are_explained(svc, tmp_path):
 
     astronaut = cv2.cvtColor(cv2.imread(str(DEFAULT_AVATAR)), cv2.COLOR_BGR2RGB)
     with pytest.raises(UserFacingError, match="Choose an avatar"):
-        svc._check_avatar(None)
+        svc.check_avatar(None)
     txt = tmp_path / "notes.txt"
     txt.write_text("hello")
     with pytest.raises(UserFacingError, match="unsupported type"):
-        svc._check_avatar(txt)
+        svc.check_avatar(txt)
     fake = tmp_path / "fake.png"
     fake.write_bytes(b"this is not an image at all" * 10)
     with pytest.raises(UserFacingError, match="not a valid PNG"):
-        svc._check_avatar(fake)
+        svc.check_avatar(fake)
     with pytest.raises(UserFacingError, match="No face found"):
-        svc._check_avatar(_write_png(tmp_path / "wall.png", np.full((200, 200, 3), 120, np.uint8)))
+        svc.check_avatar(_write_png(tmp_path / "wall.png", np.full((200, 200, 3), 120, np.uint8)))
     with pytest.raises(UserFacingError, match="2 faces found"):
-        svc._check_avatar(_write_png(tmp_path / "two.png", np.concatenate([astronaut, astronaut], axis=1)))
-    assert svc._check_avatar(DEFAULT_AVATAR) == (DEFAULT_AVATAR, "image")
+        svc.check_avatar(_write_png(tmp_path / "two.png", np.concatenate([astronaut, astronaut], axis=1)))
+    assert svc.check_avatar(DEFAULT_AVATAR) == (DEFAULT_AVATAR, "image")
 
 
 def test_audio_problems_are_explained(svc, tmp_path):
@@ -155,24 +150,48 @@ def test_audio_problems_are_explained(svc, tmp_path):
     assert wave.dtype == np.float32 and 3 < len(wave) / 16000 < 8
 
 
-def test_missing_weights_are_reported_with_what_to_do_and_requests_refused(svc):
+def test_missing_weights_are_reported_with_what_to_do_and_speech_still_delivered(svc):
     status = {it.part: it for it in svc.status()}
-    w384 = status["Wav2Lip-384 weights"]
-    assert not w384.ok and "DH_WAV2LIP384_CHECKPOINT" in w384.fix and "train" in w384.fix
-    w96 = status["Wav2Lip-96 weights"]
+    paper = status["Lip-sync: Paper 384 (your weights)"]
+    assert not paper.ok and paper.active == "not configured"
+    assert "DH_WAV2LIP384_CHECKPOINT" in paper.fix and "train" in paper.fix
+    w96 = status["Lip-sync: Wav2Lip 96"]
     assert not w96.ok and "DH_WAV2LIP96_CHECKPOINT" in w96.fix
-    assert {"Face detector", "Question embedder", "TTS engine"} <= set(status)
-    assert status["TTS engine"].ok  # espeak-ng works offline
-    assert "DH_S3FD_CHECKPOINT" in status["Face detector"].fix or "s3fd" in status["Face detector"].active
+    assert "DH_WAV2LIP256_CHECKPOINT" in status["Lip-sync: Wav2Lip 256 (community)"].fix
+    assert {"Face detector", "Question answering", "Voice"} <= set(status)
+    assert status["Voice"].ok  # espeak-ng works offline
+    assert "DH_S3FD_CHECKPOINT" in status["Face detector"].fix or "S3FD" in status["Face detector"].active
     md = svc.status_markdown()
-    assert "| part | state | active | what to do |" in md and "| Wav2Lip-384 weights | **missing** |" in md
-    assert svc.available_sizes() == []
-    with pytest.raises(UserFacingError, match="384×384 model is unavailable.*DH_WAV2LIP384_CHECKPOINT"):
-        svc.text_to_avatar("hello", DEFAULT_AVATAR, 384)
-    with pytest.raises(UserFacingError, match="96×96 model is unavailable"):
-        svc.audio_to_avatar(ROOT / "examples" / "speech_en.ogg", DEFAULT_AVATAR, 96)
-    with pytest.raises(UserFacingError, match="Unknown model size"):
+    assert md.startswith("| part | state | what to do |") and "| Lip-sync: Wav2Lip 96 | ⚠️ unavailable |" in md
+    assert svc.available_models() == []
+    # no lip-sync model can run: the speech is still delivered, with one calm notice naming the variable
+    res = svc.text_to_avatar("hello", DEFAULT_AVATAR, "384")
+    assert res.path is None and res.audio_path.is_file() and res.model == "paper384"
+    assert "DH_WAV2LIP384_CHECKPOINT" in res.notice and res.summary().startswith("🔈 Speech only")
+    res = svc.audio_to_avatar(ROOT / "examples" / "speech_en.ogg", DEFAULT_AVATAR, 96)
+    assert res.path is None and "DH_WAV2LIP96_CHECKPOINT" in res.notice
+    with pytest.raises(UserFacingError, match="Unknown lip-sync model"):
         svc.weights(128)
+    with pytest.raises(UserFacingError, match="unsupported type"):  # bad input is still the visitor's to fix
+        svc.text_to_avatar("hello", ROOT / "examples" / "speech_en.ogg", "96")
+
+
+def test_ask_without_lipsync_weights_still_speaks_the_answer(svc, tmp_path):
+    import json
+
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text(json.dumps({"id": "a", "question": "身份证丢了怎么补办？", "answer": "请到派出所补领。"},
+                             ensure_ascii=False) + "\n", encoding="utf-8")
+
+    class _Answer:  # the assistant's contract, without loading an embedder
+        text, lang, answered, outcome = "请到派出所补领。", "zh", True, "answer"
+
+    svc._assistant = type("A", (), {"ask": lambda self, q: _Answer()})()
+    ups = list(svc.ask_stream("身份证丢了怎么补办？", DEFAULT_AVATAR, "wav2lip96"))
+    assert ups[0].index == -1 and not ups[0].done
+    last = ups[-1]
+    assert last.done and last.final_video is None and last.audio.is_file() and last.audio.stat().st_size > 10_000
+    assert "DH_WAV2LIP96_CHECKPOINT" in last.notice
 
 
 def test_examples_are_small_and_documented():
@@ -187,18 +206,22 @@ def test_examples_are_small_and_documented():
 
 
 # ------------------------------------------------------------------------------------------ UI wiring
-def test_ui_has_four_scriptable_tabs_and_disables_384_without_weights(svc, offline_settings):
+def test_ui_has_scriptable_tabs_and_names_unavailable_models(svc, offline_settings):
     gr = pytest.importorskip("gradio")
     import app
 
     demo = app.build_demo(offline_settings, svc)
     api_names = {dep.get("api_name") for dep in demo.config["dependencies"]}
-    assert {"text_to_avatar", "audio_to_avatar", "ask", "compare"} <= api_names
+    assert {"text_to_avatar", "audio_to_avatar", "ask", "compare", "status"} <= api_names
     tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-    assert tabs[:4] == ["Text → Avatar", "Audio → Avatar", "Ask the assistant", "96 vs 384"] and "Status" in tabs
+    assert tabs[:4] == ["Ask the assistant", "Text → Avatar", "Audio → Avatar", "Compare models"] and "Status" in tabs
     radios = [b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.label == "Lip-sync model"]
-    assert radios and all(r.interactive is False and "384 is disabled" in r.info for r in radios)
-    assert all(("384", "384") in [(str(v), str(v)) for _, v in r.choices] for r in radios)  # shown, not hidden
+    assert len(radios) == 3
+    for r in radios:  # nothing can run: the picker says so and names each model's variable
+        assert r.interactive is False and "answer is still spoken" in r.info
+        assert "DH_WAV2LIP384_CHECKPOINT" in r.info and "DH_LIVETALKING384_CHECKPOINT" in r.info
+    compare = [b for b in demo.blocks.values() if isinstance(b, gr.CheckboxGroup)]
+    assert compare and compare[0].value == ["wav2lip96", "wav2lip256", "livetalking384"]
     assert any(isinstance(b, gr.DeepLinkButton) for b in demo.blocks.values())
 
 

@@ -1,0 +1,110 @@
+"""The lip-sync models of the app: which ones can run here, and one loaded pipeline per model id.
+
+Model identity is a registry id (``wav2lip384.registry``); ``96`` / ``384`` are accepted as aliases. Nothing
+here downloads while answering "is it available?" (Status, pickers); weights are fetched when a model is first
+used (or by the start-up warm-up), with progress reported through a callback.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from common.errors import ModelUnavailableError, UserFacingError
+from common.settings import Settings
+from wav2lip384 import registry
+
+
+def how_to_configure(spec: registry.ModelSpec) -> str:
+    """What a visitor or operator does to make ``spec`` available, in one sentence."""
+    if spec.default_weights:
+        repo, _, file = spec.default_weights.partition(":")
+        return (f"Needs {file} from the Hugging Face Hub repo {repo} (downloaded on first use when the Hub is "
+                f"reachable), or set {spec.env_var} to a local copy.")
+    return (f"No public weights exist: train them with `python -m wav2lip384.train generator --size "
+            f"{spec.img_size}` and set {spec.env_var} to the exported folder or to your Hub repo.")
+
+
+class ModelCatalog:
+    """Availability and lazily loaded pipelines of every registered lip-sync model (thread-safe)."""
+
+    def __init__(self, settings: Settings, cache_dir: Path):
+        self.settings = settings
+        self.cache_dir = Path(cache_dir)
+        self._lock = threading.Lock()
+        self._pipes: dict[str, Any] = {}
+        self._store = None  # one avatar store shared by every model: an avatar is prepared once
+        self._detector = None
+
+    # ---- identity and availability ------------------------------------------------------------------
+    @staticmethod
+    def spec(model: str | int) -> registry.ModelSpec:
+        return registry.get(model)
+
+    def checkpoint(self, model: str | int) -> str:
+        return self.spec(model).weights_spec(self.settings)
+
+    def weights(self, model: str | int) -> tuple[bool, str]:
+        """(available, message) for ``model`` without downloading anything."""
+        spec = self.spec(model)
+        ckpt = self.checkpoint(spec.id)
+        if not ckpt:
+            return False, f"{spec.title} is not configured. {how_to_configure(spec)}"
+        try:
+            from wav2lip384.weights import weights_status
+
+            ok, msg = weights_status(ckpt, spec.img_size)  # TODO(lead): per-id status once weights.py has it
+        except UserFacingError as err:
+            ok, msg = False, str(err)
+        except ImportError as err:  # an incomplete checkout: the app still starts and says what is missing
+            ok, msg = False, f"the lip-sync package is incomplete ({err})."
+        if not ok and spec.env_var not in msg:
+            msg = f"{msg} {how_to_configure(spec)}"
+        return bool(ok), msg
+
+    def available(self) -> list[str]:
+        return [m for m in registry.ids() if self.weights(m)[0]]
+
+    def require(self, model: str | int) -> str:
+        """The model's id when its weights can be had; else a UserFacingError saying what to do."""
+        spec = self.spec(model)
+        ok, msg = self.weights(spec.id)
+        if not ok:
+            raise ModelUnavailableError(f"The {spec.title} model is unavailable: {msg}")
+        return spec.id
+
+    # ---- shared parts ---------------------------------------------------------------------------------
+    def detector(self):
+        """The face detector every pipeline shares (S3FD when its weights resolve, else the offline one)."""
+        with self._lock:
+            if self._detector is None:
+                from wav2lip384.faces import cached_detector
+
+                self._detector = cached_detector(self.settings.s3fd_checkpoint or None, self.settings.device)
+            return self._detector
+
+    def avatar_store(self):
+        with self._lock:
+            if self._store is None:
+                from wav2lip384.avatar import AvatarCache
+
+                self._store = AvatarCache(self.cache_dir / "avatars")
+            return self._store
+
+    def loaded(self, model: str | int) -> bool:
+        return self.spec(model).id in self._pipes
+
+    def pipeline(self, model: str | int, progress=None):
+        """The loaded pipeline of ``model`` (loads once; ``progress(done_bytes, total_bytes)`` while downloading)."""
+        model = self.require(model)
+        detector, store = self.detector(), self.avatar_store()
+        with self._lock:
+            if model not in self._pipes:
+                from wav2lip384.pipeline import LipSyncPipeline
+
+                self._pipes[model] = LipSyncPipeline.from_pretrained(
+                    model=model, checkpoint=self.checkpoint(model), detector=detector, device=self.settings.device,
+                    cache_dir=self.cache_dir, avatar_cache=store, max_audio_seconds=self.settings.max_audio_seconds,
+                    show_progress=False, download_progress=progress)
+            return self._pipes[model]

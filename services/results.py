@@ -1,0 +1,90 @@
+"""Plain data the services hand to the UI (and to API clients): status rows, rendered videos, answer updates."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StatusItem:
+    """One row of the Status panel: which part, whether it works, what is active, what to do if not."""
+
+    part: str
+    ok: bool
+    active: str
+    fix: str = ""
+    details: str = ""  # engineering detail (repo, file, hash, backend) shown in a collapsed panel
+
+
+@dataclass
+class VideoResult:
+    """One rendered talking-avatar video, with the figures a visitor understands."""
+
+    path: Path | None  # None when lip-sync could not run (the speech is still delivered, see audio_path)
+    model: str  # registry id, e.g. "wav2lip256"
+    model_title: str
+    img_size: int
+    seconds: float  # wall time of the whole request (speech + lip-sync + encoding)
+    fps: float  # frames per second of the video
+    n_frames: int
+    duration_s: float
+    render_fps: float  # frames rendered per second of wall time
+    clarity: float | None = None  # mouth sharpness: variance of the Laplacian over the mouth (higher = sharper)
+    detector: str = ""
+    engine: str = ""  # TTS engine that spoke, when the input was text
+    precision: str = ""  # the generator's compute dtype (bf16 only where native and verified)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # everything the pipeline had to adjust, in plain words
+    audio_path: Path | None = None  # the speech as audio (always set for text input)
+    notice: str = ""  # why there is no video (lip-sync unavailable), said once and calmly
+    source: str = ""  # where the model's weights come from
+    license: str = ""
+
+    def summary(self) -> str:
+        """Plain words for the result line under a video."""
+        if self.path is None:
+            return f"🔈 Speech only. {self.notice}".strip()
+        parts = [f"**{self.model_title}** ({self.img_size}×{self.img_size} mouth)",
+                 f"{self.seconds:.1f} s to make {self.duration_s:.1f} s of video",
+                 f"{self.render_fps:.1f} frames per second"]
+        if self.clarity is not None:
+            parts.append(f"mouth sharpness {self.clarity:.0f} (higher is sharper)")
+        if self.engine:
+            parts.append(f"voice: {self.engine}")
+        text = " · ".join(parts)
+        if self.warnings:
+            text += "\n\n" + "\n".join(f"⚠️ {w}" for w in self.warnings)
+        return text
+
+    def details(self) -> dict[str, Any]:
+        """Engineering details for the collapsed panel."""
+        return {"model": self.model, "weights": self.source, "license": self.license, "frames": self.n_frames,
+                "video_fps": self.fps, "face_detector": self.detector, "model_precision": self.precision,
+                "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = None if self.path is None else str(self.path)
+        d["audio_path"] = None if self.audio_path is None else str(self.audio_path)
+        return d
+
+
+@dataclass
+class AskUpdate:
+    """One step of ``AppServices.ask_stream``: first the answer alone, then one video chunk at a time."""
+
+    answer: Any  # qa.Answer
+    chunk: Path | None = None
+    index: int = -1  # chunk number, -1 for the answer-only update
+    seconds_to_answer: float = 0.0
+    seconds_to_first_chunk: float | None = None
+    seconds_to_first_speech: float | None = None  # the first sentence synthesised (inside the first chunk time)
+    final_video: Path | None = None  # set on the last update: all chunks joined
+    audio: Path | None = None  # the spoken answer as audio (set when lip-sync cannot run, and on the last update)
+    engine: str = ""
+    model: str = "wav2lip96"
+    notice: str = ""  # lip-sync unavailable / failed: the answer is still spoken (audio)
+    warnings: list[str] = field(default_factory=list)
+    done: bool = False  # the last update of this answer

