@@ -37,6 +37,44 @@ def test_96_models_match_public_checkpoint_key_for_key(reference_shapes, kind, k
     assert ours == reference_shapes[key]  # same shapes
 
 
+COMMUNITY = {"wav2lip_v2_256": "wav2lip_v2_256", "livetalking384_sam": "livetalking_wav2lip384_sam"}
+
+
+@pytest.fixture(scope="module")
+def community_shapes(shared_dir):
+    """Tensor names/shapes (in order), parameters and GFLOP/frame of the public 256 and 384+SAM generators."""
+    ref = shared_dir / "reference" / "community_generators_state_dict_shapes.json"
+    if not ref.is_file():
+        pytest.skip(f"reference shape table {ref} is absent")
+    return json.loads(ref.read_text())
+
+
+@pytest.mark.parametrize("arch", sorted(COMMUNITY))
+def test_community_generators_match_public_checkpoints_key_for_key(community_shapes, arch):
+    ref = community_shapes[COMMUNITY[arch]]
+    model = build_model("generator", arch)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert list(ours) == list(ref["tensors"])  # same names, same order (sam.* first, audio_refine.* kept)
+    assert ours == ref["tensors"]  # same shapes
+    assert sum(p.numel() for p in model.parameters()) == ref["n_params"]
+
+
+def test_for_arch_names_every_generator_and_for_size_stays_an_alias():
+    assert GeneratorConfig.for_size(96) == GeneratorConfig.for_arch("wav2lip96")
+    assert GeneratorConfig.for_size(384) == GeneratorConfig.for_arch("paper384")
+    sam = GeneratorConfig.for_arch("livetalking384_sam")
+    assert sam.sam_kernel == 7 and len(sam.unused_audio_refine) == 2 and sam.img_size == 384
+    assert GeneratorConfig.for_arch("wav2lip_v2_256").sam_kernel == 0
+    with pytest.raises(ValueError, match="livetalking384_sam"):
+        GeneratorConfig.for_arch("wav2lip512")
+
+
+def test_config_json_written_before_sam_existed_still_loads():
+    d = GeneratorConfig.for_size(96).to_dict()
+    del d["sam_kernel"], d["unused_audio_refine"]
+    assert GeneratorConfig.from_dict(d) == GeneratorConfig.for_size(96)
+
+
 @pytest.mark.parametrize("size", [96, 384])
 def test_generator_shapes_per_frame_and_training_layout(models, seeded, size):
     g = models("generator", size)
@@ -105,6 +143,10 @@ def test_configs_round_trip_through_dicts(cls):
     for size in (96, 384):
         cfg = cls.for_size(size)
         assert cls.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    if cls is GeneratorConfig:  # every named architecture, SAM and the stored-but-unused layers included
+        for name in ("wav2lip_v2_256", "livetalking384_sam"):
+            cfg = cls.for_arch(name)
+            assert cls.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 def test_unknown_size_is_rejected():

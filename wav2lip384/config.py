@@ -3,8 +3,11 @@
 Architectures are described as *data* (tuples of :class:`ConvSpec`), so one definition of each network
 (`wav2lip384.models`) builds both the original 96x96 variant and the paper's 384x384 variant:
 
-- ``GeneratorConfig.for_size(96)``  -> the public Wav2Lip generator (loads ``wav2lip_gan.pth`` key-for-key)
-- ``GeneratorConfig.for_size(384)`` -> the paper's generator (appendices 2 and 3)
+- ``GeneratorConfig.for_arch(name)`` -> every generator the product knows (``wav2lip384.registry`` names them):
+  ``"wav2lip96"`` the public Wav2Lip generator (loads ``wav2lip_gan.pth`` key-for-key), ``"paper384"`` the paper's
+  generator (appendices 2 and 3), ``"wav2lip_v2_256"`` the community 256x256 Wav2Lip-v2 and
+  ``"livetalking384_sam"`` the community 384x384 generator with spatial attention (SAM) before every skip
+  concatenation. ``GeneratorConfig.for_size(96 | 384)`` stays as an alias of the first two.
 - ``SyncNetConfig.for_size(96 | 384)`` -> colour SyncNet / the paper's appendix 1
 - ``DiscriminatorConfig.for_size(96 | 384)`` -> Wav2Lip's visual-quality discriminator
 
@@ -141,23 +144,45 @@ class GeneratorConfig:
     audio_encoder: Block = AUDIO_ENCODER_GENERATOR
     output_hidden: int = 32  # output block: conv(c, output_hidden, 3) -> 1x1 conv to RGB -> sigmoid
     face_channels: int = 6  # masked target frame (3) + reference frame (3)
+    # Spatial attention (SAM) before every skip concatenation; 0 = none, else the kernel of its one shared
+    # convolution (module ``sam.sa.conv1``, 2 -> 1 channels, no bias, padding kernel // 2). With decoder output x
+    # (N, C, h, w) or (N, C, 1, 1) and skip s (N, C_s, H, W):
+    #   a = sigmoid(conv([mean_c(s), max_c(s)]))   (N, 1, H, W), depends on the face only
+    #   x = x * a + x                               (N, C, H, W), a 1x1 x is broadcast over the skip's grid
+    # then x = cat(x, s). This is how a 1x1 decoder output meets a 4x4 bottleneck skip.
+    sam_kernel: int = 0
+    # Layers stored in a checkpoint but not used by the forward pass (keys ``audio_refine.N...``), kept so the
+    # public file loads key-for-key.
+    unused_audio_refine: Block = ()
 
     @classmethod
     def for_size(cls, size: int) -> GeneratorConfig:
+        """The 96 (original) or 384 (paper) generator; aliases of ``for_arch("wav2lip96" | "paper384")``."""
         if size == 96:
             return _GENERATOR_96
         if size == 384:
             return _GENERATOR_384
-        raise ValueError(f"no generator is defined for size {size}; use 96 or 384")
+        raise ValueError(f"no generator is defined for size {size}; use 96 or 384 (or GeneratorConfig.for_arch)")
+
+    @classmethod
+    def for_arch(cls, name: str) -> GeneratorConfig:
+        """A named architecture: one of :data:`GENERATOR_ARCHS` (``wav2lip384.registry`` says which is which)."""
+        try:
+            return GENERATOR_ARCHS[name]
+        except KeyError:
+            raise ValueError(f"no generator architecture {name!r}; known: {', '.join(GENERATOR_ARCHS)}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GeneratorConfig:
+        # sam_kernel / unused_audio_refine are absent from config.json files written before they existed
         return cls(img_size=int(d["img_size"]), encoder_blocks=_blocks_from(d["encoder_blocks"]),
                    decoder_blocks=_blocks_from(d["decoder_blocks"]), audio_encoder=_specs_from(d["audio_encoder"]),
-                   output_hidden=int(d["output_hidden"]), face_channels=int(d["face_channels"]))
+                   output_hidden=int(d["output_hidden"]), face_channels=int(d["face_channels"]),
+                   sam_kernel=int(d.get("sam_kernel", 0)),
+                   unused_audio_refine=_specs_from(d.get("unused_audio_refine", ())))
 
 
 # The original Wav2Lip generator, exactly as in the public checkpoint (see the reference shape table).
@@ -237,6 +262,102 @@ _GENERATOR_384 = GeneratorConfig(
     ),
     output_hidden=16,
 )
+
+
+# Community generators of the Wav2Lip family with public weights (tensor tables and sources:
+# ../shared/reference/community_generators_state_dict_shapes.json). Layer lists follow the published code
+# (lipku/LiveTalking); the residual flags follow the original's rule (every shape-preserving 3x3 conv), which is
+# exactly where that code sets ``residual=True``. Golden outputs (tests/test_golden.py) prove the forward pass.
+def _audio_encoder_1024() -> Block:
+    """The 384+SAM model's audio encoder: the original's, one more 512-wide stage, ending at 1024 channels.
+    (B,1,80,16) -> 27x16 -> 9x6 -> 3x3 -> 3x3 (512) -> (B,1024,1,1)."""
+    return (
+        conv(1, 32, 3, 1, 1), conv(32, 32, 3, 1, 1), conv(32, 32, 3, 1, 1),  # (B,32,80,16)
+        conv(32, 64, 3, (3, 1), 1), conv(64, 64, 3, 1, 1), conv(64, 64, 3, 1, 1),  # (B,64,27,16)
+        conv(64, 128, 3, 3, 1), conv(128, 128, 3, 1, 1), conv(128, 128, 3, 1, 1),  # (B,128,9,6)
+        conv(128, 256, 3, (3, 2), 1), conv(256, 256, 3, 1, 1), conv(256, 256, 3, 1, 1),  # (B,256,3,3)
+        conv(256, 512, 3, 1, 1), conv(512, 512, 3, 1, 1), conv(512, 512, 3, 1, 1),  # (B,512,3,3)
+        conv(512, 1024, 3, 1, 0), conv(1024, 1024, 1, 1, 0),  # (B,1024,1,1)
+    )
+
+
+def _stage(cin: int, cout: int, n_same: int, stride: int = 2) -> Block:
+    """One encoder stage: a 3x3 stride-2 conv (halves the side; with ``stride=1``: the input stage's 7x7/p3 conv
+    at full resolution), then ``n_same`` residual 3x3 convs."""
+    first = conv(cin, cout, 7, 1, 3) if stride == 1 else conv(cin, cout, 3, stride, 1)
+    return (first,) + tuple(conv(cout, cout, 3, 1, 1) for _ in range(n_same))
+
+
+def _up(cin: int, cout: int, n_same: int) -> Block:
+    """Deconv 3x3/s2/p1/op1 (doubles the side) then ``n_same`` residual 3x3 convs."""
+    return (deconv(cin, cout, 3, 2, 1, 1),) + tuple(conv(cout, cout, 3, 1, 1) for _ in range(n_same))
+
+
+# Wav2Lip-v2 at 256x256 (no SAM): 6 stride-2 convs (256 -> 4) then a 4x4 valid conv to 1x1; the decoder mirrors
+# it with a 4x4 transposed conv (1 -> 4). 53.6 M parameters.
+_GENERATOR_V2_256 = GeneratorConfig(
+    img_size=256,
+    encoder_blocks=(
+        _stage(6, 16, 0, stride=1),  # (B,16,256,256)
+        _stage(16, 32, 2),  # (B,32,128,128)
+        _stage(32, 64, 3),  # (B,64,64,64)
+        _stage(64, 128, 2),  # (B,128,32,32)
+        _stage(128, 256, 2),  # (B,256,16,16)
+        _stage(256, 512, 1),  # (B,512,8,8)
+        _stage(512, 512, 1),  # (B,512,4,4)
+        (conv(512, 512, 4, 1, 0), conv(512, 512, 1, 1, 0)),  # (B,512,1,1)
+    ),
+    decoder_blocks=(
+        (conv(512, 512, 1, 1, 0),),  # audio (B,512,1,1); cat enc 1x1 -> 1024
+        (deconv(1024, 512, 4, 1, 0), conv(512, 512, 3, 1, 1)),  # (B,512,4,4); cat -> 1024
+        _up(1024, 512, 1),  # 8x8; cat -> 1024
+        _up(1024, 512, 2),  # 16x16; cat -> 768
+        _up(768, 384, 2),  # 32x32; cat -> 512
+        _up(512, 256, 2),  # 64x64; cat -> 320
+        _up(320, 128, 2),  # 128x128; cat -> 160
+        _up(160, 64, 2),  # 256x256; cat -> 80
+    ),
+    output_hidden=32,
+)
+
+# LiveTalking's wav2lip384 with spatial attention: 16..1024 channels, 4 layers per encoder stage, 6 stride-2
+# convs (384 -> 6) then a 3x3 valid conv to a 4x4 bottleneck (not 1x1). The 1x1 audio path meets it through SAM
+# (``sam_kernel`` above), which is applied before every skip concatenation. 172.7 M parameters.
+_GENERATOR_384_SAM = GeneratorConfig(
+    img_size=384,
+    encoder_blocks=(
+        _stage(6, 16, 3, stride=1),  # (B,16,384,384)
+        _stage(16, 32, 3),  # (B,32,192,192)
+        _stage(32, 64, 3),  # (B,64,96,96)
+        _stage(64, 128, 3),  # (B,128,48,48)
+        _stage(128, 256, 3),  # (B,256,24,24)
+        _stage(256, 512, 3),  # (B,512,12,12)
+        _stage(512, 1024, 3),  # (B,1024,6,6)
+        (conv(1024, 1024, 3, 1, 0), conv(1024, 1024, 1, 1, 0), conv(1024, 1024, 1, 1, 0)),  # (B,1024,4,4)
+    ),
+    decoder_blocks=(
+        (conv(1024, 1024, 1, 1, 0),),  # audio (B,1024,1,1); SAM broadcasts to 4x4; cat -> (B,2048,4,4)
+        (deconv(2048, 1024, 3, 1, 0), conv(1024, 1024, 3, 1, 1)),  # (B,1024,6,6); cat -> 2048
+        _up(2048, 1024, 2),  # 12x12; cat -> 1536
+        _up(1536, 768, 2),  # 24x24; cat -> 1024
+        _up(1024, 512, 2),  # 48x48; cat -> 640
+        _up(640, 256, 2),  # 96x96; cat -> 320
+        _up(320, 128, 2),  # 192x192; cat -> 160
+        _up(160, 64, 2),  # 384x384; cat -> 80
+    ),
+    audio_encoder=_audio_encoder_1024(),
+    output_hidden=32,
+    sam_kernel=7,
+    unused_audio_refine=(conv(1024, 1024, 1, 1, 0), conv(1024, 1024, 1, 1, 0)),
+)
+
+# Every generator architecture by name (the registry's ``arch``).
+GENERATOR_ARCHS: dict[str, GeneratorConfig] = {
+    "wav2lip96": _GENERATOR_96,
+    "paper384": _GENERATOR_384,
+    "wav2lip_v2_256": _GENERATOR_V2_256,
+    "livetalking384_sam": _GENERATOR_384_SAM,
+}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -383,6 +504,6 @@ CONFIG_CLASSES: dict[str, type] = {
 }
 
 __all__ = [
-    "AudioConfig", "ConvSpec", "GeneratorConfig", "SyncNetConfig", "DiscriminatorConfig", "CONFIG_CLASSES",
+    "AudioConfig", "ConvSpec", "GeneratorConfig", "GENERATOR_ARCHS", "SyncNetConfig", "DiscriminatorConfig", "CONFIG_CLASSES",
     "AUDIO_ENCODER_GENERATOR", "AUDIO_ENCODER_SYNCNET", "conv", "deconv", "nonorm",
 ]

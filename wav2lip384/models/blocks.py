@@ -71,3 +71,29 @@ def build_layer(spec: ConvSpec) -> nn.Module:
 def build_sequential(specs) -> nn.Sequential:
     """A tuple of specs -> ``nn.Sequential`` (keys ``0.conv_block...``, ``1.conv_block...``, ...)."""
     return nn.Sequential(*(build_layer(s) for s in specs))
+
+
+class SpatialAttention(nn.Module):
+    """Attention map of a skip feature: (N, C, H, W) -> channel mean and max (N, 2, H, W) -> k x k conv (no bias)
+    -> sigmoid -> (N, 1, H, W). Attribute name ``conv1`` as in the public 384+SAM checkpoint."""
+
+    def __init__(self, kernel: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 1, kernel, padding=kernel // 2, bias=False)
+
+    def forward(self, skip: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat((skip.mean(dim=1, keepdim=True), skip.amax(dim=1, keepdim=True)), dim=1)  # (N,2,H,W)
+        return torch.sigmoid(self.conv1(pooled))  # (N, 1, H, W)
+
+
+class SkipAttention(nn.Module):
+    """SAM: ``x * a + x`` with ``a`` the spatial attention of the skip it is about to be concatenated with.
+    One module is shared by every decoder level (checkpoint key ``sam.sa.conv1.weight``)."""
+
+    def __init__(self, kernel: int):
+        super().__init__()
+        self.sa = SpatialAttention(kernel)
+
+    def forward(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """skip (N|1, C_s, H, W), x (N, C, H, W) or (N, C, 1, 1) -> (N, C, H, W) (a 1x1 x is broadcast)."""
+        return x * self.sa(skip) + x
