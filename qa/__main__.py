@@ -1,4 +1,4 @@
-"""Command line: ``python -m qa ask|evaluate|calibrate|bench`` (run ``python -m qa -h``).
+"""Command line: ``python -m qa ask|evaluate|calibrate|bench|asr|asr-bench`` (run ``python -m qa -h``).
 
 Defaults (KB, embedder, backend, cache dir, LLM endpoint) come from :class:`common.settings.Settings`
 (``DH_QA_KB``, ``DH_QA_EMBEDDER``, ``DH_QA_BACKEND``, ``DH_CACHE_DIR``, ``DH_LLM_*``); flags override them.
@@ -49,6 +49,18 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     b.add_argument("--synthetic", type=int, default=1_000_000, help="entries in the synthetic HNSW index (0: skip)")
     b.add_argument("--queries-n", type=int, default=200)
     b.add_argument("--no-builtin", action="store_true", help="only the synthetic index")
+    asr = argparse.ArgumentParser(add_help=False)
+    asr.add_argument("--model", default=settings.asr_model, help="SenseVoice Hub repo or local directory "
+                     "(default: DH_ASR_MODEL, else the built-in default)")
+    asr.add_argument("--threads", type=int, default=None)
+    asr.add_argument("--language", default="auto", choices=["auto", "zh", "en"])
+    asr.add_argument("--json", action="store_true", help="print JSON")
+    t = sub.add_parser("asr", parents=[asr], help="speech file -> text")
+    t.add_argument("audio")
+    ab = sub.add_parser("asr-bench", parents=[asr], help="speech recognition real-time factor (JSON)")
+    ab.add_argument("--audio", nargs="*", default=None,
+                    help="speech files (default: the real zh/en recordings in ../shared/data/audio when present)")
+    ab.add_argument("--repeats", type=int, default=3)
     return p
 
 
@@ -73,6 +85,14 @@ def _assistant(args, settings: Settings, use_llm: bool = False):
         cfg = replace(cfg, llm=LLMConfig(settings.llm_base_url, settings.llm_api_key, settings.llm_model))
     return Assistant.load(args.kb, args.embedder, args.backend, cache_dir=Path(args.cache_dir), config=cfg,
                           device=settings.device)
+
+
+def _shared_speech() -> list[Path]:
+    """The real speech recordings of the shared test area (zh + en), when it sits beside the project."""
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio"
+    names = ("wenet_aishell-BAC009S0724W0121_zh.wav", "sadtalker_chinese_news.wav",
+             "wenet_librispeech-1995-1837-0001_en.wav", "dreamtalk_acknowledgement_english.m4a")
+    return [folder / n for n in names if (folder / n).is_file()]
 
 
 @user_errors_exit_2
@@ -112,6 +132,19 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             for k, v in out.items():
                 if k not in ("by_lang", "details", "info"):
                     print(f"{k}: {v}")
+        return 0
+    if args.cmd in ("asr", "asr-bench"):
+        from qa import asr as asr_mod
+
+        rec = asr_mod.SpeechRecognizer(args.model, num_threads=args.threads, language=args.language)
+        if args.cmd == "asr":
+            tr = rec.transcribe(args.audio)
+            print(json.dumps(asdict(tr), ensure_ascii=False, indent=2) if args.json else tr.text)
+            return 0
+        files = [Path(f) for f in args.audio] if args.audio else _shared_speech()
+        if not files:
+            raise UserFacingError("asr-bench: no speech files; pass --audio FILE [FILE ...].")
+        print(json.dumps(asr_mod.bench(rec, files, args.repeats), ensure_ascii=False, indent=2 if args.json else None))
         return 0
     if args.cmd == "bench":
         from qa.bench import run
