@@ -438,11 +438,16 @@ def main() -> None:
     settings = Settings.from_env()
     services = AppServices(settings)
     atexit.register(services.close)
-    for line in missing_parts(services):  # once, at start-up: what fell back or is missing, and the variable
-        log.warning("start-up: %s", line)
     demo = build_demo(settings, services)
-    # Load the models in the background after start-up, so the page is up at once and the first request is fast.
-    threading.Thread(target=services.warm_up, name="warm-up", daemon=True).start()
+
+    def start_up() -> None:
+        # once, right after start-up: every part that fell back or is missing, with the variable to set; then
+        # load the models in the background, so the page is up at once and the first request is fast
+        for line in missing_parts(services):
+            log.warning("start-up: %s", line)
+        services.warm_up()
+
+    threading.Thread(target=start_up, name="warm-up", daemon=True).start()
     queue(demo).launch(**launch_kwargs(settings))
 
 
