@@ -87,6 +87,7 @@ def test_clip_audio_is_the_recordings_audio_at_the_clip_position(processed):
 def test_split_is_by_source_video(processed):
     out, report = processed
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split"]["by"] == "speaker" and report["split"]["by"] == "speaker"  # two videos, two people
     splits = {}
     for c in manifest["clips"]:
         splits.setdefault(c["source"], set()).add(c["split"])
@@ -140,6 +141,44 @@ def test_split_by_source_is_deterministic_and_never_empty():
     assert sorted(s.values()).count("val") == 1 and s == pp.assign_splits(["d", "c", "b", "a"], cfg)
     assert pp.assign_splits(["only"], cfg) == {"only": "train"}
     assert pp.assign_splits(["a", "b"], pp.PreprocessConfig(val_sources=("b",))) == {"a": "train", "b": "val"}
+
+
+def _clips(spec):
+    """[(source, speaker, n_clips)] -> clip entries as preprocess writes them."""
+    return [{"source": src, "speaker": spk, "start_s": 3.0 * i, "id": f"{src}/clip{i:03d}", "n_frames": 75}
+            for src, spk, n in spec for i in range(n)]
+
+
+def test_one_video_is_split_by_clip_with_the_last_clips_held_out():
+    clips = _clips([("talk", "talk", 8)])
+    how = pp.split_clips(clips, pp.PreprocessConfig(val_fraction=0.25))
+    assert how["by"] == "clip"
+    assert [c["split"] for c in clips] == ["train"] * 6 + ["val"] * 2  # the last two in time
+
+
+def test_several_speakers_are_split_by_speaker_and_one_speaker_by_video():
+    clips = _clips([("a1", "ann", 3), ("a2", "ann", 3), ("b1", "bob", 3), ("c1", "cy", 2), ("d1", "dee", 2)])
+    how = pp.split_clips(clips, pp.PreprocessConfig())
+    assert how["by"] == "speaker"
+    per_speaker = {}
+    for c in clips:
+        per_speaker.setdefault(c["speaker"], set()).add(c["split"])
+    assert all(len(s) == 1 for s in per_speaker.values())  # no speaker on both sides
+    assert sum(s == {"val"} for s in per_speaker.values()) == 1 and "train" in {c["split"] for c in clips}
+    one = _clips([("v1", "ann", 2), ("v2", "ann", 2)])
+    assert pp.split_clips(one, pp.PreprocessConfig())["by"] == "video"
+    assert {c["split"] for c in one if c["source"] == "v1"} != {c["split"] for c in one if c["source"] == "v2"}
+
+
+def test_a_single_clip_cannot_be_split_and_says_why():
+    clips = _clips([("talk", "talk", 1)])
+    how = pp.split_clips(clips, pp.PreprocessConfig())
+    assert how["by"] == "none" and "--max-clip" in how["reason"] and clips[0]["split"] == "train"
+
+
+def test_speaker_is_the_first_sub_folder(tmp_path):
+    assert pp.speaker_of(tmp_path / "ann" / "day1" / "a.mp4", tmp_path) == "ann"
+    assert pp.speaker_of(tmp_path / "a.mp4", tmp_path) is None
 
 
 def test_cli_rejects_a_missing_folder(tmp_path, capsys):

@@ -142,7 +142,66 @@ def test_generator_sync_weight_switches_on_and_is_checkpointed(clips, expert, tm
     assert task.sync_weight == 0.0
     res = _train(task, tmp_path, 3)
     assert task.sync_enabled and task.sync_weight == 0.03
-    assert load_checkpoint(res.last_checkpoint)["task_state"] == {"sync_enabled": True}
+    assert load_checkpoint(res.last_checkpoint)["task_state"]["sync_enabled"] is True
+
+
+def test_a_run_without_validation_clips_refuses_to_start_and_says_what_to_do(clips, expert, tmp_path):
+    from common.errors import UserFacingError
+
+    no_val = tiny.write_synthetic_clips(tmp_path / "noval", n_train=2, n_val=0, n_frames=40)
+    task = _gen_task(no_val, expert)
+    with pytest.raises(UserFacingError, match="--val-samples 0"):
+        task.val_dataset()  # not swallowed into "no validation"
+    with pytest.raises(UserFacingError, match="no usable val clips"):
+        _train(task, tmp_path / "run", 2)
+    assert not (tmp_path / "run" / "last.pt").exists()  # refused before training
+
+
+def _gen_sched_task(clips, expert, **kw) -> GeneratorTask:
+    return GeneratorTask(GeneratorTrainConfig(data=str(clips), syncnet=str(expert), size=32,
+                                              model=tiny.tiny_generator_config().to_dict(), **kw))
+
+
+def _run_logged(task, out, steps, val_samples=4):
+    lines = []
+    cfg = TrainConfig(out_dir=str(out), max_steps=steps, batch_size=4, eval_every=2, checkpoint_every=0,
+                      log_every=1, val_samples=val_samples, seed=7)
+    res = Trainer(task, cfg, log=lines.append).fit()
+    return res, lines
+
+
+def test_schedule_and_validation_split_are_logged(clips, expert, tmp_path):
+    task = _gen_sched_task(clips, expert, sync_enable_below=100.0)
+    res, lines = _run_logged(task, tmp_path, 2)
+    assert any(ln.startswith("data: validation 1 clips") for ln in lines), lines
+    assert any(ln.startswith("schedule: sync-loss weight 0.0 until the expert's loss on generated validation")
+               for ln in lines), lines
+    assert any("schedule at step 2: sync loss on" in ln and "validation frames" in ln for ln in lines), lines
+    assert task.sync_enabled and res.warnings == []
+
+
+def test_without_validation_the_sync_loss_follows_the_training_batches_with_a_warning(clips, expert, tmp_path):
+    task = _gen_sched_task(clips, expert, sync_enable_below=100.0)
+    res, lines = _run_logged(task, tmp_path, 2, val_samples=0)
+    assert task.sync_enabled and "training frames" in task.sync_reason
+    assert any("validation is off" in w for w in res.warnings)
+    assert any("decided on training batches" in w for w in res.warnings)
+
+
+def test_a_sync_loss_that_never_turns_on_is_a_warning_not_silence(clips, expert, tmp_path):
+    task = _gen_sched_task(clips, expert, sync_enable_below=0.0)  # unreachable
+    res, lines = _run_logged(task, tmp_path, 2)
+    assert not task.sync_enabled
+    assert any("never turned on" in w for w in res.warnings) and any("never turned on" in ln for ln in lines)
+    info = json.loads((res.exported / "training.json").read_text())
+    assert any("never turned on" in w for w in info["warnings"]) and info["sync_enabled"] is False
+
+
+def test_a_step_limit_forces_the_sync_loss_on_with_a_warning(clips, expert, tmp_path):
+    task = _gen_sched_task(clips, expert, sync_enable_below=0.0, sync_enable_after=2)
+    res, _ = _run_logged(task, tmp_path, 4)
+    assert task.sync_enabled and task.sync_weight == 0.03 and "FORCED on at step 2" in task.sync_reason
+    assert any("FORCED" in w for w in res.warnings)
 
 
 def test_export_is_loadable_by_the_inference_side(clips, tmp_path):

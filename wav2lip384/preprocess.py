@@ -17,9 +17,17 @@ Per source video (paper §2.1.1 and §2.1.3):
 6. output: ``OUT/<source>/<clipNNN>/00000.jpg...`` (BGR JPEGs, i.e. ordinary colour files) + ``audio.wav``
    (16 kHz mono PCM16), ``OUT/manifest.json`` (clips with their split) and ``OUT/preprocess_report.json``.
 
-The train/validation split is by *source video* (never clips of one recording on both sides): sources are
-ordered by a hash of their name and the first ``round(val_fraction * n)`` (at least 1 when there are 2+
-sources) go to validation, unless ``--val-sources`` names them.
+Train/validation split (``split_clips``; there is always a validation split when the material allows one,
+and the manifest says how it was made, ``manifest["split"]``):
+- 2+ speakers -> by *speaker* (a speaker is the first sub-folder under ``--videos`` when the recordings are
+  organised as ``SPEAKER/video.mp4``, else each video is its own speaker): no speaker on both sides;
+- one speaker, 2+ videos -> by *video*: no recording on both sides;
+- one video -> by *clip*: the last ``round(val_fraction * n)`` clips in time (at least 1) are validation, so
+  validation is later, unseen speech of the same person (contiguous, not interleaved, to limit leakage);
+- one clip -> no split possible (``by: "none"`` with the reason); the trainer then refuses to start and says
+  what to do (e.g. a smaller ``--max-clip``). In every case at least one clip stays in training.
+Sources and speakers are ordered by a hash of their name (deterministic, independent of file order);
+``--val-sources`` names the validation videos explicitly.
 
 Video frames are decoded twice (detect, then crop) so memory stays flat for long 4K recordings.
 """
@@ -133,20 +141,67 @@ def split_at_pauses(wav: np.ndarray, n_frames: int, cfg: PreprocessConfig) -> li
     return out
 
 
+def _n_val(n: int, fraction: float) -> int:
+    """Validation items out of n: round(fraction * n), at least 1 and at most n - 1 (0 when n < 2)."""
+    return min(max(1, int(round(fraction * n))), n - 1) if n >= 2 else 0
+
+
+def _hash_order(names) -> list[str]:
+    return sorted(names, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+
+
 def assign_splits(sources: list[str], cfg: PreprocessConfig) -> dict[str, str]:
-    """{source: "train"|"val"}, by source video."""
+    """{name: "train"|"val"} for whole groups (videos or speakers); ``cfg.val_sources`` names videos."""
     if cfg.val_sources:
         unknown = set(cfg.val_sources) - set(sources)
         if unknown:
             raise UserFacingError(f"--val-sources names unknown videos: {sorted(unknown)}; known: {sorted(sources)}")
         return {s: "val" if s in cfg.val_sources else "train" for s in sources}
-    order = sorted(sources, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
-    n_val = int(round(cfg.val_fraction * len(order)))
-    if len(order) >= 2:
-        n_val = min(max(1, n_val), len(order) - 1)
-    else:
-        n_val = 0
+    order = _hash_order(sources)
+    n_val = _n_val(len(order), cfg.val_fraction)
     return {s: "val" if i < n_val else "train" for i, s in enumerate(order)}
+
+
+def split_clips(clips: list[dict], cfg: PreprocessConfig) -> dict:
+    """Set ``clip["split"]`` for every clip (see the module docstring); returns how: ``{"by", "reason", ...}``.
+
+    Clips need ``source``, ``speaker`` (defaults to the source) and ``start_s``.
+    """
+    for c in clips:
+        c.setdefault("speaker", c["source"])
+    sources = sorted({c["source"] for c in clips})
+    speakers = sorted({c["speaker"] for c in clips})
+    if cfg.val_sources:
+        by, groups = "video", assign_splits(sources, cfg)
+        key = "source"
+        reason = f"--val-sources {' '.join(cfg.val_sources)}"
+    elif len(speakers) >= 2:
+        by, groups, key = "speaker", assign_splits(speakers, cfg), "speaker"
+        reason = f"{len(speakers)} speakers: no speaker on both sides"
+    elif len(sources) >= 2:
+        by, groups, key = "video", assign_splits(sources, cfg), "source"
+        reason = f"one speaker, {len(sources)} videos: no video on both sides"
+    else:
+        order = sorted(clips, key=lambda c: (c["source"], c["start_s"]))
+        n_val = _n_val(len(order), cfg.val_fraction)
+        for i, c in enumerate(order):
+            c["split"] = "val" if i >= len(order) - n_val else "train"
+        if n_val == 0:
+            return {"by": "none", "reason": f"{len(clips)} clip(s) from one video: nothing to hold out for validation "
+                                            f"(record more, or cut shorter clips with a smaller --max-clip)"}
+        return {"by": "clip", "reason": f"one video: its last {n_val} of {len(order)} clips (in time) are validation"}
+    for c in clips:
+        c["split"] = groups[c[key]]
+    return {"by": by, "reason": reason}
+
+
+def speaker_of(video: Path, root: Path) -> str | None:
+    """The first sub-folder of ``video`` under ``root`` (recordings organised as SPEAKER/video.mp4), else None."""
+    try:
+        rel = video.resolve().relative_to(root.resolve())
+    except ValueError:
+        return None
+    return rel.parts[0] if len(rel.parts) > 1 else None
 
 
 def _source_name(path: Path, taken: set[str]) -> str:
@@ -293,8 +348,11 @@ def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: Prep
 
 # ---------------------------------------------------------------------------------------------- whole run
 def preprocess(videos: list[Path], out_dir: str | Path, cfg: PreprocessConfig, detector=None,
-               log=lambda msg: None) -> dict:
-    """Preprocess ``videos`` into ``out_dir``; returns the report (also written to preprocess_report.json)."""
+               log=lambda msg: None, speakers: dict[Path, str] | None = None) -> dict:
+    """Preprocess ``videos`` into ``out_dir``; returns the report (also written to preprocess_report.json).
+
+    ``speakers`` maps a video to its speaker's name (default: every video is its own speaker).
+    """
     from wav2lip384 import faces
 
     if not videos:
@@ -314,12 +372,12 @@ def preprocess(videos: list[Path], out_dir: str | Path, cfg: PreprocessConfig, d
         except UserFacingError as err:  # unreadable file: reported, the others still run
             rep, cl = VideoReport(source, str(path), 0.0, 0.0, 0, error=str(err)), []
         reports.append(rep)
-        clips += cl
-    splits = assign_splits(sorted({c["source"] for c in clips}), cfg)
-    for c in clips:
-        c["split"] = splits[c["source"]]
+        speaker = (speakers or {}).get(path) or source
+        clips += [c | {"speaker": speaker} for c in cl]
+    split = split_clips(clips, cfg)
+    log(f"validation split by {split['by']}: {split['reason']}")
     manifest = {"format": MANIFEST_FORMAT, "size": cfg.size, "fps": FPS, "sample_rate": SAMPLE_RATE,
-                "detector": detector.description, "config": asdict(cfg), "clips": clips}
+                "detector": detector.description, "config": asdict(cfg), "split": split, "clips": clips}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     dropped = [d | {"source": r.source} for r in reports for d in r.dropped]
     reasons: dict[str, int] = {}
@@ -330,8 +388,11 @@ def preprocess(videos: list[Path], out_dir: str | Path, cfg: PreprocessConfig, d
         "videos": len(videos), "videos_failed": [{"source": r.source, "error": r.error} for r in reports if r.error],
         "clips_kept": len(clips), "clips_dropped": len(dropped), "dropped_by_reason": reasons,
         "frames_kept": sum(c["n_frames"] for c in clips),
-        "split": {s: {"clips": sum(1 for c in clips if c["split"] == s),
-                      "sources": sorted({c["source"] for c in clips if c["split"] == s})} for s in ("train", "val")},
+        "split": {"by": split["by"], "reason": split["reason"]} | {
+            s: {"clips": sum(1 for c in clips if c["split"] == s),
+                "seconds": round(sum(c["n_frames"] for c in clips if c["split"] == s) / FPS, 2),
+                "sources": sorted({c["source"] for c in clips if c["split"] == s}),
+                "speakers": sorted({c["speaker"] for c in clips if c["split"] == s})} for s in ("train", "val")},
         "seconds": round(time.monotonic() - t0, 1),
         "per_video": [asdict(r) for r in reports],
     }
@@ -355,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     from common.settings import Settings
 
     p = argparse.ArgumentParser(prog="python -m wav2lip384.preprocess", description=__doc__.split("\n")[0])
-    p.add_argument("--videos", required=True, help="a folder of recordings (searched recursively) or one file")
+    p.add_argument("--videos", required=True, help="a folder of recordings (searched recursively; SPEAKER/video.mp4 sub-folders name "
+                        "the speakers for the validation split) or one file")
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, default=384, help="face crop size (96 or 384; other sizes for tiny runs)")
     p.add_argument("--pads", type=int, nargs=4, default=(0, 10, 0, 0), metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
@@ -363,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-face", type=int, default=None, help="minimum face width in pixels (default size/2)")
     p.add_argument("--min-pause", type=float, default=0.25, help="seconds of silence that end a sentence")
     p.add_argument("--max-clip", type=float, default=10.0, help="seconds")
-    p.add_argument("--val-fraction", type=float, default=0.25)
+    p.add_argument("--val-fraction", type=float, default=0.25,
+                   help="share of speakers (2+), videos (one speaker) or clips (one video) held out for validation")
     p.add_argument("--val-sources", nargs="*", default=(), help="source names (file stems) for validation")
     p.add_argument("--limit", type=int, default=0, help="only the first N videos (smoke runs)")
     args = p.parse_args(argv)
@@ -377,8 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         videos = find_videos(args.videos)
         if args.limit:
             videos = videos[: args.limit]
+        root = Path(args.videos)
+        speakers = {v: sp for v in videos if (sp := speaker_of(v, root)) is not None} if root.is_dir() else {}
         detector = faces.build_detector(settings.s3fd_checkpoint, device=settings.device)
-        report = preprocess(videos, args.out, cfg, detector, log=lambda m: print(m, file=sys.stderr, flush=True))
+        report = preprocess(videos, args.out, cfg, detector, log=lambda m: print(m, file=sys.stderr, flush=True),
+                            speakers=speakers)
     except UserFacingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

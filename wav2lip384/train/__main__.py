@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--eval-every", type=int, default=100)
         s.add_argument("--checkpoint-every", type=int, default=500)
         s.add_argument("--log-every", type=int, default=10)
-        s.add_argument("--val-samples", type=int, default=64)
+        s.add_argument("--val-samples", type=int, default=64,
+                       help="fixed validation samples per evaluation; 0 = no validation (warned; the run otherwise "
+                            "refuses to start without validation clips)")
         s.add_argument("--max-minutes", type=float, default=0.0, help="wall-clock budget (0 = none)")
         s.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
         s.add_argument("--seed", type=int, default=0)
@@ -46,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--syncnet", required=True, help="expert: training checkpoint .pt, export folder or Hub repo")
             s.add_argument("--gan", action="store_true", help="add the visual-quality discriminator loss")
             s.add_argument("--sync-wt", type=float, default=0.03)
-            s.add_argument("--sync-enable-below", type=float, default=0.75)
+            s.add_argument("--sync-enable-below", type=float, default=0.75,
+                           help="the sync loss turns on when the expert's loss on generated frames drops below")
+            s.add_argument("--sync-enable-after", type=int, default=0,
+                           help="force the sync loss on at this step if it is still off (0 = never; warns)")
             s.add_argument("--disc-wt", type=float, default=0.07)
     return p
 
@@ -99,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
             tcfg = GeneratorTrainConfig(
                 data=args.data, syncnet=args.syncnet, size=size, lr=args.lr, gan=args.gan, sync_wt=args.sync_wt,
-                sync_enable_below=args.sync_enable_below, disc_wt=args.disc_wt,
+                sync_enable_below=args.sync_enable_below, sync_enable_after=args.sync_enable_after,
+                disc_wt=args.disc_wt,
                 cache_frames=not args.no_cache_frames,
                 model=tiny.tiny_generator_config().to_dict() if args.tiny else None,
                 disc_model=tiny.tiny_discriminator_config().to_dict() if args.tiny else None)
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                               "exported": str(result.exported) if result.exported else None,
                               "world_size": trainer.world, "ranks_in_sync": result.ranks_in_sync,
                               "train_config": asdict(cfg),
-                              "last_val": val[-1] if val else None}, indent=1))
+                              "last_val": val[-1] if val else None, "warnings": result.warnings}, indent=1))
     finally:
         import torch.distributed as dist
 

@@ -40,6 +40,7 @@ class Clip:
     split: str  # "train" | "val"
     dir: Path
     n_frames: int
+    speaker: str = ""  # manifest "speaker" (older manifests: the source)
 
 
 def read_manifest(data_dir: str | Path) -> dict:
@@ -58,9 +59,23 @@ def load_clips(data_dir: str | Path, split: str, *, size: int | None = None, min
     if size is not None and int(manifest["size"]) != int(size):
         raise UserFacingError(f"{data_dir} was preprocessed at size {manifest['size']}, not {size}: "
                               f"preprocess again with --size {size}")
-    clips = [Clip(c["id"], c["source"], c["split"], data_dir / c["dir"], int(c["n_frames"]))
+    clips = [Clip(c["id"], c["source"], c["split"], data_dir / c["dir"], int(c["n_frames"]),
+                  c.get("speaker", c["source"]))
              for c in manifest["clips"] if c["split"] == split and int(c["n_frames"]) >= min_frames]
     return clips
+
+
+def no_clips_message(data_dir, split: str) -> str:
+    """Why a split is empty and what to do, from the manifest's own account of the split."""
+    how = read_manifest(data_dir).get("split") or {}
+    why = f" (preprocess: split by {how['by']}: {how['reason']})" if how else ""
+    msg = f"no usable {split} clips in {data_dir} (each needs at least {3 * T} frames){why}. "
+    if split == "val":
+        return msg + ("Training needs a validation split (it decides when the sync loss turns on and shows "
+                      "overfitting): preprocess more material, a smaller --max-clip to get more clips from one "
+                      "video, or --val-sources; or pass --val-samples 0 to train without validation "
+                      "(the sync loss then turns on from the training batches' expert loss)")
+    return msg + "See its preprocess_report.json"
 
 
 class ClipStore:
@@ -125,14 +140,22 @@ def stack_lower_half(frames: np.ndarray) -> np.ndarray:
 class _Base:
     def __init__(self, data_dir, split: str, size: int, seed: int, cache_frames: bool = True):
         self.clips = load_clips(data_dir, split, size=size)
+        self.manifest = read_manifest(data_dir)
         if not self.clips:
-            raise UserFacingError(f"no usable {split} clips in {data_dir} (each needs at least {3 * T} frames); "
-                                  f"see its preprocess_report.json")
+            raise UserFacingError(no_clips_message(data_dir, split))
         self.store = ClipStore(self.clips, size, cache_frames)
         self.size, self.seed, self.split = size, seed, split
 
     def __len__(self) -> int:  # nominal: samples are drawn, not enumerated
         return sum(c.n_frames for c in self.clips)
+
+    def describe(self) -> str:
+        """One line for logs: clips, duration, speakers and how preprocessing split the data."""
+        how = self.manifest.get("split") or {}
+        speakers = sorted({c.speaker for c in self.clips})
+        return (f"{len(self.clips)} clips, {sum(c.n_frames for c in self.clips) / FPS:.1f} s, "
+                f"{len(speakers)} speaker(s) {speakers[:6]}{'...' if len(speakers) > 6 else ''}"
+                + (f" (split by {how['by']}: {how['reason']})" if how else ""))
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, 1 if self.split == "val" else 0, int(index)))

@@ -15,7 +15,12 @@ Loss (documented choice, following the original ``wav2lip_train.py`` / ``hq_wav2
   trainer's value; the plain trainer used 0.01) the first time the expert's mean loss on the generator's
   validation outputs drops below ``sync_enable_below`` (0.75), exactly the original's rule; the switch is
   latched, saved in checkpoints and, under DDP, broadcast from rank 0. Until then L_sync is still computed
-  (without gradient) and logged.
+  (without gradient) and logged. It can never stay off silently:
+  - the schedule is logged at the start and its state (with the loss that decided it) at every evaluation;
+  - without validation (``val_samples = 0``, an explicit choice) the same rule reads the expert's mean loss
+    on the generated frames of the *training* batches since the last evaluation point, with a warning;
+  - ``sync_enable_after`` > 0 forces it on at that step if the rule has not fired, with a warning;
+  - if it is still off at the end, the run ends with a warning (logged, in the result and training.json).
 - GAN (``gan=True``): Wav2Lip's visual-quality discriminator on lower halves; ``L_perc`` = BCE(D(G), 1) with
   ``w_disc`` = 0.07; the discriminator is updated after the generator on the same batch with
   BCE(D(real), 1) + BCE(D(fake.detach()), 0) (real and fake in one forward pass, which DDP needs).
@@ -46,6 +51,7 @@ class GeneratorTrainConfig:
     sync_wt_initial: float = 0.0
     sync_wt: float = 0.03
     sync_enable_below: float = 0.75
+    sync_enable_after: int = 0  # force the sync loss on at this step if the rule has not fired (0 = never)
     disc_wt: float = 0.07
     sampling: GenSampling = field(default_factory=GenSampling)
     cache_frames: bool = True
@@ -84,6 +90,7 @@ class GeneratorTask:
     def __init__(self, cfg: GeneratorTrainConfig, seed: int = 0):
         self.cfg, self.seed = cfg, seed
         self.sync_enabled = False
+        self.sync_reason = "not evaluated yet"  # why the switch is in its state (logged, checkpointed)
         self._train = self._val = None
 
     @property
@@ -125,12 +132,50 @@ class GeneratorTask:
         return self._train
 
     def val_dataset(self):
-        if self._val is None:
-            try:
-                self._val = self._dataset("val")
-            except ValueError:
-                return None
+        if self._val is None:  # no validation clips: UserFacingError saying what to do (the loop refuses to start)
+            self._val = self._dataset("val")
         return self._val
+
+    # ------------------------------------------------------------------ the sync-loss schedule
+    def describe_schedule(self, has_val: bool) -> str:
+        c = self.cfg
+        src = ("the expert's loss on generated validation frames" if has_val else
+               "the expert's loss on generated frames of the TRAINING batches (no validation: val_samples = 0)")
+        forced = f"; forced on at step {c.sync_enable_after}" if c.sync_enable_after > 0 else ""
+        state = f"now {self.sync_weight} ({self.sync_reason})"
+        return (f"sync-loss weight {c.sync_wt_initial} until {src} < {c.sync_enable_below}, then {c.sync_wt} "
+                f"(latched){forced}; {state}")
+
+    def update_schedule(self, step: int, val: dict[str, float] | None, train: dict[str, float]) -> str:
+        """The original's switch, evaluated at an evaluation point; returns the state and why, for the log."""
+        c = self.cfg
+        if self.sync_enabled:
+            return f"sync loss on (weight {self.sync_weight}): {self.sync_reason}"
+        if val is not None and "sync" in val:
+            loss, where = val["sync"], "generated validation frames"
+        else:
+            loss, where = train.get("sync", float("nan")), "generated training frames (no validation)"
+        if loss < c.sync_enable_below:
+            self.sync_enabled = True
+            self.sync_reason = f"turned on at step {step}: expert loss on {where} {loss:.4f} < {c.sync_enable_below}"
+            if val is None:
+                self.sync_reason += " [warning: decided on training batches]"
+        elif c.sync_enable_after > 0 and step >= c.sync_enable_after:
+            self.sync_enabled = True
+            self.sync_reason = (f"FORCED on at step {step} (sync_enable_after {c.sync_enable_after}) although the "
+                                f"expert loss on {where} is {loss:.4f} >= {c.sync_enable_below} [warning]")
+        else:
+            self.sync_reason = f"off at step {step}: expert loss on {where} {loss:.4f} >= {c.sync_enable_below}"
+        if val is not None:
+            val["sync_wt"] = self.sync_weight
+        return f"sync loss {'on' if self.sync_enabled else 'off'} (weight {self.sync_weight}): {self.sync_reason}"
+
+    def schedule_warnings(self) -> list[str]:
+        if self.sync_enabled:
+            return [self.sync_reason] if "warning" in self.sync_reason else []
+        return [f"the sync loss never turned on: the generator trained on L1 alone ({self.sync_reason}). Train "
+                f"longer, check the expert SyncNet (its validation loss should be well below 0.69), or set "
+                f"--sync-enable-after STEP"]
 
     def losses(self, models, batch, step):
         cfg = self.cfg
@@ -179,21 +224,19 @@ class GeneratorTask:
             l1_sum += F.l1_loss(g, b["gt"]).item() * k
             sync_sum += expert_sync_loss(models["expert"], b["mel"], g).item() * k
             n += k
-        out = {"l1": l1_sum / n, "sync": sync_sum / n}
-        if not self.sync_enabled and out["sync"] < self.cfg.sync_enable_below:
-            self.sync_enabled = True  # the original's switch: latched from now on
-        out["sync_wt"] = self.sync_weight
-        return out
+        return {"l1": l1_sum / n, "sync": sync_sum / n, "sync_wt": self.sync_weight}  # switch: update_schedule
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sync_enabled": self.sync_enabled}
+        return {"sync_enabled": self.sync_enabled, "sync_reason": self.sync_reason}
 
     def load_state_dict(self, state) -> None:
         self.sync_enabled = bool(state.get("sync_enabled", False))
+        self.sync_reason = str(state.get("sync_reason", "restored from a checkpoint"))
 
     def export(self, models, out_dir: Path, summary: dict[str, Any]) -> Path | None:
         from wav2lip384.train.export import export_model
 
         summary = summary | {"expert_syncnet": str(self.cfg.syncnet), "gan": self.cfg.gan,
-                             "sync_enabled": self.sync_enabled}
+                             "sync_enabled": self.sync_enabled, "sync_reason": self.sync_reason,
+                             "mel_frame_offset": self.cfg.sampling.indiv_mel_offset}
         return export_model(models["generator"], out_dir, task=self.name, data=self.cfg.data, summary=summary)

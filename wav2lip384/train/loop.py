@@ -82,6 +82,13 @@ class Task(Protocol):
     def validate(self, models: dict[str, nn.Module], batches: Iterable[dict[str, torch.Tensor]], step: int
                  ) -> dict[str, float]: ...
 
+    # Optional (the generator has them): a loss schedule driven by validation, or by the training logs when
+    # validation is off. ``update_schedule`` runs on rank 0 at every evaluation point and returns a line to
+    # log; ``schedule_warnings`` is asked once at the end (e.g. "the sync loss never turned on").
+    # def describe_schedule(self, has_val: bool) -> str: ...
+    # def update_schedule(self, step: int, val: dict[str, float] | None, train: dict[str, float]) -> str: ...
+    # def schedule_warnings(self) -> list[str]: ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -98,6 +105,7 @@ class TrainResult:
     exported: Path | None = None
     stopped_early: bool = False
     ranks_in_sync: bool | None = None  # DDP only: identical trainable weights on every rank at the end
+    warnings: list[str] = field(default_factory=list)  # also logged: things a user must not miss
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -290,6 +298,29 @@ class Trainer:
             return bool(torch.equal(lo, hi))
 
     # ----------------------------------------------------------------- validation
+    def _check_data(self) -> bool:
+        """Open the datasets before any model is built; returns whether validation runs.
+
+        Validation is required unless ``val_samples == 0`` says otherwise: a missing validation split raises
+        the dataset's UserFacingError (what is missing and what to do), so a run never starts without it
+        by accident.
+        """
+        train = self.task.train_dataset()
+        self.log(f"data: train {_describe(train)}")
+        if self.cfg.val_samples <= 0:
+            msg = "validation is off (val_samples = 0): no held-out loss will be reported"
+            self.log(f"warning: {msg}")
+            self._warnings.append(msg)
+            return False
+        val = self.task.val_dataset()
+        if val is None:
+            from common.errors import UserFacingError
+
+            raise UserFacingError(f"{self.task.name}: no validation data; pass val_samples = 0 to train without it")
+        self.log(f"data: validation {_describe(val)}; {self.cfg.val_samples} fixed samples every "
+                 f"{self.cfg.eval_every or self.cfg.max_steps} steps")
+        return True
+
     def _val_batches(self) -> list[list[int]]:
         """Sample indices of the fixed validation set, in batches (samples are re-read at each evaluation:
         they are pure functions of their index, and holding 384 px generator batches would cost GBs)."""
@@ -317,6 +348,8 @@ class Trainer:
     def fit(self, resume: str | Path | None = None) -> TrainResult:
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._warnings: list[str] = []
+        has_val = self._check_data()  # refuses to start without validation data (unless val_samples = 0)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
         models = self.task.build_models(self.device)
         optimizers = self.task.build_optimizers(models)
@@ -338,14 +371,17 @@ class Trainer:
             self.task.train_dataset(), batch_sampler=StepBatchSampler(self.step, cfg.max_steps, cfg.batch_size,
                                                                      self.rank, self.world),
             num_workers=cfg.num_workers, collate_fn=collate, pin_memory=self.device.type == "cuda")
-        has_val = self.task.val_dataset() is not None and cfg.val_samples > 0
         val_batches = self._val_batches() if self.rank == 0 else []
         result = TrainResult(step=self.step)
         t0 = time.monotonic()
         if self.rank == 0:
             self.log(f"{self.task.name}: training steps {self.step}..{cfg.max_steps} on {self.device} "
                      f"(world {self.world}, amp {self.use_amp}, batch {cfg.batch_size}/rank)")
+        scheduled = hasattr(self.task, "update_schedule")
+        if scheduled:
+            self.log(f"schedule: {self.task.describe_schedule(has_val)}")
         running: dict[str, list[float]] = {}
+        since_eval: dict[str, list[float]] = {}  # training logs since the last evaluation point (schedules)
         for batch in loader:
             batch = _to_device(batch, self.device)
             logs: dict[str, float] = {}
@@ -363,6 +399,7 @@ class Trainer:
             self.step += 1
             for k, v in logs.items():
                 running.setdefault(k, []).append(float(v))
+                since_eval.setdefault(k, []).append(float(v))
             last = self.step >= cfg.max_steps
             out_of_time = cfg.max_minutes > 0 and (time.monotonic() - t0) > cfg.max_minutes * 60
             if cfg.max_minutes > 0 and self.world > 1:  # every rank must stop at the same step (collective)
@@ -378,13 +415,24 @@ class Trainer:
                 running = {}
                 self._record(row)
                 self.log(json.dumps(row))
-            if has_val and ((cfg.eval_every and self.step % cfg.eval_every == 0) or stop):
+            if (cfg.eval_every and self.step % cfg.eval_every == 0) or stop:  # an evaluation point
+                train_means = self._mean_over_ranks({k: sum(v) / len(v) for k, v in since_eval.items()})
+                since_eval = {}
                 if self.rank == 0:
-                    vrow = {"step": self.step, "time_s": round(time.monotonic() - t0, 2), "split": "val",
-                            **self.validate(models, val_batches)}
-                    self._record(vrow)
-                    self.log(json.dumps(vrow))
-                self._broadcast_task_state()  # validation may change it (the generator's sync-loss switch)
+                    vrow = None
+                    if has_val:
+                        vrow = {"step": self.step, "time_s": round(time.monotonic() - t0, 2), "split": "val",
+                                **self.validate(models, val_batches)}
+                    if scheduled:
+                        note = self.task.update_schedule(self.step, vrow, train_means)
+                        self.log(f"schedule at step {self.step}: {note}")
+                        if vrow is not None:
+                            vrow["schedule"] = note
+                    if vrow is not None:
+                        self._record(vrow)
+                        self.log(json.dumps(vrow))
+                if scheduled:
+                    self._broadcast_task_state()  # the schedule may have changed it (the sync-loss switch)
             if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or stop:
                 result.last_checkpoint = self.save_checkpoint(models, optimizers, scaler) or result.last_checkpoint
                 _barrier()
@@ -396,12 +444,22 @@ class Trainer:
         if self.world > 1:
             result.ranks_in_sync = self._ranks_in_sync(models)
             self.log(f"DDP: trainable weights identical on all {self.world} ranks: {result.ranks_in_sync}")
+        if scheduled:
+            self._warnings += self.task.schedule_warnings()
+        result.warnings = list(self._warnings)
+        for w in result.warnings:
+            self.log(f"warning: {w}")
         if self.rank == 0:
-            summary = {"steps": self.step, "history_tail": self.history[-4:]}
+            summary = {"steps": self.step, "history_tail": self.history[-4:], "warnings": result.warnings}
             result.exported = self.task.export({k: unwrap(m) for k, m in models.items()}, self.out_dir / "export",
                                                summary)
         _barrier()
         return result
+
+
+def _describe(ds) -> str:
+    describe = getattr(ds, "describe", None)
+    return describe() if describe else f"{len(ds)} samples"
 
 
 def last_loss(history: list[dict[str, Any]], key: str = "loss", split: str = "train") -> float:

@@ -75,12 +75,9 @@ class SyncNetTask:
         return self._train
 
     def val_dataset(self):
-        if self._val is None:
-            try:
-                self._val = SyncPairs(self.cfg.data, "val", self.cfg.model_config().img_size, self.seed,
-                                      self.cfg.sampling, self.cfg.cache_frames)
-            except ValueError:  # no validation clips: the loop then skips validation
-                return None
+        if self._val is None:  # no validation clips: UserFacingError saying what to do (the loop refuses to start)
+            self._val = SyncPairs(self.cfg.data, "val", self.cfg.model_config().img_size, self.seed,
+                                  self.cfg.sampling, self.cfg.cache_frames)
         return self._val
 
     def losses(self, models, batch, step):
