@@ -215,29 +215,39 @@ class Handlers:
         return s
 
     def ask(self, question, photo, model, engine):
-        """Generator: the answer at once, then the video chunk by chunk (streamed), sentence by sentence."""
-        streaming = streaming_available()
+        """Generator: the answer at once, then the spoken answer.
+
+        With streaming (system ffmpeg + ffprobe): video chunks queue in the player sentence by sentence; the
+        whole answer is then offered for download and replay. Without it: the spoken answer as audio first, then
+        the whole video — chunks never replace each other mid-word.
+        """
+        streaming = STREAMING and streaming_available()
         for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
-                                      engine=engine):
+                                      engine=engine, chunks=streaming):
             cands = self._candidates(up.answer)
-            download, audio, notice = gr.skip(), gr.skip(), gr.skip()
-            if up.index < 0 and not up.done:  # a new answer: clear the previous one's video and files
-                video, download, audio, notice = None, None, None, ""
-            elif up.done:
-                # streaming: the chunks already played; otherwise the whole answer replaces the last chunk.
-                # Either way the joined mp4 is offered for download (and to API clients).
-                video = gr.skip() if (streaming and up.chunk is None and up.final_video is not None) else (
-                    None if up.final_video is None else str(up.final_video))
-                download = None if up.final_video is None else str(up.final_video)
-                audio = None if up.audio is None else str(up.audio)
-                notice = up.notice
-            else:
+            video, download, audio, notice, replay = gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            if up.index < 0 and not up.done and up.audio is None:  # a new answer: clear the previous one
+                download, audio, notice, replay = None, None, "", gr.update(value=None, visible=False)
+                # a streaming player is cleared by its first chunk (None would open an empty HLS playlist
+                # the player polls with back-off); a plain one is cleared now
+                video = gr.skip() if streaming else None
+            elif up.chunk is not None:
                 video = str(up.chunk)
-            yield (self._answer_md(up.answer),
-                   gr.update(choices=cands, value=None, visible=bool(cands),
-                             label=("Did you mean… · 您是想问… (click one)" if getattr(up.answer, "outcome", "") == "clarify"
-                                    else "Related questions · 相关问题 (click to ask)")),
-                   video, self._timing_md(up), self._details(up), download, audio, notice)
+            else:
+                if up.audio is not None:
+                    audio = str(up.audio)
+                if up.done:
+                    notice = up.notice or ("\n".join(f"⚠️ {w}" for w in up.warnings) if up.warnings else "")
+                    if up.final_video is not None:
+                        download = str(up.final_video)
+                        if streaming:  # the chunks are playing; the whole answer for replay and shared links
+                            replay = gr.update(value=str(up.final_video), visible=True)
+                        else:
+                            video = str(up.final_video)
+            label = ("Did you mean… · 您是想问… (click one)" if getattr(up.answer, "outcome", "") == "clarify"
+                     else "Related questions · 相关问题 (click to ask)")
+            yield (self._answer_md(up.answer), gr.update(choices=cands, value=None, visible=bool(cands), label=label),
+                   video, self._timing_md(up), self._details(up), download, audio, notice, replay)
 
     def ask_suggestion(self, suggestion):
         return suggestion or gr.skip()
@@ -286,6 +296,12 @@ def _avatar_result():
     return out, audio, info, notice, details
 
 
+def _on_tab(event, tabs: gr.Tabs, tab_id: str):
+    """After a result, remember its tab in the session, so a shared link (Gradio deep link: the session's
+    component state) reopens on the tab the result was made in."""
+    return event.success(lambda: gr.Tabs(selected=tab_id), None, tabs, api_visibility="private", queue=False)
+
+
 def _config_markdown(settings: Settings) -> str:
     rows = "\n".join(f"| `{k}` | `{v or '(not set)'}` |" for k, v in settings.describe().items())
     return f"| variable | value |\n|---|---|\n{rows}"
@@ -302,7 +318,7 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
         gr.Markdown(f"# {TITLE}\nAsk about ID cards, household registration, social insurance or vehicles — in "
                     "Chinese or English. The assistant finds the answer, speaks it and a lip-synced avatar says it.",
                     elem_id="title")
-        with gr.Tabs():
+        with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Ask the assistant", id="ask"):
                 with gr.Row():
                     with gr.Column(scale=5):
@@ -319,23 +335,27 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                         gr.Examples([[q] for q in QUESTIONS], inputs=[q_text], label="Sample questions · 示例问题")
                         q_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
                     with gr.Column(scale=5):
-                        q_video = gr.Video(label="Spoken answer", streaming=STREAMING, autoplay=True,
+                        q_video = gr.Video(label="Spoken answer", streaming=STREAMING, autoplay=STREAMING,
                                            elem_id="ask_video", interactive=False)
                         q_notice = gr.Markdown(elem_classes="notice", elem_id="ask_notice")
+                        # without streaming the audio comes first and plays at once; the video follows, paused
                         q_audio = gr.Audio(label="Spoken answer (audio)", type="filepath", interactive=False,
-                                           elem_id="ask_audio")
+                                           elem_id="ask_audio", autoplay=not STREAMING)
+                        q_replay = gr.Video(label="The whole answer (replay)", interactive=False, visible=False,
+                                            elem_id="ask_replay", format="mp4")
                         q_timing = gr.Markdown(elem_classes="figure", elem_id="ask_timing")
                         q_file = gr.File(label="The whole spoken answer (mp4)", interactive=False)
                         with gr.Accordion("Details", open=False):
                             q_details = gr.JSON(label="answer")
                         gr.DeepLinkButton("Share a link to this answer")
-                ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file, q_audio, q_notice]
+                ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file, q_audio, q_notice, q_replay]
                 ask_inputs = [q_text, q_photo, q_model, q_engine]
                 ask_fn = gradio_errors(h.ask)
-                q_btn.click(ask_fn, ask_inputs, ask_outputs, api_name="ask", concurrency_id="render")
-                q_text.submit(ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render")
-                q_sugg.select(h.ask_suggestion, [q_sugg], [q_text], api_visibility="private").then(
-                    ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render")
+                _on_tab(q_btn.click(ask_fn, ask_inputs, ask_outputs, api_name="ask", concurrency_id="render"), tabs, "ask")
+                _on_tab(q_text.submit(ask_fn, ask_inputs, ask_outputs, api_visibility="private",
+                                      concurrency_id="render"), tabs, "ask")
+                _on_tab(q_sugg.select(h.ask_suggestion, [q_sugg], [q_text], api_visibility="private").then(
+                    ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render"), tabs, "ask")
 
             with gr.Tab("Text → Avatar", id="text"):
                 with gr.Row():
@@ -355,9 +375,9 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                             inputs=[t_text, t_lang, t_photo], outputs=t_outputs,
                             fn=gradio_errors(h.example_text), cache_examples=True, cache_mode="lazy",
                             label="Examples (rendered once, then served from the cache)")
-                t_btn.click(gradio_errors(h.text_to_avatar),
-                            [t_text, t_lang, t_engine, t_photo, t_video, t_model, t_noface], t_outputs,
-                            api_name="text_to_avatar", concurrency_id="render")
+                _on_tab(t_btn.click(gradio_errors(h.text_to_avatar),
+                                    [t_text, t_lang, t_engine, t_photo, t_video, t_model, t_noface], t_outputs,
+                                    api_name="text_to_avatar", concurrency_id="render"), tabs, "text")
 
             with gr.Tab("Audio → Avatar", id="audio"):
                 with gr.Row():
@@ -375,8 +395,8 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                     gr.Examples(speech_examples, inputs=[a_audio, a_photo], outputs=a_outputs,
                                 fn=gradio_errors(h.example_audio), cache_examples=True, cache_mode="lazy",
                                 label="Examples (speech made by this project's TTS)")
-                a_btn.click(gradio_errors(h.audio_to_avatar), [a_audio, a_photo, a_video, a_model, a_noface],
-                            a_outputs, api_name="audio_to_avatar", concurrency_id="render")
+                _on_tab(a_btn.click(gradio_errors(h.audio_to_avatar), [a_audio, a_photo, a_video, a_model, a_noface],
+                                    a_outputs, api_name="audio_to_avatar", concurrency_id="render"), tabs, "audio")
 
             with gr.Tab("Compare models", id="compare"):
                 gr.Markdown("The same speech and avatar through two or three lip-sync models, side by side: how long "
@@ -401,8 +421,8 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                                                       interactive=False))
                             c_outputs.append(gr.Markdown(elem_classes="figure"))
                 gr.DeepLinkButton("Share a link to this comparison")
-                c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine, c_models],
-                            c_outputs, api_name="compare", concurrency_id="render")
+                _on_tab(c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine, c_models],
+                                    c_outputs, api_name="compare", concurrency_id="render"), tabs, "compare")
 
             with gr.Tab("Status", id="status"):
                 s_md = gr.Markdown(elem_id="status_table")

@@ -301,12 +301,14 @@ class AppServices:
         return write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav"), sp.engine
 
     def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = "wav2lip96",
-                   engine: str | None = "auto", speak: bool = True) -> Iterator[AskUpdate]:
+                   engine: str | None = "auto", speak: bool = True, chunks: bool = True) -> Iterator[AskUpdate]:
         """Answer at once, then the spoken answer as video chunks, sentence by sentence.
 
         The first update carries the answer only (shown immediately); each next one a playable chunk; the last
         one (``done``) the joined full video. When lip-sync cannot run, the last update carries the spoken
-        answer as audio and a notice instead. Timings are from the call, i.e. from clicking Ask.
+        answer as audio and a notice instead. ``chunks=False`` (a player that cannot queue chunks): the spoken
+        answer as audio first, then the whole video — never chunks that would replace each other mid-word.
+        Timings are from the call, i.e. from clicking Ask.
         """
         t0 = time.perf_counter()
         answer = self.ask(question)
@@ -330,6 +332,9 @@ class AppServices:
             audio, used = self._speak_whole(answer.text, lang, engine, out_dir)
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=used, model=model,
                             notice=notice, done=True, seconds_to_first_speech=time.perf_counter() - t0)
+            return
+        if not chunks:
+            yield from self._ask_audio_first(answer, avatar_path, model, engine, out_dir, t0, t_answer)
             return
 
         from tts import to_lipsync_audio
@@ -376,6 +381,31 @@ class AppServices:
         yield AskUpdate(answer=answer, chunk=None, index=len(chunks), seconds_to_answer=t_answer,
                         seconds_to_first_chunk=t_first, seconds_to_first_speech=t_speech[0] if t_speech else None,
                         final_video=full, audio=audio, engine="+".join(sorted(set(engines))), model=model, done=True)
+
+
+    def _ask_audio_first(self, answer, avatar: Path, model: str, engine: str | None, out_dir: Path, t0: float,
+                         t_answer: float) -> Iterator[AskUpdate]:
+        """The whole spoken answer as audio at once (speech is ~100x faster than lip-sync), then the video."""
+        from tts import to_lipsync_audio
+
+        sp = self.tts().synthesize(answer.text, lang=getattr(answer, "lang", None),
+                                   engine=None if engine in (None, "", "auto") else engine)
+        t_speech = time.perf_counter() - t0
+        audio = write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav")
+        yield AskUpdate(answer=answer, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech, audio=audio,
+                        engine=sp.engine, model=model)
+        wave = to_lipsync_audio(sp.wave, sp.sample_rate)
+        try:
+            res = self.render(model, avatar, wave, out_dir, t0, engine=sp.engine)
+        except UserFacingError as err:
+            if not _is_model_problem(err):
+                raise
+            yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=sp.engine, model=model,
+                            notice=f"The video could not be made ({err}); here is the spoken answer.", done=True)
+            return
+        yield AskUpdate(answer=answer, index=1, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech,
+                        seconds_to_first_chunk=time.perf_counter() - t0, final_video=res.path, audio=audio,
+                        engine=sp.engine, model=model, warnings=res.warnings, done=True)
 
 
 def _is_model_problem(err: UserFacingError) -> bool:
