@@ -249,6 +249,13 @@ class Handlers:
             yield (self._answer_md(up.answer), gr.update(choices=cands, value=None, visible=bool(cands), label=label),
                    video, self._timing_md(up), self._details(up), download, audio, notice, replay)
 
+    def ask_voice(self, audio, photo, model, engine):
+        """Generator: the recognised question first (shown, editable), then the same outputs as :meth:`ask`."""
+        text, _ = self.svc.transcribe(audio)
+        yield (text,) + tuple(gr.skip() for _ in range(9))
+        for values in self.ask(text, photo, model, engine):
+            yield (gr.skip(),) + values
+
     def ask_suggestion(self, suggestion):
         return suggestion or gr.skip()
 
@@ -329,6 +336,10 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                             q_photo = gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None,
                                                type="filepath", label="Avatar", height=140, scale=0)
                         q_btn = gr.Button("Ask", variant="primary")
+                        with gr.Accordion("…or ask by voice · 语音提问", open=False):
+                            q_voice = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                                               label="Your spoken question (Chinese or English)")
+                            q_voice_btn = gr.Button("Ask what I said")
                         q_answer = gr.Markdown("*The answer appears here as soon as it is found.*", elem_id="answer")
                         q_sugg = gr.Radio([], label="Related questions · 相关问题 (click to ask)", visible=False,
                                           elem_id="suggestions")
@@ -354,6 +365,9 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                 _on_tab(q_btn.click(ask_fn, ask_inputs, ask_outputs, api_name="ask", concurrency_id="render"), tabs, "ask")
                 _on_tab(q_text.submit(ask_fn, ask_inputs, ask_outputs, api_visibility="private",
                                       concurrency_id="render"), tabs, "ask")
+                _on_tab(q_voice_btn.click(gradio_errors(h.ask_voice), [q_voice, q_photo, q_model, q_engine],
+                                          [q_text] + ask_outputs, api_name="ask_voice", concurrency_id="render"),
+                        tabs, "ask")
                 _on_tab(q_sugg.select(h.ask_suggestion, [q_sugg], [q_text], api_visibility="private").then(
                     ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render"), tabs, "ask")
 

@@ -50,9 +50,10 @@ class AppServices:
         self.dirs = RequestDirs(tmp_parent, keep_s=keep_outputs_s)
         self.models = ModelCatalog(settings, self.cache_dir)
         # one lock per part: a first-time index build (minutes on a Space) must not hold up the voice or video
-        self._assistant_lock, self._tts_lock = threading.Lock(), threading.Lock()
+        self._assistant_lock, self._tts_lock, self._asr_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self._assistant = None
         self._tts = None
+        self._asr = None
         self._assistant_error = ""
         self.first_chunk_s = 0.6  # seconds of speech in the first streamed chunk (time to first frame)
         self.chunk_s = 3.0  # at most this much speech per later chunk
@@ -90,6 +91,27 @@ class AppServices:
                                 cache_dir=str(self.cache_dir / "tts"), neural_model=s.tts_neural_model or None,
                                 max_chars=s.tts_max_chars)
             return self._tts
+
+    def recognizer(self):
+        """The speech recogniser for spoken questions (loads its weights at the first transcription)."""
+        with self._asr_lock:
+            if self._asr is None:
+                from qa.asr import SpeechRecognizer
+
+                self._asr = SpeechRecognizer(self.settings.asr_model)
+            return self._asr
+
+    def transcribe(self, audio: str | Path | None) -> tuple[str, str]:
+        """A spoken question -> (text, language). Clear messages for no file, silence, or a missing model."""
+        if audio is None or str(audio).strip() == "":
+            raise UserFacingError("Record or upload your question first. 请先录制或上传您的问题。")
+        from qa.asr import transcribe_file
+        from wav2lip384.video import check_media
+
+        check_media(audio, kinds=("audio", "video"), what="spoken question")
+        check_upload_size(audio, self.settings.max_upload_mb, "spoken question")
+        text, lang, _, _ = transcribe_file(audio, self.recognizer())
+        return text, lang
 
     # ---- models (delegated; kept here so the UI talks to one object) ------------------------------
     def weights(self, model: str | int) -> tuple[bool, str]:

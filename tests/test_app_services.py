@@ -194,6 +194,13 @@ def test_ask_without_lipsync_weights_still_speaks_the_answer(svc, tmp_path):
     assert "DH_WAV2LIP96_CHECKPOINT" in last.notice
 
 
+def test_a_spoken_question_without_a_reachable_recogniser_says_what_to_set(svc):
+    with pytest.raises(UserFacingError, match="Record or upload"):
+        svc.transcribe(None)
+    with pytest.raises(UserFacingError, match="DH_ASR_MODEL"):
+        svc.transcribe(ROOT / "examples" / "speech_en.ogg")
+
+
 def test_examples_are_small_and_documented():
     ex = ROOT / "examples"
     files = [p for p in ex.iterdir() if p.is_file() and p.suffix in (".png", ".ogg", ".wav", ".mp4", ".jpg")]
