@@ -351,7 +351,7 @@ PROJECT_LABEL = ("sync confidence from a SyncNet trained by this project (not sy
 
 def load_project_syncnet(spec: str | Path, device: str = "cpu"):
     """A Wav2Lip-style SyncNet: ``wav2lip384.train`` checkpoint/export, Hub repo, or lipsync_expert.pth."""
-    from wav2lip384.train.export import load_expert
+    from wav2lip384.weights import load_expert
 
     p = Path(str(spec))
     if p.is_file() and p.suffix == ".pth":

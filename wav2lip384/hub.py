@@ -117,11 +117,29 @@ def model_card(info: dict[str, Any], config: dict[str, Any], repo_id: str, evalu
     return "\n".join(lines)
 
 
+TRAINING_INFO = "training.json"  # written beside an export/ folder by `python -m wav2lip384.train`
+
+
+def data_summary(data_dir: str | Path) -> dict[str, Any]:
+    """Clip/frame counts per split of a preprocessed dataset, read from the ``manifest.json`` that
+    ``python -m wav2lip384.preprocess`` writes (read here so publishing needs nothing of the trainers)."""
+    try:
+        m = json.loads((Path(data_dir).resolve() / "manifest.json").read_text(encoding="utf-8"))
+        out: dict[str, Any] = {"size": m["size"], "fps": m.get("fps", 25)}
+        for split in ("train", "val"):
+            clips = [c for c in m["clips"] if c["split"] == split]
+            out[split] = {"clips": len(clips), "frames": sum(int(c["n_frames"]) for c in clips),
+                          "sources": sorted({c["source"] for c in clips})}
+        return out
+    except Exception as err:  # data moved since training: say so in the card instead of failing
+        return {"unavailable": f"{data_dir}: {type(err).__name__}: {err}"}
+
+
 def stage(checkpoint: str | Path, out: str | Path, repo_id: str = "OWNER/NAME",
           evaluation: dict | None = None) -> Path:
     """Write the folder ``push`` would upload into ``out``; returns it."""
     from wav2lip384 import weights
-    from wav2lip384.train.export import TRAINING_INFO, data_summary, model_from_checkpoint
+    from wav2lip384.weights import model_from_checkpoint
 
     src = Path(checkpoint)
     out = Path(out)
