@@ -1,9 +1,10 @@
 """The app end to end with tiny local models: handlers called directly, the served app driven through
 ``gradio_client`` on all four API names, five concurrent jobs, and a real headless Chromium.
 
-The Hub is offline in tests, so the lip-sync weights are *random* generators of the real 96 and 384
-architectures saved with ``wav2lip384.weights.save_pretrained`` into a temporary folder, found through
-``DH_WAV2LIP96_CHECKPOINT`` / ``DH_WAV2LIP384_CHECKPOINT``; the knowledge base is a four-entry JSONL
+The Hub is offline in tests, so the lip-sync weights are *random* generators of the real ``wav2lip96`` and
+``paper384`` architectures saved with ``wav2lip384.weights.save_pretrained`` into a temporary folder, found through
+``DH_WAV2LIP96_CHECKPOINT`` / ``DH_WAV2LIP384_CHECKPOINT``; the community models (``wav2lip256``,
+``livetalking384``) are left unreachable, so the app must name them as unavailable; the knowledge base is a four-entry JSONL
 (``DH_QA_KB``). Outputs are real videos of a (meaningless) mouth: the tests check plumbing, messages,
 timing fields and files, never lip-sync quality.
 """
@@ -67,16 +68,19 @@ def app_settings(tmp_path_factory):
     """Random 96/384 generators and a tiny KB on disk, found through the DH_* variables."""
     import torch
 
-    from wav2lip384.models import build_model
+    from wav2lip384 import registry
+    from wav2lip384.models import Wav2LipGenerator
     from wav2lip384.weights import save_pretrained
 
     root = tmp_path_factory.mktemp("app")
     torch.manual_seed(0)
-    for size in (96, 384):
-        save_pretrained(build_model("generator", size), root / f"wav2lip{size}")
+    for model in ("wav2lip96", "paper384"):
+        save_pretrained(Wav2LipGenerator(registry.get(model).config()), root / model)
     kb = root / "kb.jsonl"
     kb.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in KB), encoding="utf-8")
-    env = {"DH_WAV2LIP96_CHECKPOINT": str(root / "wav2lip96"), "DH_WAV2LIP384_CHECKPOINT": str(root / "wav2lip384"),
+    env = {"DH_WAV2LIP96_CHECKPOINT": str(root / "wav2lip96"), "DH_WAV2LIP384_CHECKPOINT": str(root / "paper384"),
+           "DH_WAV2LIP256_CHECKPOINT": str(root / "not-here-256"),
+           "DH_LIVETALKING384_CHECKPOINT": str(root / "not-here-384"),
            "DH_QA_KB": str(kb), "DH_CACHE_DIR": str(root / "cache"), "DH_MAX_AUDIO_SECONDS": "30",
            "DH_TTS_ENGINE": "espeak"}
     return Settings.from_env(env)
@@ -116,7 +120,7 @@ def server(services, app_settings, tmp_path_factory):
         mp.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path_factory.mktemp("examples-cache")))
         demo = app.build_demo(app_settings, services)
         port = _free_port()
-        kwargs = {**app.launch_kwargs(), "server_name": "127.0.0.1", "server_port": port,
+        kwargs = {**app.launch_kwargs(app_settings), "server_name": "127.0.0.1", "server_port": port,
                   "prevent_thread_lock": True, "quiet": True}
         app.queue(demo).launch(**kwargs)
         try:
@@ -137,34 +141,35 @@ def test_handlers_make_videos_and_stream_the_answer(services):
     import app
 
     h = app.Handlers(services)
-    path, summary = h.text_to_avatar("Hello.", "en", "auto", str(DEFAULT_AVATAR), None, "96", progress=None)
-    assert Path(path).stat().st_size > 1000 and path.endswith(".mp4")
-    assert "96×96" in summary and "voice: espeak" in summary
+    video, audio, summary, notice, details = h.text_to_avatar("Hello.", "en", "auto", str(DEFAULT_AVATAR), None,
+                                                              "wav2lip96", progress=None)
+    assert Path(video).stat().st_size > 1000 and video.endswith(".mp4") and Path(audio).stat().st_size > 1000
+    assert "Wav2Lip 96" in summary and "voice: espeak" in summary and notice == ""
+    assert details["model"] == "wav2lip96"
 
-    steps = list(h.ask("How do I replace a lost ID card?", str(DEFAULT_AVATAR), "96", "auto"))
+    steps = list(h.ask("How do I replace a lost ID card?", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     first = steps[0]
     assert "police station" in first[0] and "Matched question" in first[0]  # the answer comes first...
-    assert first[2] == {"__type__": "update"}  # ...before any video (gr.skip(): the video is left alone)
     chunks = [s[2] for s in steps[1:] if isinstance(s[2], str)]
     assert chunks and all(Path(c).exists() for c in chunks)
     last = steps[-1][4]
     assert last["answered"] and last["matched_id"] == "id-lost" and last["seconds_to_first_chunk"] > 0
     assert last["seconds_to_first_chunk"] >= last["seconds_to_answer_text"]
     assert Path(steps[-1][5]).exists()  # the whole answer joined, for download
+    assert Path(steps[-1][6]).exists()  # ...and the spoken answer as audio
 
-    gen = h.ask("What is the weather like on Mars?", str(DEFAULT_AVATAR), "96", "auto")
-    md, sugg, *_ , details, _ = next(gen)
+    gen = h.ask("What is the weather like on Mars?", str(DEFAULT_AVATAR), "wav2lip96", "auto")
+    md, sugg, *_rest = next(gen)
     gen.close()  # only the text matters here
+    details = _rest[2]
     assert not details["answered"] and "Sorry" in md and len(details["suggestions"]) == 3
     assert sugg["visible"] and len(sugg["choices"]) == 3
-    zh = next(h.ask("火星上天气怎么样？", str(DEFAULT_AVATAR), "96", "auto"))
+    zh = next(h.ask("火星上天气怎么样？", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     assert "抱歉" in zh[0]  # "I don't know" in the user's language
 
 
-def test_without_any_lipsync_weights_the_answer_still_shows_then_a_clear_error(services, app_settings, tmp_path):
+def test_without_any_lipsync_weights_the_answer_is_still_spoken(services, app_settings, tmp_path):
     import dataclasses
-
-    import gradio as gr
 
     import app
 
@@ -173,11 +178,12 @@ def test_without_any_lipsync_weights_the_answer_still_shows_then_a_clear_error(s
     svc = AppServices(offline, tmp_parent=tmp_path)
     svc._assistant = services.assistant()  # same KB and embedder; saves loading them again
     try:
-        gen = app.gradio_errors(app.Handlers(svc).ask)("怎么办理社保卡？", str(DEFAULT_AVATAR), "96", "auto")
-        first = next(gen)
-        assert "银行网点" in first[0]  # the answer text is shown...
-        with pytest.raises(gr.Error, match="96×96 model is unavailable.*DH_WAV2LIP96_CHECKPOINT"):
-            next(gen)  # ...then the missing weights are explained, and nothing crashes
+        steps = list(app.gradio_errors(app.Handlers(svc).ask)("怎么办理社保卡？", str(DEFAULT_AVATAR), "wav2lip96",
+                                                              "auto"))
+        assert "银行网点" in steps[0][0]  # the answer text is shown...
+        last = steps[-1]
+        assert Path(last[6]).stat().st_size > 10_000  # ...and spoken, as audio
+        assert "DH_WAV2LIP96_CHECKPOINT" in last[7] and "spoken answer ready" in last[3]
     finally:
         svc.close()
 
@@ -188,71 +194,61 @@ def test_a_video_avatar_works_too(services, tmp_path):
 
     import app
 
-    img = cv2.cvtColor(cv2.imread(str(DEFAULT_AVATAR)), cv2.COLOR_BGR2RGB)  # (320, 320, 3)
+    img = cv2.cvtColor(cv2.imread(str(DEFAULT_AVATAR)), cv2.COLOR_BGR2RGB)
     clip = tmp_path / "avatar.mp4"
     writer = imageio_ffmpeg.write_frames(str(clip), (img.shape[1], img.shape[0]), fps=25, macro_block_size=1)
     writer.send(None)
     for k in range(12):  # half a second of a slowly panning portrait
         writer.send(np.ascontiguousarray(np.roll(img, k, axis=1)))
     writer.close()
-    path, summary = app.Handlers(services).text_to_avatar("Hi.", "en", "auto", str(DEFAULT_AVATAR), str(clip), "96",
-                                                          progress=None)
-    assert Path(path).stat().st_size > 1000 and "96×96" in summary
+    video, _audio, summary, _notice, _details = app.Handlers(services).text_to_avatar(
+        "Hi.", "en", "auto", str(DEFAULT_AVATAR), str(clip), "wav2lip96", progress=None)
+    assert Path(video).stat().st_size > 1000 and "Wav2Lip 96" in summary
 
 
-def test_without_ffprobe_the_answer_comes_chunk_by_chunk_then_whole(services, monkeypatch):
+def test_without_ffprobe_the_answer_is_spoken_first_then_the_whole_video(services, monkeypatch):
     import app
 
     monkeypatch.setattr(app, "STREAMING", False)  # as on a machine without the system ffmpeg/ffprobe
-    steps = list(app.Handlers(services).ask("怎么办理社保卡？", str(DEFAULT_AVATAR), "96", "auto"))
-    videos = [s[2] for s in steps[1:]]
-    assert all(isinstance(v, str) and v.endswith(".mp4") for v in videos)
-    assert videos[-1] == steps[-1][5] and videos[-1].endswith("answer.mp4")  # last: the whole answer
+    steps = list(app.Handlers(services).ask("怎么办理社保卡？", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
+    videos = [s[2] for s in steps if isinstance(s[2], str)]
+    audios = [k for k, s in enumerate(steps) if isinstance(s[6], str)]
+    assert len(videos) == 1 and videos[0].endswith(".mp4")  # one whole video, never chunks replacing each other
+    assert audios and audios[0] < [k for k, s in enumerate(steps) if isinstance(s[2], str)][0]  # audio first
 
 
-def test_compare_reports_time_fps_and_clarity_for_both_models(services, short_speech):
+def test_compare_reports_time_fps_and_sharpness_and_names_unavailable_models(services, short_speech):
     import app
 
-    out96, info96, out384, info384 = app.Handlers(services).compare("", str(short_speech), str(DEFAULT_AVATAR),
-                                                                    None, "auto", progress=None)
-    assert Path(out96).exists() and Path(out384).exists()
-    for info, size in ((info96, 96), (info384, 384)):
-        assert f"{size}×{size}" in info and "frames/s rendered" in info and "clarity" in info
-
-
-def test_compare_without_384_weights_renders_96_and_explains_384(app_settings, short_speech, tmp_path):
-    import dataclasses
-
-    import app
-
-    svc = AppServices(dataclasses.replace(app_settings, wav2lip384_checkpoint=""), tmp_parent=tmp_path)
-    try:
-        out96, info96, out384, info384 = app.Handlers(svc).compare("", str(short_speech), str(DEFAULT_AVATAR), None,
-                                                                   "auto", progress=None)
-    finally:
-        svc.close()
-    assert out96 and "96×96" in info96
-    assert out384 is None and "384 model is unavailable" in info384 and "DH_WAV2LIP384_CHECKPOINT" in info384
+    out = app.Handlers(services).compare("", str(short_speech), str(DEFAULT_AVATAR), None, "auto",
+                                         ["wav2lip96", "paper384", "livetalking384"], progress=None)
+    (v1, i1), (v2, i2), (v3, i3) = zip(out[0::2], out[1::2], strict=True)
+    assert Path(v1["value"]).exists() and Path(v2["value"]).exists()
+    for info in (i1, i2):
+        assert "frames per second" in info["value"] and "mouth sharpness" in info["value"]
+    assert v3["value"] is None and "unavailable" in i3["value"] and "DH_LIVETALKING384_CHECKPOINT" in i3["value"]
 
 
 # ------------------------------------------------------------------------------------ through gradio_client
-def test_gradio_client_drives_all_four_api_names(client, short_speech):
+def test_gradio_client_drives_every_api_name(client, short_speech):
     from gradio_client import handle_file
 
     avatar = handle_file(str(DEFAULT_AVATAR))
-    video, info = client.predict("Hi.", "en", "auto", avatar, None, "96", api_name="/text_to_avatar")
-    assert _video_path(video).stat().st_size > 1000 and "96×96" in info
+    video, audio, info, notice, details = client.predict("Hi.", "en", "auto", avatar, None, "wav2lip96", "error",
+                                                         api_name="/text_to_avatar")
+    assert _video_path(video).stat().st_size > 1000 and "Wav2Lip 96" in info
 
-    video, info = client.predict(handle_file(str(short_speech)), avatar, None, "384", api_name="/audio_to_avatar")
+    video, audio, info, notice, details = client.predict(handle_file(str(short_speech)), avatar, None, "paper384",
+                                                         "error", api_name="/audio_to_avatar")
     assert _video_path(video).stat().st_size > 1000 and "384×384" in info
 
-    answer, _sugg, _video, timing, details, full = client.predict(
-        "身份证丢了怎么补办？", avatar, "96", "auto", api_name="/ask")
+    answer, _sugg, _video, timing, details, full, audio, notice, replay = client.predict(
+        "身份证丢了怎么补办？", avatar, "wav2lip96", "auto", api_name="/ask")
     assert "派出所" in answer and details["lang"] == "zh" and details["chunks"] >= 1
-    assert "first video chunk" in timing and Path(full).stat().st_size > 1000
+    assert "done" in timing and Path(full).stat().st_size > 1000 and Path(audio).stat().st_size > 1000
 
-    v96, i96, v384, i384 = client.predict("Hi.", None, avatar, None, "auto", api_name="/compare")
-    assert _video_path(v96).exists() and _video_path(v384).exists() and "clarity" in i96 and "clarity" in i384
+    out = client.predict("Hi.", None, avatar, None, "auto", ["wav2lip96", "paper384"], api_name="/compare")
+    assert _video_path(out[0]).exists() and _video_path(out[2]).exists() and "mouth sharpness" in out[1]
 
 
 def test_bad_input_shows_a_message_and_the_app_keeps_serving(client, tmp_path):
@@ -260,23 +256,26 @@ def test_bad_input_shows_a_message_and_the_app_keeps_serving(client, tmp_path):
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="type a question"):
-        client.predict("   ", handle_file(str(DEFAULT_AVATAR)), "96", "auto", api_name="/ask")
+        client.predict("   ", handle_file(str(DEFAULT_AVATAR)), "wav2lip96", "auto", api_name="/ask")
     blank = tmp_path / "wall.png"
-    shutil.copy(DEFAULT_AVATAR, blank)
     import cv2
 
     cv2.imwrite(str(blank), np.full((120, 120, 3), 200, np.uint8))
     with pytest.raises(AppError, match="No face found"):
-        client.predict("Hi.", "en", "auto", handle_file(str(blank)), None, "96", api_name="/text_to_avatar")
+        client.predict("Hi.", "en", "auto", handle_file(str(blank)), None, "wav2lip96", "error",
+                       api_name="/text_to_avatar")
     silent = tmp_path / "silent.wav"
     import soundfile as sf
 
     sf.write(silent, np.zeros(8000, np.float32), 16000)
     with pytest.raises(AppError, match="silent|no sound"):
-        client.predict(handle_file(str(silent)), handle_file(str(DEFAULT_AVATAR)), None, "96",
+        client.predict(handle_file(str(silent)), handle_file(str(DEFAULT_AVATAR)), None, "wav2lip96", "error",
                        api_name="/audio_to_avatar")
-    answer, *_ = client.predict("How do I get a social security card?", handle_file(str(DEFAULT_AVATAR)), "96",
-                                "auto", api_name="/ask")
+    with pytest.raises(AppError, match="DH_ASR_MODEL"):
+        client.predict(handle_file(str(ROOT / "examples" / "speech_en.ogg")), handle_file(str(DEFAULT_AVATAR)),
+                       "wav2lip96", "auto", api_name="/ask_voice")
+    answer, *_ = client.predict("How do I get a social security card?", handle_file(str(DEFAULT_AVATAR)),
+                                "wav2lip96", "auto", api_name="/ask")
     assert "bank branch" in answer  # still serving
 
 
@@ -284,11 +283,11 @@ def test_five_concurrent_jobs_all_complete_with_distinct_outputs(client):
     from gradio_client import handle_file
 
     texts = ["One.", "Two two.", "Three three three.", "Four.", "Five five."]
-    jobs = [client.submit(t, "en", "auto", handle_file(str(DEFAULT_AVATAR)), None, "96", api_name="/text_to_avatar")
-            for t in texts]
+    jobs = [client.submit(t, "en", "auto", handle_file(str(DEFAULT_AVATAR)), None, "wav2lip96", "error",
+                          api_name="/text_to_avatar") for t in texts]
     with ThreadPoolExecutor(5) as pool:
         results = list(pool.map(lambda j: j.result(timeout=240), jobs))
-    paths = [_video_path(v) for v, _ in results]
+    paths = [_video_path(r[0]) for r in results]
     assert all(p.stat().st_size > 1000 for p in paths)
     assert len({_digest(p) for p in paths}) == 5  # five different speeches -> five different videos
 
@@ -323,14 +322,15 @@ def test_browser_asks_a_question_sees_the_answer_and_switches_tabs(server):
             expect(page.get_by_text("Related questions")).to_be_visible()
             expect(page.locator("#ask_timing")).to_contain_text("done", timeout=120_000)  # whole answer rendered
             page.screenshot(path=str(ARTIFACTS / "app_ask.png"), full_page=True)
-            page.get_by_role("tab", name="96 vs 384").click()
-            expect(page.get_by_role("button", name="Compare 96 and 384")).to_be_visible()
+            page.get_by_role("tab", name="Compare models").click()
+            expect(page.get_by_role("button", name="Compare", exact=True)).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "app_compare.png"), full_page=True)
             page.get_by_role("tab", name="Status").click()
-            expect(page.get_by_text("Wav2Lip-384 weights")).to_be_visible()
+            expect(page.get_by_text("Lip-sync: Paper 384 (your weights)")).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "app_status.png"), full_page=True)
         finally:
             browser.close()
     (ARTIFACTS / "browser_timing.json").write_text(json.dumps(
         {"seconds_click_to_answer_text": round(t_text, 3), "seconds_click_to_first_visible_frame": round(t_frame, 3),
-         "model": 96, "weights": "random (tests)"}, indent=1))
+         "model": "wav2lip96", "weights": "random (tests)"}, indent=1))
     assert t_text < t_frame
