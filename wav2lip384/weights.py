@@ -250,8 +250,8 @@ def from_pretrained(spec: str | os.PathLike, *, device="cpu", dtype=None, what: 
 # ---------------------------------------------------------------------------------------------------------
 # Generators by registry id
 # ---------------------------------------------------------------------------------------------------------
-ProgressFn = Callable[[str, int, int | None], None]
-"""``progress(label, done_bytes, total_bytes or None)``, called while a file downloads (``label`` names it)."""
+ProgressFn = Callable[[int, int | None], None]
+"""``progress(done_bytes, total_bytes or None)``, called while a weights file downloads."""
 
 
 @dataclass
@@ -332,7 +332,7 @@ def _is_local_like(spec_str: str) -> bool:
             or (":" not in spec_str and p.suffix.lower() in PICKLE_SUFFIXES + (".safetensors",)))
 
 
-def _progress_tqdm(progress: ProgressFn, label: str):
+def _progress_tqdm(progress: ProgressFn):
     """A tqdm class that forwards huggingface_hub's byte counts to ``progress`` (huggingface_hub draws its
     download bar with the ``tqdm_class`` it is given; the app turns the calls into its own progress bar)."""
     from tqdm.auto import tqdm
@@ -341,11 +341,11 @@ def _progress_tqdm(progress: ProgressFn, label: str):
         def __init__(self, *args, **kwargs):
             kwargs["disable"] = False
             super().__init__(*args, **kwargs)
-            progress(label, 0, self.total)
+            progress(int(self.n), int(self.total) if self.total else None)
 
         def update(self, n=1):
             out = super().update(n)
-            progress(label, int(self.n), int(self.total) if self.total else None)
+            progress(int(self.n), int(self.total) if self.total else None)
             return out
 
     return _Forward
@@ -365,7 +365,7 @@ def _download(hub: HubFile, *, what: str, how: str, progress: ProgressFn | None)
                               f"the local cache. {how}")
     kwargs = {}
     if progress is not None:
-        kwargs["tqdm_class"] = _progress_tqdm(progress, f"{hub.repo_id}:{hub.filename}")
+        kwargs["tqdm_class"] = _progress_tqdm(progress)
     t = time.perf_counter()
     try:
         path = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, **kwargs))
@@ -470,7 +470,7 @@ def load_generator(model: str | int = "wav2lip96", spec: str | os.PathLike | Non
     ``spec``: a local ``.pth``/``.safetensors`` file, one of our folders, or a Hub reference; None or "" =
     the registry's default weights (none for ``paper384``: a clear error says how to get them).
     ``cache_dir``: where the weights-only safetensors copy of a ``.pth`` is written on its first load and read
-    on later ones (None: no copy). ``progress(label, done_bytes, total_bytes)`` follows a Hub download.
+    on later ones (None: no copy). ``progress(done_bytes, total_bytes)`` follows a Hub download.
     The returned module carries ``load_info`` (:class:`LoadInfo`). Any failure is one :class:`UserFacingError`.
     """
     import torch
