@@ -34,6 +34,7 @@ class ModelCatalog:
         self.cache_dir = Path(cache_dir)
         self._lock = threading.Lock()
         self._pipes: dict[str, Any] = {}
+        self._downloads: dict[str, tuple[int, int]] = {}  # model id -> (bytes done, total) while downloading
         self._store = None  # one avatar store shared by every model: an avatar is prepared once
         self._detector = None
 
@@ -52,9 +53,10 @@ class ModelCatalog:
         if not ckpt:
             return False, f"{spec.title} is not configured. {how_to_configure(spec)}"
         try:
-            from wav2lip384.weights import weights_status
+            from wav2lip384.weights import generator_status
 
-            ok, msg = weights_status(ckpt, spec.img_size)  # TODO(lead): per-id status once weights.py has it
+            st = generator_status(spec.id, ckpt)
+            ok, msg = st.available, st.message
         except UserFacingError as err:
             ok, msg = False, str(err)
         except ImportError as err:  # an incomplete checkout: the app still starts and says what is missing
@@ -95,16 +97,40 @@ class ModelCatalog:
     def loaded(self, model: str | int) -> bool:
         return self.spec(model).id in self._pipes
 
+    def download_state(self, model: str | int) -> str:
+        """'' or e.g. 'downloading 412 of 2070 MB' while the model's weights are being fetched."""
+        done_total = self._downloads.get(self.spec(model).id)
+        if not done_total:
+            return ""
+        done, total = done_total
+        return f"downloading {done / 2**20:.0f} of {total / 2**20:.0f} MB" if total else f"downloading {done / 2**20:.0f} MB"
+
     def pipeline(self, model: str | int, progress=None):
-        """The loaded pipeline of ``model`` (loads once; ``progress(done_bytes, total_bytes)`` while downloading)."""
+        """The loaded pipeline of ``model`` (loads once). While its weights download, the Status panel shows
+        the progress and ``progress(label, done_bytes, total_bytes)`` is called too. A model that cannot be
+        loaded raises :class:`ModelUnavailableError` (the app then still speaks the answer)."""
         model = self.require(model)
         detector, store = self.detector(), self.avatar_store()
+
+        def on_download(label, done, total=None):
+            self._downloads[model] = (int(done), int(total or 0))
+            if progress is not None:
+                progress(label, done, total)
+
         with self._lock:
             if model not in self._pipes:
                 from wav2lip384.pipeline import LipSyncPipeline
 
-                self._pipes[model] = LipSyncPipeline.from_pretrained(
-                    model=model, checkpoint=self.checkpoint(model), detector=detector, device=self.settings.device,
-                    cache_dir=self.cache_dir, avatar_cache=store, max_audio_seconds=self.settings.max_audio_seconds,
-                    show_progress=False, download_progress=progress)
+                try:
+                    self._pipes[model] = LipSyncPipeline.from_pretrained(
+                        model=model, checkpoint=self.checkpoint(model), detector=detector,
+                        device=self.settings.device, cache_dir=self.cache_dir, avatar_cache=store,
+                        max_audio_seconds=self.settings.max_audio_seconds, show_progress=False,
+                        download_progress=on_download)
+                except ModelUnavailableError:
+                    raise
+                except UserFacingError as err:  # weights unreadable / not downloadable: the app degrades
+                    raise ModelUnavailableError(str(err)) from err
+                finally:
+                    self._downloads.pop(model, None)
             return self._pipes[model]

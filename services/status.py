@@ -23,7 +23,7 @@ def model_rows(svc: AppServices) -> list[StatusItem]:
         ckpt = svc.models.checkpoint(model)
         published = bool(spec.default_weights) and ckpt == spec.default_weights
         where = ("published weights " + ckpt) if published else (f"your weights: {ckpt}" if ckpt else "no weights")
-        state = ("loaded" if svc.models.loaded(model) else "ready") if ok else (
+        state = ("loaded" if svc.models.loaded(model) else (svc.models.download_state(model) or "ready")) if ok else (
             "not configured" if not ckpt else "unavailable")
         details = f"{where} · licence: {spec.license or '—'} · {spec.quality}"
         rows.append(StatusItem(f"Lip-sync: {spec.title}", ok, state, "" if ok else msg, details))
