@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
         s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
         s.add_argument("--resume", default=None, help="a checkpoint (.pt) to continue from, or 'auto' = OUT/last.pt")
-        s.add_argument("--no-cache-frames", action="store_true", help="read JPEGs from disk for every sample")
+        s.add_argument("--cache-mb", type=float, default=256.0,
+                       help="decoded frames/mels cached per process (each DataLoader worker has its own; frames "
+                            "stream from disk, memory does not grow with the dataset); 0 = no cache")
         s.add_argument("--tiny", action="store_true",
                        help="tiny 32px architectures (smoke runs/tests; data must be preprocessed at --size 32)")
         if name == "generator":
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.task == "syncnet":
             from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
 
-            tcfg = SyncNetTrainConfig(data=args.data, size=size, lr=args.lr, cache_frames=not args.no_cache_frames,
+            tcfg = SyncNetTrainConfig(data=args.data, size=size, lr=args.lr, cache_mb=args.cache_mb,
                                       model=tiny.tiny_syncnet_config().to_dict() if args.tiny else None)
             task = SyncNetTask(tcfg, seed=args.seed)
         else:
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 data=args.data, syncnet=args.syncnet, size=size, lr=args.lr, gan=args.gan, sync_wt=args.sync_wt,
                 sync_enable_below=args.sync_enable_below, sync_enable_after=args.sync_enable_after,
                 disc_wt=args.disc_wt,
-                cache_frames=not args.no_cache_frames,
+                cache_mb=args.cache_mb,
                 model=tiny.tiny_generator_config().to_dict() if args.tiny else None,
                 disc_model=tiny.tiny_discriminator_config().to_dict() if args.tiny else None)
             task = GeneratorTask(tcfg, seed=args.seed)

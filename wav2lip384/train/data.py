@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,27 +79,69 @@ def no_clips_message(data_dir, split: str) -> str:
     return msg + "See its preprocess_report.json"
 
 
-class ClipStore:
-    """Frames and mel spectrograms of clips, read lazily and cached in memory (clips are short).
+class _ByteLRU:
+    """A least-recently-used cache bounded by the bytes of the numpy arrays it holds.
 
-    ``cache_frames=False`` reads JPEGs from disk on every access (large 384 datasets).
+    Hand-written (20 lines over ``OrderedDict``): ``functools.lru_cache`` bounds entries, not bytes, and the
+    project has no cache library (cachetools' ``getsizeof`` would do it).
     """
 
-    def __init__(self, clips: list[Clip], size: int, cache_frames: bool = True):
-        self.clips, self.size, self.cache_frames = clips, size, cache_frames
-        self._frames: dict[int, np.ndarray] = {}
-        self._mels: dict[int, np.ndarray] = {}
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = int(max_bytes), 0
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key, value: np.ndarray) -> None:
+        if value.nbytes > self.max_bytes:
+            return  # larger than the whole budget: not cached
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old.nbytes
+        self._items[key] = value
+        self.bytes += value.nbytes
+        while self.bytes > self.max_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= dropped.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ClipStore:
+    """Frames and mel spectrograms of clips, decoded from disk on demand, with a bounded cache.
+
+    Frames stream: each access decodes the JPEGs it needs; decoded frames and mels go into one LRU cache of
+    at most ``cache_mb`` MB *per process* (every DataLoader worker has its own, so a run holds at most
+    ``(workers + 1) * cache_mb``, whatever the dataset's size; 0 disables it). Memory is flat in the dataset
+    size: the paper's 300 min at 384 px would be ~200 GB of decoded frames, which an unbounded per-worker
+    cache (this class's earlier behaviour) tried to hold. A mel costs ~26 kB per second of audio and is
+    recomputed (~ms per clip) when evicted.
+    """
+
+    def __init__(self, clips: list[Clip], size: int, cache_mb: float = 256.0):
+        self.clips, self.size = clips, size
+        self.cache = _ByteLRU(int(cache_mb * 2**20))
 
     def mel(self, k: int) -> np.ndarray:
         """(n_mel_frames, 80) float32 Wav2Lip mel of clip k (time first, as the original's crop code)."""
-        if k not in self._mels:
+        m = self.cache.get(("mel", k))
+        if m is None:
             from wav2lip384 import audio
 
             wav = audio.load_audio(self.clips[k].dir / "audio.wav")
-            self._mels[k] = np.ascontiguousarray(audio.melspectrogram(wav).T, dtype=np.float32)
-        return self._mels[k]
+            m = np.ascontiguousarray(audio.melspectrogram(wav).T, dtype=np.float32)
+            self.cache.put(("mel", k), m)
+        return m
 
     def _read(self, k: int, i: int) -> np.ndarray:
+        img = self.cache.get(("frame", k, i))
+        if img is not None:
+            return img
         import cv2
 
         img = cv2.imread(str(self.clips[k].dir / f"{i:05d}.jpg"), cv2.IMREAD_COLOR)  # (H, W, 3) BGR uint8
@@ -106,14 +149,11 @@ class ClipStore:
             raise UserFacingError(f"missing frame {i} of clip {self.clips[k].id} in {self.clips[k].dir}")
         if img.shape[0] != self.size or img.shape[1] != self.size:
             img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        self.cache.put(("frame", k, i), img)
         return img
 
     def frames(self, k: int, start: int, n: int = T) -> np.ndarray:
-        """(n, H, W, 3) uint8 BGR frames start..start+n-1 of clip k."""
-        if self.cache_frames:
-            if k not in self._frames:
-                self._frames[k] = np.stack([self._read(k, i) for i in range(self.clips[k].n_frames)])
-            return self._frames[k][start:start + n]
+        """(n, H, W, 3) uint8 BGR frames start..start+n-1 of clip k (a new array: callers may modify it)."""
         return np.stack([self._read(k, i) for i in range(start, start + n)])
 
     def mel_window(self, k: int, frame: int) -> np.ndarray | None:
@@ -138,12 +178,12 @@ def stack_lower_half(frames: np.ndarray) -> np.ndarray:
 
 
 class _Base:
-    def __init__(self, data_dir, split: str, size: int, seed: int, cache_frames: bool = True):
+    def __init__(self, data_dir, split: str, size: int, seed: int, cache_mb: float = 256.0):
         self.clips = load_clips(data_dir, split, size=size)
         self.manifest = read_manifest(data_dir)
         if not self.clips:
             raise UserFacingError(no_clips_message(data_dir, split))
-        self.store = ClipStore(self.clips, size, cache_frames)
+        self.store = ClipStore(self.clips, size, cache_mb)
         self.size, self.seed, self.split = size, seed, split
 
     def __len__(self) -> int:  # nominal: samples are drawn, not enumerated
@@ -177,8 +217,8 @@ class SyncPairs(_Base):
     """
 
     def __init__(self, data_dir, split: str, size: int, seed: int = 0, sampling: SyncSampling = SyncSampling(),
-                 cache_frames: bool = True):
-        super().__init__(data_dir, split, size, seed, cache_frames)
+                 cache_mb: float = 256.0):
+        super().__init__(data_dir, split, size, seed, cache_mb)
         self.sampling = sampling
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
@@ -226,8 +266,8 @@ class GeneratorWindows(_Base):
     """
 
     def __init__(self, data_dir, split: str, size: int, seed: int = 0, sampling: GenSampling = GenSampling(),
-                 cache_frames: bool = True):
-        super().__init__(data_dir, split, size, seed, cache_frames)
+                 cache_mb: float = 256.0):
+        super().__init__(data_dir, split, size, seed, cache_mb)
         self.sampling = sampling
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:

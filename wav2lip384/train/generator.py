@@ -54,7 +54,7 @@ class GeneratorTrainConfig:
     sync_enable_after: int = 0  # force the sync loss on at this step if the rule has not fired (0 = never)
     disc_wt: float = 0.07
     sampling: GenSampling = field(default_factory=GenSampling)
-    cache_frames: bool = True
+    cache_mb: float = 256.0  # decoded frames/mels cached per process (data.ClipStore); 0 = none
     model: dict[str, Any] | None = None  # GeneratorConfig.to_dict() override (tiny runs)
     disc_model: dict[str, Any] | None = None  # DiscriminatorConfig.to_dict() override
 
@@ -124,7 +124,7 @@ class GeneratorTask:
 
     def _dataset(self, split):
         return GeneratorWindows(self.cfg.data, split, self.cfg.generator_config().img_size, self.seed,
-                                self.cfg.sampling, self.cfg.cache_frames)
+                                self.cfg.sampling, self.cfg.cache_mb)
 
     def train_dataset(self):
         if self._train is None:

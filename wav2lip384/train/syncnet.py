@@ -28,7 +28,7 @@ class SyncNetTrainConfig:
     size: int = 96  # 96 | 384 (must match the preprocessed data)
     lr: float = 1e-4  # the original color_syncnet_train's Adam learning rate
     sampling: SyncSampling = field(default_factory=SyncSampling)
-    cache_frames: bool = True
+    cache_mb: float = 256.0  # decoded frames/mels cached per process (data.ClipStore); 0 = none
     model: dict[str, Any] | None = None  # SyncNetConfig.to_dict() override (tiny runs); None: for_size(size)
 
     def model_config(self):
@@ -71,13 +71,13 @@ class SyncNetTask:
     def train_dataset(self):
         if self._train is None:
             self._train = SyncPairs(self.cfg.data, "train", self.cfg.model_config().img_size, self.seed,
-                                    self.cfg.sampling, self.cfg.cache_frames)
+                                    self.cfg.sampling, self.cfg.cache_mb)
         return self._train
 
     def val_dataset(self):
         if self._val is None:  # no validation clips: UserFacingError saying what to do (the loop refuses to start)
             self._val = SyncPairs(self.cfg.data, "val", self.cfg.model_config().img_size, self.seed,
-                                  self.cfg.sampling, self.cfg.cache_frames)
+                                  self.cfg.sampling, self.cfg.cache_mb)
         return self._val
 
     def losses(self, models, batch, step):
