@@ -4,17 +4,17 @@
 generic error. Users of a Space or of this repo offline deserve a one-line answer instead, so we:
 1. accept a local file path as-is;
 2. try the local HF cache first (``local_files_only=True``; instant);
-3. probe DNS for the Hub endpoint once per process (short timeout) before downloading;
+3. probe DNS for the Hub endpoint (short timeout) before downloading; a failure is re-probed after 30 s;
 4. turn any failure into a :class:`~common.errors.UserFacingError` that names the repo, the file and
    how to supply the file locally (``how_to_fix``).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -45,9 +45,8 @@ class HubFile:
         return f"{self.repo_id}:{self.filename}"
 
 
-@functools.lru_cache(maxsize=1)
-def hub_reachable(timeout_s: float = 2.0) -> bool:
-    """True when the Hub endpoint's host name resolves within ``timeout_s`` (cached for the process).
+def _probe_dns(timeout_s: float) -> bool:
+    """True when the Hub endpoint's host name resolves within ``timeout_s``.
 
     ``getaddrinfo`` ignores socket timeouts, so it runs in a daemon thread we stop waiting for: a network
     whose DNS hangs costs ``timeout_s``, not minutes.
@@ -68,6 +67,36 @@ def hub_reachable(timeout_s: float = 2.0) -> bool:
     worker.start()
     worker.join(timeout_s)
     return bool(outcome and outcome[0])
+
+
+class _Reachability:
+    """Whether the Hub can be reached, probed at most once per ``retry_after_s`` after a failure.
+
+    A success is kept for the life of the process; a failure only for ``retry_after_s`` (one DNS hiccup at boot
+    must not disable the Hub until a restart). Callers use the module's one instance, :data:`hub_reachable`.
+    """
+
+    def __init__(self, retry_after_s: float = 30.0):
+        self.retry_after_s = retry_after_s
+        self._lock = threading.Lock()
+        self._state: tuple[bool, float] | None = None  # (reachable, monotonic time of the probe)
+
+    def __call__(self, timeout_s: float = 2.0) -> bool:
+        with self._lock:
+            state = self._state
+            if state is not None and (state[0] or time.monotonic() - state[1] < self.retry_after_s):
+                return state[0]
+        ok = _probe_dns(timeout_s)  # outside the lock: a hanging DNS must not block other threads' cached answers
+        with self._lock:
+            self._state = (ok, time.monotonic())
+        return ok
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._state = None
+
+
+hub_reachable = _Reachability()
 
 
 def resolve_file(spec: str | os.PathLike, *, default_filename: str | None = None, what: str = "file",

@@ -107,3 +107,22 @@ def test_cli_push_offline_exits_2(trained, tmp_path):
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     assert "model.safetensors" in json.loads(proc.stdout)["files"]
+
+
+def test_hub_reachability_is_probed_again_after_a_failure(monkeypatch):
+    from common import hub
+
+    answers = iter([False, True])
+    calls = []
+
+    def fake_probe(timeout_s):
+        calls.append(timeout_s)
+        return next(answers)
+
+    monkeypatch.setattr(hub, "_probe_dns", fake_probe)
+    probe = hub._Reachability(retry_after_s=0.05)
+    assert probe() is False and probe() is False and len(calls) == 1  # a failure is kept a little while...
+    import time
+
+    time.sleep(0.06)
+    assert probe() is True and probe() is True and len(calls) == 2  # ...then probed again; success is kept
