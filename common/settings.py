@@ -13,7 +13,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 
-def _default_cache() -> str:
+PERSISTENT_VOLUME = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it
+
+
+def _default_cache(persistent: Path = PERSISTENT_VOLUME) -> str:
+    """Caches (converted weights, prepared avatars, the QA index) outlive a Space restart when a persistent
+    volume is mounted; elsewhere they follow XDG_CACHE_HOME (~/.cache)."""
+    if persistent.is_dir() and os.access(persistent, os.W_OK):
+        return str(persistent / "digital-human")
     return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "digital-human")
 
 

@@ -111,3 +111,12 @@ def test_app_serves_http_on_loopback_within_30_seconds(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert f"127.0.0.1:{port}" in out  # binds to loopback by default and prints the address
+
+
+def test_caches_live_on_a_persistent_volume_when_one_is_mounted(tmp_path):
+    from common.settings import _default_cache
+
+    volume = tmp_path / "data"
+    assert not _default_cache(volume).startswith(str(volume))  # no volume: ~/.cache (or XDG_CACHE_HOME)
+    volume.mkdir()
+    assert _default_cache(volume) == str(volume / "digital-human")
