@@ -55,6 +55,34 @@ footer {display: none !important;}
 """
 
 
+# Measured in the visitor's browser: from the click on Ask (or Enter in the question) to the first frame of the
+# answer video actually playing. Media events do not bubble, so the listener captures at the document.
+CLIENT_JS = """
+() => {
+  const out = () => document.querySelector('#ask_first_frame');
+  const mark = () => {
+    window.__dhAskT0 = performance.now();
+    window.__dhFirstFrameS = null;
+    const el = out(); if (el) el.textContent = '';
+  };
+  document.addEventListener('click', (e) => {
+    if (e.target.closest && e.target.closest('#ask_btn, #ask_voice_btn, #suggestions')) mark();
+  }, true);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && e.target.closest && e.target.closest('#question')) mark();
+  }, true);
+  document.addEventListener('playing', (e) => {
+    const v = e.target;
+    if (!(v instanceof HTMLMediaElement) || !v.closest('#ask_video, #ask_audio')) return;
+    if (window.__dhAskT0 == null || window.__dhFirstFrameS != null) return;
+    window.__dhFirstFrameS = (performance.now() - window.__dhAskT0) / 1000;
+    const what = v instanceof HTMLVideoElement ? 'First frame on your screen' : 'Answer audible';
+    const el = out(); if (el) el.textContent = what + ' after ' + window.__dhFirstFrameS.toFixed(2) + ' s (measured in this browser)';
+  }, true);
+}
+"""
+
+
 def streaming_available() -> bool:
     """Gradio's streaming video output muxes chunks into HLS with the system ffmpeg + ffprobe."""
     return bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
@@ -201,13 +229,14 @@ class Handlers:
             else round(up.seconds_to_first_speech, 3),
             "seconds_to_first_chunk": None if up.seconds_to_first_chunk is None else round(up.seconds_to_first_chunk, 3),
             "notice": up.notice, "warnings": list(up.warnings),
+            "seconds_of_speech": None if up.speech_seconds is None else round(up.speech_seconds, 3),
         }
 
     @staticmethod
     def _timing_md(up: AskUpdate) -> str:
         s = f"Answer found in {up.seconds_to_answer:.2f} s"
         if up.seconds_to_first_chunk is not None:
-            s += f" · video started after {up.seconds_to_first_chunk:.2f} s"
+            s += f" · first video ready after {up.seconds_to_first_chunk:.2f} s"
         elif not up.done:
             s += " · preparing the spoken answer…"
         if up.done:
@@ -329,17 +358,17 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
             with gr.Tab("Ask the assistant", id="ask"):
                 with gr.Row():
                     with gr.Column(scale=5):
-                        q_text = gr.Textbox(label="Your question · 您的问题", lines=2, max_length=500,
+                        q_text = gr.Textbox(label="Your question · 您的问题", lines=2, max_length=500, elem_id="question",
                                             placeholder="e.g. 身份证丢了怎么补办？ / How do I apply for a residence permit?")
                         with gr.Row(equal_height=True):
                             q_model = _model_picker(svc, prefer=registry.DEFAULT_MODEL)  # answers stream: speed first
                             q_photo = gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None,
                                                type="filepath", label="Avatar", height=140, scale=0)
-                        q_btn = gr.Button("Ask", variant="primary")
+                        q_btn = gr.Button("Ask", variant="primary", elem_id="ask_btn")
                         with gr.Accordion("…or ask by voice · 语音提问", open=False):
                             q_voice = gr.Audio(sources=["microphone", "upload"], type="filepath",
                                                label="Your spoken question (Chinese or English)")
-                            q_voice_btn = gr.Button("Ask what I said")
+                            q_voice_btn = gr.Button("Ask what I said", elem_id="ask_voice_btn")
                         q_answer = gr.Markdown("*The answer appears here as soon as it is found.*", elem_id="answer")
                         q_sugg = gr.Radio([], label="Related questions · 相关问题 (click to ask)", visible=False,
                                           elem_id="suggestions")
@@ -355,6 +384,8 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                         q_replay = gr.Video(label="The whole answer (replay)", interactive=False, visible=False,
                                             elem_id="ask_replay", format="mp4")
                         q_timing = gr.Markdown(elem_classes="figure", elem_id="ask_timing")
+                        # filled by CLIENT_JS in the browser: what the visitor saw, not what the server sent
+                        gr.HTML('<span id="ask_first_frame" class="figure"></span>')
                         q_file = gr.File(label="The whole spoken answer (mp4)", interactive=False)
                         with gr.Accordion("Details", open=False):
                             q_details = gr.JSON(label="answer")
@@ -452,7 +483,7 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
 
 def launch_kwargs(settings: Settings) -> dict:
     """Styling and server options for ``launch()`` (Gradio 6: theme/css belong to launch)."""
-    return {"theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="blue"), "css": CSS,
+    return {"theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="blue"), "css": CSS, "js": CLIENT_JS,
             "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
             # refused while uploading, before anything is stored

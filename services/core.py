@@ -57,6 +57,7 @@ class AppServices:
         self._assistant_error = ""
         self.first_chunk_s = 0.6  # seconds of speech in the first streamed chunk (time to first frame)
         self.chunk_s = 3.0  # at most this much speech per later chunk
+        self.playback_margin_s = 0.5  # streamed playback starts this far behind rendering, at least
 
     def close(self) -> None:
         self.dirs.close()
@@ -361,49 +362,54 @@ class AppServices:
 
         from tts import to_lipsync_audio
 
+        # The whole answer is synthesised first (the voice runs ~100x faster than lip-sync), so its length is
+        # known and playback can start only when rendering is safely ahead of it (see release_at below).
         engines: list[str] = []
-        t_speech: list[float] = []
         waves: list[np.ndarray] = []
-
-        def segments() -> Iterator[tuple[np.ndarray, int]]:
-            first = True
-            for sp in self.tts().stream(answer.text, lang=lang,
-                                        engine=None if engine in (None, "", "auto") else engine):
-                if not t_speech:
-                    t_speech.append(time.perf_counter() - t0)
-                engines.append(sp.engine)
-                wave = to_lipsync_audio(sp.wave, sp.sample_rate)
-                waves.append(wave)
-                for piece in split_speech(wave, 16000, first_s=self.first_chunk_s if first else self.chunk_s,
-                                          max_s=self.chunk_s):
-                    yield piece, 16000
-                first = False
-
+        pieces: list[np.ndarray] = []
+        for k, sp in enumerate(self.tts().stream(answer.text, lang=lang,
+                                                 engine=None if engine in (None, "", "auto") else engine)):
+            engines.append(sp.engine)
+            wave = to_lipsync_audio(sp.wave, sp.sample_rate)
+            waves.append(wave)
+            pieces += split_speech(wave, 16000, first_s=self.first_chunk_s if k == 0 else self.chunk_s,
+                                   max_s=self.chunk_s)
+        t_speech = time.perf_counter() - t0
+        engine_used = "+".join(sorted(set(engines)))
+        total_s = sum(len(p) for p in pieces) / 16000.0
         chunks: list[Path] = []
+        held: list[Path] = []
         t_first = None
+        rendered_s = 0.0
+        t_render = time.perf_counter()
         try:
-            for i, chunk in enumerate(pipe.stream(avatar_path, segments(), out_dir)):
-                if t_first is None:
-                    t_first = time.perf_counter() - t0
+            for i, chunk in enumerate(pipe.stream(avatar_path, ((p, 16000) for p in pieces), out_dir)):
                 chunks.append(Path(chunk))
-                yield AskUpdate(answer=answer, chunk=Path(chunk), index=i, seconds_to_answer=t_answer,
-                                seconds_to_first_chunk=t_first, seconds_to_first_speech=t_speech[0],
-                                engine="+".join(sorted(set(engines))), model=model)
+                held.append(Path(chunk))
+                rendered_s += len(pieces[i]) / 16000.0
+                rate = rendered_s / max(time.perf_counter() - t_render, 1e-6)  # video seconds per wall second
+                if t_first is not None or rendered_s >= release_at(total_s, rate, self.playback_margin_s):
+                    if t_first is None:
+                        t_first = time.perf_counter() - t0
+                    for c in held:  # the player queues chunks; none replaces another
+                        yield AskUpdate(answer=answer, chunk=c, index=len(chunks) - len(held),
+                                        seconds_to_answer=t_answer, seconds_to_first_chunk=t_first,
+                                        seconds_to_first_speech=t_speech, engine=engine_used, model=model)
+                    held = []
         except Exception as err:  # the answer stays useful: speak it, say what failed
             if isinstance(err, UserFacingError) and not _is_model_problem(err):
                 raise
             log.exception("lip-sync of the answer failed")
-            audio, used = self._speak_whole(answer.text, lang, engine, out_dir)
-            yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=used, model=model,
+            audio = write_wav(np.concatenate(waves), 16000, out_dir / "answer.wav")
+            yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=engine_used, model=model,
                             notice=f"The video could not be made ({err}); here is the spoken answer.", done=True,
                             seconds_to_first_chunk=t_first)
             return
         full = concat_videos(chunks, out_dir / "answer.mp4") if chunks else None
         audio = write_wav(np.concatenate(waves), 16000, out_dir / "answer.wav") if waves else None
         yield AskUpdate(answer=answer, chunk=None, index=len(chunks), seconds_to_answer=t_answer,
-                        seconds_to_first_chunk=t_first, seconds_to_first_speech=t_speech[0] if t_speech else None,
-                        final_video=full, audio=audio, engine="+".join(sorted(set(engines))), model=model, done=True)
-
+                        seconds_to_first_chunk=t_first, seconds_to_first_speech=t_speech, final_video=full,
+                        audio=audio, engine=engine_used, model=model, done=True, speech_seconds=total_s)
 
     def _ask_audio_first(self, answer, avatar: Path, model: str, engine: str | None, out_dir: Path, t0: float,
                          t_answer: float) -> Iterator[AskUpdate]:
@@ -428,6 +434,16 @@ class AppServices:
         yield AskUpdate(answer=answer, index=1, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech,
                         seconds_to_first_chunk=time.perf_counter() - t0, final_video=res.path, audio=audio,
                         engine=sp.engine, model=model, warnings=res.warnings, done=True)
+
+
+def release_at(total_s: float, rate: float, margin_s: float) -> float:
+    """Seconds of video that must be rendered before streamed playback may start, so that it never catches up
+    with rendering: with a render rate ``rate`` (video seconds per wall second) playback started at ``R0``
+    rendered seconds stays ``margin_s`` behind until the end iff ``R0 >= total - rate * (total - margin)``
+    (and at least ``margin_s``). A renderer faster than real time (rate >= 1) needs only the margin; a slow
+    one buffers more of the answer first. Never more than the whole answer."""
+    need = max(margin_s, total_s - rate * max(total_s - margin_s, 0.0))
+    return min(need, total_s)
 
 
 def _is_model_problem(err: UserFacingError) -> bool:

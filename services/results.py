@@ -88,3 +88,4 @@ class AskUpdate:
     notice: str = ""  # lip-sync unavailable / failed: the answer is still spoken (audio)
     warnings: list[str] = field(default_factory=list)
     done: bool = False  # the last update of this answer
+    speech_seconds: float | None = None  # length of the spoken answer (set on the last update)

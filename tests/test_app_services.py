@@ -263,3 +263,15 @@ def test_ask_handler_refuses_an_empty_question_before_loading_anything(svc):
     with pytest.raises(gr.Error, match="type a question"):
         next(gradio_errors(Handlers(svc).ask)("  ", str(DEFAULT_AVATAR), "96", "auto"))
     assert svc._assistant is None  # nothing heavy was loaded for a bad request
+
+
+def test_streamed_playback_starts_only_when_rendering_stays_ahead():
+    from services.core import release_at
+
+    assert release_at(10.0, 2.0, 0.5) == 0.5  # faster than real time: only the margin
+    # half real time: start at R0 = 10 - 0.5 * 9.5 = 5.25 s; playback then ends exactly margin behind rendering
+    r0 = release_at(10.0, 0.5, 0.5)
+    assert r0 == pytest.approx(5.25)
+    t_end = (10.0 - r0) / 0.5  # wall seconds until rendering finishes
+    assert t_end + 0.5 <= 10.0 + 1e-9  # played seconds by then (t_end) stay margin behind the 10 s rendered
+    assert release_at(10.0, 0.01, 0.5) <= 10.0 and release_at(0.3, 3.0, 0.5) == 0.3
