@@ -107,15 +107,15 @@ class ModelCatalog:
 
     def pipeline(self, model: str | int, progress=None):
         """The loaded pipeline of ``model`` (loads once). While its weights download, the Status panel shows
-        the progress and ``progress(label, done_bytes, total_bytes)`` is called too. A model that cannot be
+        the progress and ``progress(done_bytes, total_bytes)`` is called too. A model that cannot be
         loaded raises :class:`ModelUnavailableError` (the app then still speaks the answer)."""
         model = self.require(model)
         detector, store = self.detector(), self.avatar_store()
 
-        def on_download(label, done, total=None):
+        def on_download(done, total=None):
             self._downloads[model] = (int(done), int(total or 0))
             if progress is not None:
-                progress(label, done, total)
+                progress(done, total)
 
         with self._lock:
             if model not in self._pipes:
