@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,6 +104,42 @@ def test_generator_samples_have_the_paper_inputs(clips, expert):
     assert (s["x"][:3, :, 16:] == 0).all()  # lower half of the target frames zeroed
     assert (s["x"][:3, :, :16] == s["gt"][:, :, :16]).all()  # upper half kept
     assert s["x"][3:].any()  # reference frames present
+
+
+def test_syncnet_negatives_are_same_clip_shifts_with_near_misses_as_the_original(clips):
+    ds = _sync_task(clips).train_dataset()
+    draws = [ds.draw(i) for i in range(600)]
+    pos = [d for d in draws if d.label == 1.0]
+    neg = [d for d in draws if d.label == 0.0]
+    assert 0.4 < len(pos) / len(draws) < 0.6  # random.choice([True, False])
+    assert all(d.face_start == d.audio_start for d in pos)
+    assert all(d.audio_clip == d.clip and d.face_start != d.audio_start for d in neg)  # same clip, faces moved
+    shifts = {abs(d.face_start - d.audio_start) for d in neg}
+    assert {1, 2, 3, 4} <= shifts and max(shifts) > 20  # near misses and far ones
+    s = ds[0]
+    assert s["mel"].shape == (1, 80, 16) and s["faces"].shape == (15, 16, 32)
+
+
+def test_generator_mels_use_the_original_alignment_and_the_inference_rule(clips, expert):
+    from wav2lip384 import audio
+    from wav2lip384.train.data import INDIV_MEL_OFFSET, inference_window_start
+
+    assert INDIV_MEL_OFFSET == -1
+    ds = _gen_task(clips, expert).train_dataset()
+    for index in range(6):
+        k, start, _ = ds.draw(index)
+        assert start >= 1  # the original rejects windows whose first frame has no previous frame
+        s = ds[index]
+        mel = audio.melspectrogram(audio.load_audio(ds.clips[k].dir / "audio.wav"))  # (80, T)
+        today = audio.mel_windows(mel, 25.0)  # what inference feeds frame i today: (N, 80, 16)
+        assert np.array_equal(s["mel"][0], today[start])  # expert window: starts at the first frame
+        for j in range(5):
+            frame = start + j
+            b = inference_window_start(frame, 25.0)
+            assert np.array_equal(s["indiv_mels"][j, 0], mel[:, b:b + 16])  # the rule inference should use
+            assert np.array_equal(s["indiv_mels"][j, 0], today[frame - 1])  # = today's window of the frame before
+    assert inference_window_start(0, 25.0) == 0 and inference_window_start(10, 25.0) == 28  # clamped; int(80*0.36)
+    assert inference_window_start(10, 30.0) == int(80 * (10 / 30 - 0.04) + 1e-6)  # 40 ms earlier at any frame rate
 
 
 def _train(task, out, steps, resume=None):
@@ -233,7 +270,7 @@ def test_ddp_two_processes_gloo_cpu(clips, tmp_path):
            "-m", "wav2lip384.train", "syncnet", "--tiny", "--data", str(clips), "--out", str(out),
            "--steps", "3", "--batch-size", "4", "--eval-every", "3", "--log-every", "1", "--val-samples", "4",
            "--threads", "1", "--device", "cpu"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)  # slow under load
     assert proc.returncode == 0, [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln][-10:]
     result = json.loads(proc.stdout)
     assert result["world_size"] == 2 and result["step"] == 3

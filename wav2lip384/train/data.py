@@ -158,9 +158,13 @@ class ClipStore:
 
     def mel_window(self, k: int, frame: int) -> np.ndarray | None:
         """(1, 80, 16) mel window starting at video frame ``frame``, or None if it runs past the audio."""
+        from wav2lip384.audio import mel_start
+
         m = self.mel(k)
-        start = int(MEL_PER_FRAME * frame)  # the original's int(80 * frame / fps)
-        if start < 0 or start + MEL_STEP > len(m):
+        if frame < 0:
+            return None
+        start = mel_start(frame, FPS)  # int(80 * frame / fps): the original's, and inference's formula
+        if start + MEL_STEP > len(m):
             return None
         return m[start:start + MEL_STEP].T[None].copy()
 
@@ -201,18 +205,80 @@ class _Base:
         return np.random.default_rng((self.seed, 1 if self.split == "val" else 0, int(index)))
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Sampling and mel/frame alignment: the original Wav2Lip's (Rudrabha/Wav2Lip), the facts and the choices.
+#
+# SyncNet (``color_syncnet_train.py``, ``Dataset.__getitem__``): a clip is drawn uniformly; an anchor frame
+# ``img_name`` and a different frame ``wrong_img_name`` are drawn uniformly from *all* frames of that same
+# clip (``while wrong_img_name == img_name``); with probability 1/2 the 5 faces start at the anchor (label 1),
+# else at the wrong frame (label 0); the mel window *always* starts at the anchor
+# (``crop_audio_window(orig_mel, img_name)``: ``int(80 * frame / fps)``, 16 mel frames); a draw whose 5-frame
+# window or mel runs past the clip's end is redrawn. So negatives are same-clip, any offset from 1 frame
+# (40 ms) up: near misses are included (a 10 s clip: 8 of its ~245 offsets are within 4 frames, 3 %; a 1 s
+# clip: 8 of 20, 40 %), and there is no audio from other clips. The paper (section 2.1.1) only says "the
+# audio does not correspond to the images". Choice: exactly the original (faces shifted, audio fixed, same
+# clip, any offset >= ``min_shift`` = 1); ``foreign_prob`` > 0 optionally adds other-clip audio (0 = the
+# original; this project used 0.3 and ``min_shift`` 5 before, which taught no offsets under 0.2 s).
+#
+# Generator (``wav2lip_train.py`` and ``hq_wav2lip_train.py``, ``Dataset``): the mel for the expert's sync
+# loss is ``crop_audio_window(orig_mel, img_name)``, starting at the window's first frame f (as SyncNet was
+# trained); the per-frame mels come from ``get_segmented_mels(orig_mel, img_name)``:
+# ``start_frame_num = f + 1`` then ``crop_audio_window(spec, i - 2)`` for i in f+1..f+5 (the "0-indexing ->
+# 1-indexing" comment notwithstanding: the original preprocess names frames 0.jpg, 1.jpg, ...), i.e. frame
+# f + j is driven by the window starting at frame f + j - 1; draws with f - 1 < 0 are rejected. Choice: the
+# original's offset of -1 frame (``GenSampling.indiv_mel_offset``); it is recorded in the exported model's
+# training.json as ``mel_frame_offset``.
+#
+# Inference today (``wav2lip384/audio.py`` ``mel_windows``, called by ``pipeline.LipSyncPipeline._mel_windows``
+# with ``n_frames = frames_for_audio(...)``): frame i gets the window starting at ``mel_start(i, fps) =
+# int(80 * i / fps)`` (offset 0, the original ``inference.py``'s ``int(i * 80 / fps)``), right-aligned at the
+# end. The original repository has the same mismatch between its training (-1) and inference (0) code: a
+# generator trained with -1 and driven with 0 renders frame i as it learnt to render frame i + 1, i.e. the
+# mouth leads the sound by one frame (40 ms at 25 fps), for the public weights as for self-trained ones.
+# The fix belongs to inference (same alignment as training): start frame i's window at
+# ``max(0, int(80 * (i / fps - 1 / 25)))``, i.e. 40 ms earlier, clamped at the start; at 25 fps that is
+# exactly ``mel_start(i - 1)``. ``inference_window_start`` below is that rule; tests check that training
+# draws its windows with it.
+# ----------------------------------------------------------------------------------------------------------
+INDIV_MEL_OFFSET = -1  # frames (at 25 fps): the original training code's per-frame window offset
+
+
+def inference_window_start(frame: int, fps: float = FPS, offset_frames: int = INDIV_MEL_OFFSET) -> int:
+    """First mel frame of the window that drives video frame ``frame`` (what inference should use).
+
+    At 25 fps: ``mel_start(frame + offset_frames)``, the very formula training uses (bit-identical windows).
+    At other rates the offset is a time (one 25 fps frame = 40 ms): ``int(80 * (frame / fps + offset / 25))``.
+    Clamped at 0 (the first frame has no earlier audio; training never draws it).
+    """
+    from wav2lip384.audio import mel_start
+
+    if abs(fps - FPS) < 1e-9:
+        return max(0, mel_start(frame + offset_frames, FPS))
+    return max(0, int(80.0 * (frame / fps + offset_frames / FPS) + 1e-6))
+
+
 @dataclass(frozen=True)
 class SyncSampling:
-    positive_prob: float = 0.5
-    foreign_prob: float = 0.3  # share of negatives whose audio comes from another clip (when there is one)
-    min_shift: int = 5  # shifted negatives are at least this many frames (0.2 s) off
+    positive_prob: float = 0.5  # the original: random.choice([True, False])
+    foreign_prob: float = 0.0  # share of negatives with audio from another clip (the original: none)
+    min_shift: int = 1  # negatives' faces are at least this many frames off the audio (the original: 1)
+
+
+@dataclass(frozen=True)
+class SyncDraw:
+    clip: int
+    audio_start: int  # first frame of the mel window (the anchor)
+    face_start: int  # first of the 5 face frames
+    audio_clip: int  # the clip the audio comes from (== clip unless a foreign negative)
+    label: float
 
 
 class SyncPairs(_Base):
-    """SyncNet samples: 5 consecutive frames (lower halves) with a 16-mel-frame window.
+    """SyncNet samples: 5 consecutive frames (lower halves) with a 16-mel-frame window (see the notes above).
 
-    Positive (label 1): the window that starts at the first frame. Negative (label 0): a window shifted by at
-    least ``min_shift`` frames in the same clip, or taken from another clip ("foreign" audio).
+    Positive (label 1): faces and audio start at the same frame. Negative (label 0): the faces start at another
+    frame of the same clip, any offset >= ``min_shift`` (near misses included), the audio stays at the anchor;
+    or, with ``foreign_prob``, audio from another clip.
     Returns ``faces`` (15, H/2, W), ``mel`` (1, 80, 16), ``label`` () float32.
     """
 
@@ -221,47 +287,55 @@ class SyncPairs(_Base):
         super().__init__(data_dir, split, size, seed, cache_mb)
         self.sampling = sampling
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    def draw(self, index: int) -> SyncDraw:
+        """Which frames and audio sample ``index`` uses (a pure function of the seed and the index)."""
         rng = self._rng(index)
         s = self.sampling
         for _ in range(100):
             k = int(rng.integers(len(self.clips)))
             n = self.clips[k].n_frames
-            start = int(rng.integers(0, n - T + 1))
-            positive = rng.random() < s.positive_prob
-            if positive:
-                mel = self.store.mel_window(k, start)
-            elif len(self.clips) > 1 and rng.random() < s.foreign_prob:
+            anchor = int(rng.integers(0, n - T + 1))  # window fits (the original redraws when it does not)
+            if self.store.mel_window(k, anchor) is None:
+                continue
+            if rng.random() < s.positive_prob:
+                return SyncDraw(k, anchor, anchor, k, 1.0)
+            if len(self.clips) > 1 and s.foreign_prob > 0 and rng.random() < s.foreign_prob:
                 other = int(rng.integers(len(self.clips) - 1))
                 other += other >= k
-                mel = self.store.mel_window(other, int(rng.integers(0, self.clips[other].n_frames - T + 1)))
-            else:
-                shifts = [d for d in range(-n, n) if abs(d) >= s.min_shift and 0 <= start + d <= n - T]
-                if not shifts:
+                a = int(rng.integers(0, self.clips[other].n_frames - T + 1))
+                if self.store.mel_window(other, a) is None:
                     continue
-                mel = self.store.mel_window(k, start + int(rng.choice(shifts)))
-            if mel is None:
+                return SyncDraw(k, a, anchor, other, 0.0)
+            wrong = [f for f in range(0, n - T + 1) if abs(f - anchor) >= s.min_shift]
+            if not wrong:
                 continue
-            faces = stack_lower_half(self.store.frames(k, start))
-            return {"faces": faces, "mel": mel.astype(np.float32),
-                    "label": np.float32(1.0 if positive else 0.0)}
+            return SyncDraw(k, anchor, int(rng.choice(wrong)), k, 0.0)
         raise RuntimeError("could not draw a SyncNet sample: clips too short")
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        d = self.draw(index)
+        mel = self.store.mel_window(d.audio_clip, d.audio_start)  # (1, 80, 16)
+        faces = stack_lower_half(self.store.frames(d.clip, d.face_start))  # (15, H/2, W)
+        return {"faces": faces, "mel": mel.astype(np.float32), "label": np.float32(d.label)}
 
 
 @dataclass(frozen=True)
 class GenSampling:
-    # frame k of the window is driven by the mel window that starts at frame k + indiv_mel_offset. The original
-    # Wav2Lip's training code (and the paper: "(i-1)-th, i-th, ..., (i+3)-th") uses -1.
-    indiv_mel_offset: int = -1
+    # frame f + j of the window is driven by the mel window that starts at frame f + j + indiv_mel_offset:
+    # -1 as the original's get_segmented_mels (see the notes above)
+    indiv_mel_offset: int = INDIV_MEL_OFFSET
 
 
 class GeneratorWindows(_Base):
-    """Generator samples, as in the paper §2.1.2.
+    """Generator samples, as in the paper section 2.1.2 and the original's Dataset.
 
     - ``x`` (6, 5, H, W): the 5 target frames with their lower half zeroed, stacked on channels with 5
-      reference frames from another random position of the same clip;
-    - ``indiv_mels`` (5, 1, 80, 16): one window per frame (frames i-1 .. i+3 by default, see GenSampling);
-    - ``mel`` (1, 80, 16): the window of the 5 frames, for the expert's sync loss;
+      reference frames from another random position of the same clip (the original: any other start frame;
+      here at least 5 frames away, so the reference never contains a target frame whose mouth the model
+      could copy -- a deliberate difference);
+    - ``indiv_mels`` (5, 1, 80, 16): one window per frame, starting ``indiv_mel_offset`` frames from it
+      (frames f-1 .. f+3: the original's alignment, see the notes above);
+    - ``mel`` (1, 80, 16): the window starting at the first target frame, for the expert's sync loss;
     - ``gt`` (3, 5, H, W): the 5 target frames.
     """
 
@@ -270,27 +344,33 @@ class GeneratorWindows(_Base):
         super().__init__(data_dir, split, size, seed, cache_mb)
         self.sampling = sampling
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    def draw(self, index: int) -> tuple[int, int, int]:
+        """(clip, first target frame, first reference frame) of sample ``index`` (pure function of it)."""
         rng = self._rng(index)
         off = self.sampling.indiv_mel_offset
         for _ in range(100):
             k = int(rng.integers(len(self.clips)))
             n = self.clips[k].n_frames
-            start = int(rng.integers(max(0, -off), n - T + 1))
+            start = int(rng.integers(max(0, -off), n - T + 1))  # the original rejects f - 1 < 0
             ref = int(rng.integers(0, n - T + 1))
             if abs(ref - start) < T and n >= 3 * T:  # reference window should not be the target itself
                 continue
-            mel = self.store.mel_window(k, start)
-            indiv = [self.store.mel_window(k, start + j + off) for j in range(T)]
-            if mel is None or any(m is None for m in indiv):
-                continue
-            gt = to_chw(self.store.frames(k, start))  # (3, T, H, W)
-            masked = gt.copy()
-            masked[:, :, self.size // 2:] = 0.0  # lower half zeroed
-            x = np.concatenate([masked, to_chw(self.store.frames(k, ref))], axis=0)  # (6, T, H, W)
-            return {"x": x, "indiv_mels": np.stack(indiv).astype(np.float32), "mel": mel.astype(np.float32),
-                    "gt": gt}
+            if self.store.mel_window(k, start) is None or self.store.mel_window(k, start + T - 1 + off) is None:
+                continue  # windows start in order, so the last one fitting means all fit
+            return k, start, ref
         raise RuntimeError("could not draw a generator sample: clips too short")
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        k, start, ref = self.draw(index)
+        off = self.sampling.indiv_mel_offset
+        mel = self.store.mel_window(k, start)  # (1, 80, 16)
+        indiv = [self.store.mel_window(k, start + j + off) for j in range(T)]  # 5 x (1, 80, 16)
+        gt = to_chw(self.store.frames(k, start))  # (3, T, H, W)
+        masked = gt.copy()
+        masked[:, :, self.size // 2:] = 0.0  # lower half zeroed
+        x = np.concatenate([masked, to_chw(self.store.frames(k, ref))], axis=0)  # (6, T, H, W)
+        return {"x": x, "indiv_mels": np.stack(indiv).astype(np.float32), "mel": mel.astype(np.float32),
+                "gt": gt}
 
 
 @functools.lru_cache(maxsize=8)

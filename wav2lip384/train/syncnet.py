@@ -1,7 +1,9 @@
 """SyncNet (lip-sync expert) training as a task for the shared loop.
 
 Paper §2.1.1: 5 consecutive frames (their lower halves, stacked on channels) and the mel window of the same
-0.2 s form a positive (label 1); frames with shifted or foreign audio form a negative (label 0). The face and
+0.2 s form a positive (label 1); audio that does not correspond forms a negative (label 0): as in the original
+``color_syncnet_train.py``, faces from any other position of the same clip (near misses of 1-4 frames
+included; see ``data.py``'s notes). The face and
 audio encoders give unit 512-d vectors; their cosine similarity p (Eq. 1) is trained with binary cross-entropy
 against the label (Eq. 2). Validation reports the same loss and the accuracy of ``p > 0.5`` on a fixed
 sample set from the validation clips (other source videos than training).
