@@ -88,7 +88,6 @@ def streaming_available() -> bool:
     return bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
 
 
-STREAMING = streaming_available()
 
 
 def gradio_errors(fn):
@@ -151,8 +150,10 @@ def _result_values(res: VideoResult) -> tuple:
 class Handlers:
     """The functions Gradio calls. Thin: arguments in, services call, component values out."""
 
-    def __init__(self, services: AppServices):
+    def __init__(self, services: AppServices, streaming: bool | None = None):
         self.svc = services
+        # the Ask tab's player: streamed chunks (needs system ffmpeg + ffprobe) or audio first, then the video
+        self.streaming = streaming_available() if streaming is None else bool(streaming)
 
     @staticmethod
     def _avatar(photo, video):
@@ -241,6 +242,8 @@ class Handlers:
             s += " · preparing the spoken answer…"
         if up.done:
             s += " · done" if up.final_video is not None else " · spoken answer ready"
+            if up.speech_seconds:
+                s += f" ({up.speech_seconds:.2f} s of speech)"
         return s
 
     def ask(self, question, photo, model, engine):
@@ -250,7 +253,7 @@ class Handlers:
         whole answer is then offered for download and replay. Without it: the spoken answer as audio first, then
         the whole video — chunks never replace each other mid-word.
         """
-        streaming = STREAMING and streaming_available()
+        streaming = self.streaming
         for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
                                       engine=engine, chunks=streaming):
             cands = self._candidates(up.answer)
@@ -343,9 +346,11 @@ def _config_markdown(settings: Settings) -> str:
     return f"| variable | value |\n|---|---|\n{rows}"
 
 
-def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Blocks:
+def build_demo(settings: Settings, services: AppServices | None = None, streaming: bool | None = None) -> gr.Blocks:
+    """The whole UI. ``streaming`` None = stream the Ask tab's video when the system ffmpeg + ffprobe exist."""
     svc = services or AppServices(settings)
-    h = Handlers(svc)
+    h = Handlers(svc, streaming)
+    streaming = h.streaming
     engines = ["auto"]  # engines are listed without loading the voice; the Status tab shows which one runs
     speech_examples = [[str(EXAMPLES / n), str(DEFAULT_AVATAR)] for n in ("speech_en.ogg", "speech_zh.ogg")
                        if (EXAMPLES / n).exists()]
@@ -375,12 +380,12 @@ def build_demo(settings: Settings, services: AppServices | None = None) -> gr.Bl
                         gr.Examples([[q] for q in QUESTIONS], inputs=[q_text], label="Sample questions · 示例问题")
                         q_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
                     with gr.Column(scale=5):
-                        q_video = gr.Video(label="Spoken answer", streaming=STREAMING, autoplay=STREAMING,
+                        q_video = gr.Video(label="Spoken answer", streaming=streaming, autoplay=streaming,
                                            elem_id="ask_video", interactive=False)
                         q_notice = gr.Markdown(elem_classes="notice", elem_id="ask_notice")
                         # without streaming the audio comes first and plays at once; the video follows, paused
                         q_audio = gr.Audio(label="Spoken answer (audio)", type="filepath", interactive=False,
-                                           elem_id="ask_audio", autoplay=not STREAMING)
+                                           elem_id="ask_audio", autoplay=not streaming)
                         q_replay = gr.Video(label="The whole answer (replay)", interactive=False, visible=False,
                                             elem_id="ask_replay", format="mp4")
                         q_timing = gr.Markdown(elem_classes="figure", elem_id="ask_timing")

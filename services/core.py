@@ -323,6 +323,12 @@ class AppServices:
         sp = self.tts().synthesize(text, lang=lang, engine=None if engine in (None, "", "auto") else engine)
         return write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav"), sp.engine
 
+    @staticmethod
+    def _seconds(path: Path) -> float:
+        import soundfile as sf
+
+        return float(sf.info(str(path)).duration)
+
     def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = "wav2lip96",
                    engine: str | None = "auto", speak: bool = True, chunks: bool = True) -> Iterator[AskUpdate]:
         """Answer at once, then the spoken answer as video chunks, sentence by sentence.
@@ -354,7 +360,8 @@ class AppServices:
         if pipe is None:
             audio, used = self._speak_whole(answer.text, lang, engine, out_dir)
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=used, model=model,
-                            notice=notice, done=True, seconds_to_first_speech=time.perf_counter() - t0)
+                            notice=notice, done=True, seconds_to_first_speech=time.perf_counter() - t0,
+                            speech_seconds=self._seconds(audio))
             return
         if not chunks:
             yield from self._ask_audio_first(answer, avatar_path, model, engine, out_dir, t0, t_answer)
@@ -433,7 +440,8 @@ class AppServices:
             return
         yield AskUpdate(answer=answer, index=1, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech,
                         seconds_to_first_chunk=time.perf_counter() - t0, final_video=res.path, audio=audio,
-                        engine=sp.engine, model=model, warnings=res.warnings, done=True)
+                        engine=sp.engine, model=model, warnings=res.warnings, done=True,
+                        speech_seconds=len(wave) / 16000.0)
 
 
 def release_at(total_s: float, rate: float, margin_s: float) -> float:

@@ -206,11 +206,11 @@ def test_a_video_avatar_works_too(services, tmp_path):
     assert Path(video).stat().st_size > 1000 and "Wav2Lip 96" in summary
 
 
-def test_without_ffprobe_the_answer_is_spoken_first_then_the_whole_video(services, monkeypatch):
+def test_without_ffprobe_the_answer_is_spoken_first_then_the_whole_video(services):
     import app
 
-    monkeypatch.setattr(app, "STREAMING", False)  # as on a machine without the system ffmpeg/ffprobe
-    steps = list(app.Handlers(services).ask("怎么办理社保卡？", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
+    # as on a machine without the system ffmpeg/ffprobe
+    steps = list(app.Handlers(services, streaming=False).ask("怎么办理社保卡？", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     videos = [s[2] for s in steps if isinstance(s[2], str)]
     audios = [k for k, s in enumerate(steps) if isinstance(s[6], str)]
     assert len(videos) == 1 and videos[0].endswith(".mp4")  # one whole video, never chunks replacing each other
