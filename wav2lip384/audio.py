@@ -137,6 +137,27 @@ def melspectrogram(wav: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndar
     return _normalize(db, cfg).astype(np.float32)
 
 
+def warm_up(cfg: AudioConfig = AudioConfig()) -> float:
+    """Pay the audio path's one-off start-up cost now, so the first request does not; returns the seconds spent.
+
+    The first mel in a process is slow (measured 8-14 s on a busy 2-core machine, ~100 s when numba's cache
+    is empty) although a mel of seconds of audio then takes milliseconds: librosa loads scipy.signal,
+    scikit-learn and numba on first use, and numba compiles librosa's kernels unless its on-disk cache holds
+    them (it lives next to librosa in ``__pycache__``, or in ``NUMBA_CACHE_DIR`` when that is set). One
+    mel of 0.2 s of a tone and one resampling do all of that. Safe to call again (then it costs ~1 ms) and
+    from a background thread (Python's import lock serialises the imports with a concurrent request).
+    """
+    import time
+
+    t0 = time.perf_counter()
+    n = cfg.sample_rate // 5
+    tone = (0.1 * np.sin(2 * np.pi * 220.0 * np.arange(n) / cfg.sample_rate)).astype(np.float32)  # (n,)
+    melspectrogram(tone, cfg)  # (80, 1 + n // hop)
+    resample_mono(tone, cfg.sample_rate, cfg.sample_rate // 2)
+    _ffmpeg_exe()  # locates (and on first use unpacks/checks) the bundled ffmpeg binary load_audio runs
+    return time.perf_counter() - t0
+
+
 def _normalize(db: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     # Hand-written: this symmetric rescaling of [min_level_db, 0] dB to [-4, 4] is Wav2Lip's own
     # convention (hparams symmetric_mels + allow_clipping_in_normalization); no library provides it.
