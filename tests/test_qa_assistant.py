@@ -14,7 +14,7 @@ import pytest
 
 from common.errors import UserFacingError
 from qa import Answer, Assistant, AssistantConfig, LLMConfig
-from qa.assistant import DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_NO_PHRASINGS
+from qa.assistant import DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_UPLOAD
 from qa.embed import load_embedder
 from qa.index import IndexConfig
 from qa.kb import load_kb
@@ -192,14 +192,14 @@ def test_builtin_kb_answers_the_issue_example(builtin_assistant):
 def test_default_threshold_follows_whether_the_kb_has_phrasings(small_kb, nano, tmp_path):
     """Mean-view scores (no phrasings) run lower than phrasing-blended ones: each recipe has its calibrated default."""
     plain = Assistant.load(small_kb, nano, cache_dir=tmp_path)
-    assert plain.config.threshold == DEFAULT_THRESHOLD_NO_PHRASINGS < DEFAULT_THRESHOLD
+    assert plain.config.threshold == DEFAULT_THRESHOLD_UPLOAD < DEFAULT_THRESHOLD
     rows = [dict(r, alt_questions=["护照没了咋办"]) if r["id"] == "passport-lost" else r for r in ROWS]
     p = tmp_path / "phrased.jsonl"
     p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     phrased = Assistant.load(p, nano, cache_dir=tmp_path)
     assert phrased.config.threshold == DEFAULT_THRESHOLD and phrased.info()["phrasings"] == 1
     off = Assistant.load(p, nano, cache_dir=tmp_path, config=AssistantConfig(index=IndexConfig(phrasings=False)))
-    assert off.config.threshold == DEFAULT_THRESHOLD_NO_PHRASINGS and off.info()["phrasings"] == 0
+    assert off.config.threshold == DEFAULT_THRESHOLD_UPLOAD and off.info()["phrasings"] == 0
     assert Assistant.load(p, nano, cache_dir=tmp_path, config=AssistantConfig(threshold=0.3)).config.threshold == 0.3
 
 
