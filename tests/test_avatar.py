@@ -50,22 +50,23 @@ def test_second_request_skips_detection_memory_and_disk(tmp_path):
     av = cache.get(video, frames_needed=12)
     assert av.kind == "video" and av.fps == 25.0 and av.n_frames == 12 and av.complete
     d = av.detect(det)
-    assert det.frames_seen == 12 and d.missing == []
+    seen = det.frames_seen  # keyframes and their regions (the tracker does not look at every frame)
+    assert 0 < seen and d.missing == [] and d.mode == "track"
     crops = av.crops(det.name, 96)
     assert crops.crops.shape == (12, 96, 96, 3) and crops.boxes.shape == (12, 4)
 
     again = cache.get(video, frames_needed=12)  # same content: same object, no decode
     assert again is av and cache.stats["hits"] == 1
     again.detect(det)
-    assert det.frames_seen == 12 and again.last_detected == 0
+    assert det.frames_seen == seen and again.last_detected == 0
 
     # a fresh process (new in-memory cache) with the same cache dir: detections come from disk
     fresh = AvatarCache(tmp_path / "cache")
     copy = tmp_path / "renamed.mp4"
     copy.write_bytes(video.read_bytes())  # keyed by content, not by name
     av2 = fresh.get(copy, frames_needed=12)
-    av2.detect(det)
-    assert det.frames_seen == 12 and av2.last_detected == 0
+    np.testing.assert_array_equal(av2.detect(det).boxes, d.boxes)
+    assert det.frames_seen == seen and av2.last_detected == 0
     assert list((tmp_path / "cache" / "avatars").iterdir())[0].name == av.key
 
 
@@ -83,12 +84,14 @@ def test_only_needed_frames_are_decoded_and_detected_then_extended(tmp_path):
     cache = AvatarCache(tmp_path / "c")
     av = cache.get(video, frames_needed=10)
     assert 10 <= av.n_frames < 150 and not av.complete
-    av.detect(det, upto=10)
-    assert det.frames_seen == 10
+    assert len(av.detect(det, upto=10).boxes) == 10 and av.last_detected == 10
     av = cache.get(video, frames_needed=400)  # longer audio: the whole video, then ping-pong
     assert av.n_frames == 150 and av.complete
-    av.detect(det)
-    assert det.frames_seen == 150  # the first 10 were not detected again
+    d = av.detect(det)
+    assert av.last_detected == 140 and len(d.boxes) == 150 and d.missing == []  # the first 10 were kept
+    # per-frame largest face (no tracking) is still there for callers that want it, cached apart
+    seen = det.frames_seen
+    assert av.detect(det, track=False).mode == "largest" and det.frames_seen == seen + 150
 
 
 def test_frame_cap_truncates_long_videos(tmp_path):

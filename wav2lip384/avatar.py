@@ -106,52 +106,76 @@ class Avatar:
 
     # --- detection -----------------------------------------------------------------------------------
     def detect(self, detector: F.FaceDetector, *, upto: int | None = None, batch_size: int = 8,
-               progress: Callable[[int], None] | None = None) -> F.Detections:
-        """Largest face in decoded frames 0..upto-1 (default: all); cached ones are reused, new ones detected."""
+               progress: Callable[[int], None] | None = None, track: bool | None = None,
+               track_config: F.TrackConfig | None = None) -> F.Detections:
+        """The face in decoded frames 0..upto-1 (default: all); cached ones are reused, new ones detected.
+
+        ``track`` (default: True for videos) follows one face with :func:`faces.track_faces` (keyframe detection
+        at a reduced scale, optical flow between keyframes, detections off the track rejected); ``False`` keeps
+        the largest face of every frame (:func:`faces.detect_faces`; always used for a photo).
+        """
+        track = (self.kind == "video") if track is None else bool(track)
         slug = _slug(detector.name)
+        mode = "track" if track else "largest"
         upto = self.n_frames if upto is None else max(1, min(int(upto), self.n_frames))
         have = self.detections.get(slug)
+        if have is not None and have.mode != mode:
+            have = None
         if have is None:
-            have = self._load_detections(slug)
+            have = self._load_detections(slug, mode)
         done = 0 if have is None else len(have.boxes)
         self.last_detected = max(0, upto - done)
         if done < upto:
-            new = F.detect_faces(detector, self.frames[done:upto], batch_size=batch_size, progress=progress)
+            if track:
+                seed = have.boxes[done - 1] if have is not None and done > 0 else None
+                new = F.track_faces(detector, self.frames[done:upto], track_config, seed=seed,
+                                    seed_frame=self.frames[done - 1] if seed is not None else None, progress=progress)
+            else:
+                new = F.detect_faces(detector, self.frames[done:upto], batch_size=batch_size, progress=progress)
             if have is None:
                 have = new
             else:
-                multi = have.multi_face_frames + [i + done for i in new.multi_face_frames]
                 have = F.Detections(np.concatenate([have.boxes, new.boxes]), np.concatenate([have.n_faces, new.n_faces]),
-                                    new.detector, multi)
-            self._save_detections(slug, have)
+                                    new.detector, have.multi_face_frames + [i + done for i in new.multi_face_frames],
+                                    have.rejected + [i + done for i in new.rejected])
+            self._save_detections(slug, mode, have)
         have.detector = detector.description
+        have.mode = mode
         self.detections[slug] = have
         return have
 
-    def _det_path(self, slug: str) -> Path | None:
-        return None if self.cache_dir is None else self.cache_dir / f"detections_{slug}.npz"
+    def _det_path(self, slug: str, mode: str = "largest") -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / (f"detections_{slug}.npz" if mode == "largest" else f"detections_{slug}_{mode}.npz")
 
-    def _load_detections(self, slug: str) -> F.Detections | None:
-        p = self._det_path(slug)
+    def _load_detections(self, slug: str, mode: str = "largest") -> F.Detections | None:
+        p = self._det_path(slug, mode)
         if p is None or not p.is_file():
             return None
         try:
             with np.load(p) as z:
                 boxes, counts = z["boxes"], z["n_faces"]
+                rejected = z["rejected"] if "rejected" in z.files else np.zeros(len(boxes), bool)
         except (OSError, ValueError, KeyError):  # damaged cache file: detect again
             return None
-        boxes, counts = boxes[: self.n_frames], counts[: self.n_frames]
-        return F.Detections(boxes, counts, slug, [int(i) for i in np.flatnonzero(counts > 1)])
+        boxes, counts, rejected = boxes[: self.n_frames], counts[: self.n_frames], rejected[: self.n_frames]
+        det = F.Detections(boxes, counts, slug, [int(i) for i in np.flatnonzero(counts > 1)],
+                           [int(i) for i in np.flatnonzero(rejected)])
+        det.mode = mode
+        return det
 
-    def _save_detections(self, slug: str, det: F.Detections) -> None:
-        p = self._det_path(slug)
+    def _save_detections(self, slug: str, mode: str, det: F.Detections) -> None:
+        p = self._det_path(slug, mode)
         if p is None:
             return
         old = self._load_detections_raw(p)
         if old is not None and len(old) > len(det.boxes):  # never shrink what is on disk
             return
+        rejected = np.zeros(len(det.boxes), bool)
+        rejected[[i for i in det.rejected if i < len(rejected)]] = True
         tmp = p.with_suffix(".tmp.npz")
-        np.savez(tmp, boxes=det.boxes, n_faces=det.n_faces)
+        np.savez(tmp, boxes=det.boxes, n_faces=det.n_faces, rejected=rejected)
         tmp.replace(p)
 
     @staticmethod
