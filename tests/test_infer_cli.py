@@ -69,3 +69,62 @@ def test_cli_end_to_end_prints_json(shared_data, tmp_path, capsys, monkeypatch):
     assert res["detector"].startswith("opencv-haar") and "model" in res and res["timings"]["total"] > 0
     assert np.isclose(res["duration_s"], 0.6)
     assert list((tmp_path / "cache" / "avatars").iterdir())  # DH_CACHE_DIR was used for the avatar cache
+
+
+def _public_pth(model_id: str, path, seed: int = 0):
+    """Random weights of ``model_id``'s architecture saved as its public file is: {"state_dict" (``module.``
+    prefixes), "optimizer", "global_step"}."""
+    import torch
+
+    from wav2lip384.models import build_model
+    from wav2lip384.weights import generator_config
+
+    torch.manual_seed(seed)
+    gen = build_model("generator", generator_config(model_id)).eval()
+    sd = {"module." + k: v for k, v in gen.state_dict().items()}
+    torch.save({"state_dict": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": []}]},
+                "global_step": 250000}, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_id,face,seconds", [
+    ("wav2lip256", "video/retalking_face2.mp4", 0.8),
+    ("livetalking384", "image/sadtalker_happy.png", 0.6),
+])
+def test_cli_public_families_write_the_right_mp4(shared_data, tmp_path, capsys, monkeypatch, model_id, face, seconds):
+    from wav2lip384.video import open_video, probe
+
+    ckpt = _public_pth(model_id, tmp_path / f"{model_id}.pth")
+    data, sr = sf.read(str(shared_data / "audio" / "wenet_aishell-BAC009S0724W0121_zh.wav"), dtype="float32")
+    sf.write(str(tmp_path / "a.wav"), data[: int(seconds * sr)], sr)
+    monkeypatch.setenv("DH_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "o.mp4"
+    code = main(["--face", str(shared_data / face), "--audio", str(tmp_path / "a.wav"), "--out", str(out),
+                 "--model", model_id, "--checkpoint", str(ckpt)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    res = json.loads(printed.out)
+    assert res["model"] == model_id and res["crop_policy"] == "stretch"
+    src = open_video(shared_data / face, max_frames=1)
+    src_size = (src.width, src.height)
+    src.close()
+    info = probe(out)
+    assert info.audio, "no audio track"
+    assert (info.video[0]["width"], info.video[0]["height"]) == (src_size[0] + src_size[0] % 2,
+                                                               src_size[1] + src_size[1] % 2)
+    assert abs(info.duration_s - seconds) <= 1 / res["fps"] + 0.05
+    assert abs(res["duration_s"] - seconds) <= 1 / res["fps"] + 1e-6
+    assert list((tmp_path / "cache" / "weights").glob(f"{model_id}--*.safetensors"))  # the weights-only copy
+
+
+def test_unknown_model_id_is_a_user_error(tmp_path, capsys, monkeypatch):
+    import cv2
+
+    monkeypatch.setenv("DH_CACHE_DIR", str(tmp_path / "cache"))
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    sf.write(str(tmp_path / "y.wav"), np.zeros(1600, np.float32), 16000)
+    code = main(["--face", str(tmp_path / "x.png"), "--audio", str(tmp_path / "y.wav"), "--out", str(tmp_path / "o.mp4"),
+                 "--model", "wav2lip512"])
+    err = capsys.readouterr().err
+    assert code == 2 and "wav2lip512" in err and "livetalking384" in err

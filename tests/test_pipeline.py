@@ -86,7 +86,7 @@ def test_photo_end_to_end_encoder_runs_once(tmp_path, gen96, monkeypatch):
     assert abs(info.duration_s - 0.4) <= 1 / 25 + 0.03
     frames = decoded_frames(res.output_path)
     assert frames.shape == (10, 120, 100, 3)
-    box = tuple(int(v) for v in pipe.avatars.get(tmp_path / "me.png").crops("fixed-box", 96).boxes[0])
+    box = tuple(int(v) for v in pipe.prepare(tmp_path / "me.png", 0.4).crops.boxes[0])
     mean, p99 = outside_box_error(img, frames[5], box)
     assert mean < 1.5 and p99 < 8
     # the lower face changed (random weights draw noise there), the top of the picture did not
@@ -184,7 +184,7 @@ def test_two_faces_the_largest_is_used_and_reported(tmp_path, gen96):
     pipe = LipSyncPipeline(gen96, detector=TwoFaces(), show_progress=False)
     res = pipe(tmp_path / "pair.png", (tone(0.2), 16000), tmp_path / "o.mp4")
     assert any("More than one face" in w and "largest" in w for w in res.warnings)
-    box = pipe.avatars.get(tmp_path / "pair.png").crops("two-faces", 96).boxes[0]
+    box = pipe.prepare(tmp_path / "pair.png", 0.2).crops.boxes[0]
     assert box[0] >= 50  # the larger (right) face was lip-synced
 
 
@@ -210,7 +210,7 @@ def _check_output(res, face_path, audio_seconds, pipe, size):
     av = pipe.avatars.get(face_path)
     h, w = av.height, av.width
     assert out.shape[1:3] == (h + h % 2, w + w % 2)  # the input's size (yuv420p rounds odd sizes up by 1)
-    boxes = av.crops(pipe.detector.name, size).boxes
+    boxes = av.crops(pipe.detector.name, size, pads=pipe.pads, policy=pipe.crop_policy).boxes
     for t in (0, len(out) // 2):
         s = av.source_index(t)
         mean, p99 = outside_box_error(av.frames[s], out[t][:h, :w], tuple(int(v) for v in boxes[s]))
@@ -249,7 +249,7 @@ def test_real_inputs_384_from_saved_random_weights(shared_data, tmp_path):
     save_pretrained(build_model("generator", 384), tmp_path / "w384")
     pipe = LipSyncPipeline.from_pretrained(size=384, checkpoint=str(tmp_path / "w384"), cache_dir=tmp_path / "c",
                                            show_progress=False)
-    assert pipe.size == 384
+    assert pipe.size == 384 and pipe.model == "paper384" and pipe.crop_policy == "square"  # size= still works
     # 910x1137 portrait (odd height) + 48 kHz stereo given in memory
     data, sr = sf.read(str(shared_data / "audio" / "sadtalker_chinese_news.wav"), dtype="float32")
     face = shared_data / "image" / "face_recognition_obama.jpg"
@@ -262,3 +262,49 @@ def test_real_inputs_384_from_saved_random_weights(shared_data, tmp_path):
                tmp_path / "video.mp4")
     _check_output(res, face, 0.6, pipe, 384)
     assert read_image(shared_data / "image" / "sadtalker_happy.png").shape == (256, 256, 3)
+
+
+# ------------------------------------------------------------------------------------- models by registry id
+def test_each_model_gets_its_registry_crop(tmp_path, gen96):
+    """The public checkpoints' crop (the detector box with pads (0, 10, 0, 0), stretched) for wav2lip96; the
+    paper's bottom-edge square only for paper384."""
+    import cv2
+    import torch
+
+    from wav2lip384.models import build_model
+
+    cv2.imwrite(str(tmp_path / "me.png"), smooth_image(120, 100)[..., ::-1])
+    pipe = LipSyncPipeline(gen96, detector=BoxDetector(), show_progress=False, optimize=False)
+    assert (pipe.model, pipe.crop_policy, pipe.pads, pipe.batch_size) == ("wav2lip96", "stretch", (0, 10, 0, 0), 32)
+    box = pipe.prepare(tmp_path / "me.png", 0.2).crops.boxes[0]
+    assert tuple(int(v) for v in box) == (30, 30, 70, 94)  # x 0.3..0.7 of 100, y 0.25..0.7 of 120 + 10 px below
+    torch.manual_seed(0)
+    paper = LipSyncPipeline(build_model("generator", 384).eval(), detector=BoxDetector(), show_progress=False,
+                            optimize=False, avatar_cache=pipe.avatars)
+    assert (paper.model, paper.crop_policy, paper.batch_size) == ("paper384", "square", 8)
+    x1, y1, x2, y2 = (int(v) for v in paper.prepare(tmp_path / "me.png", 0.2).crops.boxes[0])
+    assert x2 - x1 == y2 - y1 and y2 == 94  # square, bottom edge = the padded box's
+    # an explicit policy / pads override the registry's
+    other = LipSyncPipeline(gen96, model="wav2lip96", crop_policy="square", pads=(0, 0, 0, 0),
+                            detector=BoxDetector(), show_progress=False, optimize=False, avatar_cache=pipe.avatars)
+    x1, y1, x2, y2 = (int(v) for v in other.prepare(tmp_path / "me.png", 0.2).crops.boxes[0])
+    assert x2 - x1 == y2 - y1 and y2 == 84
+
+
+def test_from_pretrained_by_model_id_and_alias(tmp_path, gen96, one_torch_thread):
+    import torch
+
+    path = tmp_path / "wav2lip_gan.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in gen96.state_dict().items()}, "global_step": 3,
+                "optimizer": {"state": {}, "param_groups": []}}, path)
+    pipe = LipSyncPipeline.from_pretrained("96", path, cache_dir=tmp_path / "c", show_progress=False,
+                                           optimize=False)
+    assert pipe.model == "wav2lip96" and pipe.crop_policy == "stretch" and pipe.weights == str(path)
+    assert list((tmp_path / "c" / "weights").glob("*.safetensors"))  # the weights-only copy
+    again = LipSyncPipeline.from_pretrained(model=96, checkpoint=path, cache_dir=tmp_path / "c",
+                                            show_progress=False, optimize=False)
+    assert pipe.load_info.wrote_cache and again.load_info.from_cache
+    with pytest.raises(UserFacingError, match="Unknown lip-sync model"):
+        LipSyncPipeline.from_pretrained("wav2lip512", path)
+    with pytest.raises(UserFacingError, match="DH_WAV2LIP384_CHECKPOINT"):
+        LipSyncPipeline.from_pretrained("paper384")

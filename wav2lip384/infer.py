@@ -1,11 +1,14 @@
 """Command line: lip-sync a face (photo or video) to speech and print the result as JSON.
 
-    python -m wav2lip384.infer --face F --audio A --out O.mp4 --model 96|384 [--checkpoint PATH_OR_REPO]
+    python -m wav2lip384.infer --face F --audio A --out O.mp4 [--model ID] [--checkpoint PATH_OR_REPO]
         [--batch-size N] [--no-smooth] [--pads T B L R] [--device cpu] [--fps 25] [--passthrough-no-face]
 
-Defaults come from the environment through :class:`common.settings.Settings` (``DH_WAV2LIP96_CHECKPOINT``,
-``DH_WAV2LIP384_CHECKPOINT``, ``DH_S3FD_CHECKPOINT``, ``DH_CACHE_DIR``, ``DH_DEVICE``,
-``DH_MAX_AUDIO_SECONDS``). Problems the user can fix are printed on stderr with exit status 2.
+``--model`` is a registry id: wav2lip96 (default), wav2lip256, livetalking384, paper384; ``96`` and ``384`` are
+aliases of wav2lip96 and paper384. Each model gets its own crop and pads (``wav2lip384.registry``).
+Defaults come from the environment through :class:`common.settings.Settings` (the model's weights variable,
+e.g. ``DH_WAV2LIP256_CHECKPOINT``; ``DH_S3FD_CHECKPOINT``, ``DH_CACHE_DIR``, ``DH_DEVICE``,
+``DH_MAX_AUDIO_SECONDS``). The output mp4 has the avatar's frame size, the speech's duration and the speech as
+its audio track. Problems the user can fix are printed on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -23,15 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face", required=True, help="avatar: an image (jpg/png/...) or a video (mp4/mov/...)")
     p.add_argument("--audio", required=True, help="speech: wav/mp3/m4a/flac/ogg (any rate, mono or stereo)")
     p.add_argument("--out", required=True, help="output .mp4 (H.264 + AAC)")
-    p.add_argument("--model", type=int, choices=(96, 384), default=96, help="generator size (default 96)")
+    p.add_argument("--model", default="wav2lip96",
+                   help="lip-sync model id: wav2lip96 (default), wav2lip256, livetalking384, paper384 "
+                        "(96 and 384 are aliases of wav2lip96 and paper384)")
     p.add_argument("--checkpoint", default=None,
                    help="generator weights: a local file/directory or a Hub spec 'owner/name[:file]' "
-                        "(default: DH_WAV2LIP96_CHECKPOINT / DH_WAV2LIP384_CHECKPOINT)")
+                        "(default: the model's variable, e.g. DH_WAV2LIP256_CHECKPOINT, else its public weights)")
     p.add_argument("--detector-checkpoint", default=None, help="S3FD weights (default: DH_S3FD_CHECKPOINT)")
     p.add_argument("--batch-size", type=int, default=None, help="frames per generator call")
     p.add_argument("--no-smooth", action="store_true", help="do not smooth face boxes over 5 frames")
-    p.add_argument("--pads", type=int, nargs=4, metavar=("T", "B", "L", "R"), default=[0, 10, 0, 0],
-                   help="grow the face box by these pixels (top bottom left right; default 0 10 0 0)")
+    p.add_argument("--pads", type=int, nargs=4, metavar=("T", "B", "L", "R"), default=None,
+                   help="grow the face box by these pixels (top bottom left right; default: the model's, 0 10 0 0)")
     p.add_argument("--fps", type=float, default=None, help="frame rate for a photo avatar (default 25)")
     p.add_argument("--device", default=None, help="torch device (default: DH_DEVICE, normally cpu)")
     p.add_argument("--passthrough-no-face", action="store_true",
@@ -45,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from common.settings import Settings
 
+    from wav2lip384 import registry
+
     settings = Settings.from_env()
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        checkpoint = settings.wav2lip96_checkpoint if args.model == 96 else settings.wav2lip384_checkpoint
+    spec = registry.get(args.model)  # unknown ids: a clear error listing the known ones
+    checkpoint = args.checkpoint if args.checkpoint is not None else spec.weights_spec(settings)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserFacingError("--batch-size must be at least 1.")
     from pathlib import Path
@@ -61,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     check_media(args.audio, kinds=("audio", "video"), what="audio file")
 
     pipe = LipSyncPipeline.from_pretrained(
-        size=args.model, checkpoint=checkpoint or None,
+        spec.id, checkpoint or None,
         detector_checkpoint=args.detector_checkpoint or settings.s3fd_checkpoint,
         device=args.device or settings.device, cache_dir=Path(args.cache_dir or settings.cache_dir),
         batch_size=args.batch_size, max_audio_seconds=settings.max_audio_seconds,
         on_no_face="passthrough" if args.passthrough_no_face else "error")
-    result = pipe(args.face, args.audio, args.out, fps=args.fps, smooth=not args.no_smooth, pads=tuple(args.pads))
+    result = pipe(args.face, args.audio, args.out, fps=args.fps, smooth=not args.no_smooth,
+                  pads=tuple(args.pads) if args.pads else None)
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     return 0
 

@@ -1,6 +1,6 @@
 """``LipSyncPipeline``: a face (photo or video) plus speech in, a lip-synced H.264/AAC mp4 out.
 
-    pipe = LipSyncPipeline.from_pretrained(size=96, cache_dir=Path("~/.cache/digital-human"))
+    pipe = LipSyncPipeline.from_pretrained("wav2lip256", cache_dir=Path("~/.cache/digital-human"))
     result = pipe("avatar.mp4", "speech.wav", "out.mp4")   # -> LipSyncResult (path, fps, frames, timings, ...)
     for chunk in pipe.stream("avatar.png", [(wav, sr), ...], out_dir):  # one playable chunk per segment
         ...
@@ -10,7 +10,9 @@ Steps of one request (each timed in ``LipSyncResult.timings``):
  2. ``mel``     — Wav2Lip mel spectrogram, one 16-frame window per video frame (as many frames as the audio).
  3. ``avatar``  — decode the avatar's frames (cached in memory by content hash).
  4. ``detect``  — largest face per frame (cached on disk + in memory: a second request skips it).
- 5. ``crops``   — pads, 5-frame smoothing, the paper's square crop, resize to the model size (cached too).
+ 5. ``crops``   — the model's pads, 5-frame smoothing, its crop policy (registry: "stretch" = the original
+                  Wav2Lip box resized to the square input, what the public checkpoints were trained on;
+                  "square" = the paper's bottom-edge square, for paper384 only), resize (cached too).
  6. ``model``   — the generator in batches under ``torch.inference_mode``; for a photo the face encoder
                   runs once (its input is the same for every frame) and only audio encoder + decoder run.
  7. ``paste``   — generated faces pasted back through a feathered lower-face mask (no box seam; the upper
@@ -39,7 +41,9 @@ from wav2lip384.avatar import Avatar, AvatarCache, CropSet
 from wav2lip384.video import VideoWriter, check_media
 
 DEFAULT_FPS = 25.0  # photo avatars (and the rate the models were trained at)
-DEFAULT_BATCH = {96: 32, 384: 8}  # frames per generator call on CPU (larger gains little, costs memory)
+# frames per generator call on CPU, by registry id (larger gains little and costs memory: the 384 models keep
+# ~20 MB of encoder features per frame in flight)
+DEFAULT_BATCH = {"wav2lip96": 32, "wav2lip256": 16, "livetalking384": 8, "paper384": 8}
 
 AudioInput = str | os.PathLike | tuple[np.ndarray, int]
 
@@ -54,11 +58,13 @@ class LipSyncResult:
     height: int
     timings: dict[str, float]
     detector: str
-    model: str
+    model: str  # registry id (wav2lip384.registry), e.g. "wav2lip256"
     avatar_kind: str = "video"
     warnings: list[str] = field(default_factory=list)
     avatar_cached: bool = False  # the avatar's face detections came from the cache
     precision: str = ""  # the generator's compute dtype and why (optimize.describe_precision)
+    weights: str = ""  # where the generator's weights came from
+    crop_policy: str = ""  # "stretch" | "square" (the model's registry entry)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -89,7 +95,10 @@ class _Speech:
 
 
 @dataclass
-class _Prepared:
+class PreparedAvatar:
+    """An avatar ready for the model: frames, face detections, crops (what :meth:`LipSyncPipeline.prepare`
+    returns), frames without a face, warnings for the user, the output frame rate, detections from the cache."""
+
     avatar: Avatar
     det: F.Detections
     crops: CropSet
@@ -99,15 +108,41 @@ class _Prepared:
     cached: bool
 
 
+def _registry_entry(generator, model):
+    """The registry entry of ``model``, else the one whose architecture is the generator's, else (a generator of
+    another architecture, e.g. trained by ``wav2lip384.train``) the trainable entry of its size, else None."""
+    from wav2lip384 import registry
+
+    if model is not None:
+        return registry.get(model)
+    from wav2lip384.weights import generator_config
+
+    for mid in registry.ids():
+        try:
+            if generator_config(mid) == generator.config:
+                return registry.get(mid)
+        except Exception:  # an architecture this version cannot build: not this one
+            continue
+    same = [registry.get(m) for m in registry.ids() if registry.get(m).img_size == generator.img_size]
+    trainable = [e for e in same if e.trainable]
+    return (trainable or same or [None])[0]
+
+
 class LipSyncPipeline:
     """Lip-sync inference around one generator (see the module docstring for the steps)."""
 
-    def __init__(self, generator, *, model_name: str = "", detector: F.FaceDetector | None = None,
+    def __init__(self, generator, *, model: str | int | None = None, model_name: str = "", weights: str = "",
+                 crop_policy: str | None = None, pads: Sequence[int] | None = None,
+                 detector: F.FaceDetector | None = None,
                  detector_checkpoint: str | None = F.DEFAULT_S3FD_CHECKPOINT, device: str = "cpu",
                  dtype=None, cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                  max_audio_seconds: float = 300.0, on_no_face: str = "error", feather: bool = True,
                  crf: int = 18, preset: str = "veryfast", show_progress: bool = True,
                  avatar_cache: AvatarCache | None = None, optimize=None, feature_cache_mb: float = 1024.0):
+        """``model``: the registry id (or alias) the generator belongs to; it sets the crop policy, the pads and
+        the default batch (``crop_policy`` / ``pads`` / ``batch_size`` override them). None: recognised from the
+        generator's architecture (a 384 generator of another architecture counts as ``paper384``: our trainer's).
+        """
         import torch
 
         from wav2lip384.optimize import DEFAULT, PLAIN, describe_precision, optimize_generator
@@ -128,8 +163,18 @@ class LipSyncPipeline:
         # per avatar and model, so a later request with the same avatar runs only audio encoder + decoder
         self.feature_cache_bytes = int(feature_cache_mb * 2**20) if optimize is not False else 0
         self.size = int(generator.img_size)
-        self.model_name = model_name or f"wav2lip-{self.size}"
-        self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.size, 8))
+        entry = _registry_entry(generator, model)
+        self.model = entry.id if entry is not None else (model_name or f"custom{self.size}")
+        self.model_name = model_name or (entry.title if entry is not None else self.model)
+        self.load_info = getattr(generator, "load_info", None)  # weights.LoadInfo: source, sizes, load times
+        self.weights = weights or getattr(self.load_info, "spec", "")
+        # the crop the weights were trained on (registry); our own trainer uses the paper's square crop
+        self.crop_policy = crop_policy or (entry.crop if entry is not None else "square")
+        if self.crop_policy not in F.CROP_POLICIES:
+            raise ValueError(f"crop_policy must be one of {F.CROP_POLICIES}, not {self.crop_policy!r}")
+        self.pads = tuple(int(p) for p in (pads if pads is not None else
+                                           (entry.pads if entry is not None else F.DEFAULT_PADS)))
+        self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.model, 32 if self.size <= 96 else 8))
         self.generator = optimize_generator(generator.to(self.device, self.dtype).eval(), config,
                                             batch_size=self.batch_size)
         # "auto" runs bf16 only where it is native and verified on these weights (optimize.py)
@@ -140,31 +185,42 @@ class LipSyncPipeline:
         self.crf, self.preset = crf, preset
         self.show_progress = show_progress
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
-        # share one AvatarCache between pipelines (e.g. the app's 96 and 384 models) to prepare avatars once
+        # share one AvatarCache between pipelines (e.g. the app's models) to prepare avatars once
         self.avatars = avatar_cache or AvatarCache(self.cache_dir)
         self._detector = detector
         self._detector_checkpoint = detector_checkpoint
 
     # ---------------------------------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, size: int = 96, checkpoint: str | None = None, *,
+    def from_pretrained(cls, model: str | int = "wav2lip96", checkpoint: str | os.PathLike | None = None, *,
+                        size: int | None = None,
                         detector_checkpoint: str | None = F.DEFAULT_S3FD_CHECKPOINT, device: str = "cpu",
-                        dtype=None, cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
+                        dtype=None, cache_dir: str | os.PathLike | None = None,
+                        weights_cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
+                        download_progress: Callable[[int, int | None], None] | None = None,
                         **kwargs) -> LipSyncPipeline:
-        """Load the generator for ``size`` (96 | 384) from a local file or a Hub spec (``owner/name:file``).
+        """The pipeline of registry id ``model`` (``"wav2lip96"``, ``"wav2lip256"``, ``"livetalking384"``,
+        ``"paper384"``; ``96`` and ``384`` are aliases; ``size=`` is the old keyword for the same).
 
-        ``checkpoint=None`` uses the default for the size (96: the public Wav2Lip GAN weights; 384 has no
-        public weights, so a clear :class:`UserFacingError` says how to provide them).
+        ``checkpoint``: a local file/folder or a Hub spec ``owner/name:file``; None = the model's default weights
+        (paper384 has none: a clear :class:`UserFacingError` says how to provide them). A ``.pth`` is copied
+        once, weights only, to safetensors under ``weights_cache_dir`` (default ``cache_dir/weights``) and read
+        from there later. ``download_progress(done_bytes, total_bytes)`` follows a Hub download.
         """
         import torch
 
+        from wav2lip384 import registry
         from wav2lip384.weights import load_generator
 
+        entry = registry.get(size if size is not None else model)
         dtype = dtype or torch.float32
-        generator = load_generator(checkpoint, size, device=device, dtype=dtype)
-        name = f"wav2lip-{size} ({checkpoint or 'default weights'})"
-        return cls(generator, model_name=name, detector_checkpoint=detector_checkpoint, device=device, dtype=dtype,
-                   cache_dir=cache_dir, batch_size=batch_size, **kwargs)
+        if weights_cache_dir is None and cache_dir is not None:
+            weights_cache_dir = Path(cache_dir).expanduser() / "weights"
+        generator = load_generator(entry.id, checkpoint, device=device, dtype=dtype, cache_dir=weights_cache_dir,
+                                   progress=download_progress)
+        weights = os.fspath(checkpoint) if checkpoint else (entry.default_weights or "default weights")
+        return cls(generator, model=entry.id, weights=weights, detector_checkpoint=detector_checkpoint,
+                   device=device, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size, **kwargs)
 
     @property
     def detector(self) -> F.FaceDetector:
@@ -173,16 +229,63 @@ class LipSyncPipeline:
             self._detector = F.build_detector(self._detector_checkpoint, device=str(self.device))
         return self._detector
 
+    # ------------------------------------------------------------------------- inspection (bench, tests)
+    def prepare(self, face: str | os.PathLike, seconds: float, *, fps: float | None = None, smooth: bool = True,
+                pads: Sequence[int] | None = None, on_no_face: str | None = None) -> PreparedAvatar:
+        """Decode, detect and crop ``face`` for ``seconds`` of speech, as a request does before the model
+        (cached the same way: a later request for the avatar starts from here)."""
+        return self._prepare(face, 0, seconds, fps=fps, pads=pads, smooth=smooth,
+                             on_no_face=on_no_face or self.on_no_face, timings={})
+
+    def mel_windows(self, wav16: np.ndarray, fps: float, n_frames: int | None = None) -> np.ndarray:
+        """(N, 80, 16) mel windows, one per output frame, of 16 kHz mono speech."""
+        return self._mel_windows(wav16, fps, n_frames)
+
+    def pasted_frames(self, prep: PreparedAvatar, windows: np.ndarray, frames: Sequence[int],
+                      generator=None) -> list[np.ndarray]:
+        """Output frames ``frames`` (indices into ``windows``) from ``generator`` (default: this pipeline's
+        optimised one) run on full model inputs, pasted back as a request pastes them (nothing encoded). Compares
+        generators on identical crops and speech; frames without a face are returned unchanged."""
+        import torch
+
+        gen = self.generator if generator is None else generator
+        av = prep.avatar
+        src = [av.source_index(t) for t in frames]
+        todo = [k for k, s in enumerate(src) if s not in prep.missing]
+        out: list[np.ndarray] = [av.frames[s] for s in src]
+        if not todo:
+            return out
+        dtype = next(gen.parameters()).dtype if generator is not None else self.dtype
+        with torch.inference_mode():
+            mel = torch.from_numpy(windows[[frames[k] for k in todo]])[:, None]  # (b, 1, 80, 16)
+            faces = self._face_batch(prep.crops.crops[[src[k] for k in todo]])  # (b, 6, S, S)
+            pred = gen(mel.to(self.device, dtype), faces.to(dtype))  # (b, 3, S, S) BGR [0, 1]
+            pred = (pred.float().clamp_(0, 1).mul_(255).add_(0.5).permute(0, 2, 3, 1)
+                    .to(torch.uint8).cpu().numpy()[..., ::-1])  # (b, S, S, 3) RGB uint8
+        for j, k in enumerate(todo):
+            out[k] = F.paste_back(av.frames[src[k]], pred[j], prep.crops.boxes[src[k]], feather=self.feather)
+        return out
+
+    def feature_cache(self, face: str | os.PathLike) -> dict:
+        """Encoder features this pipeline keeps for a video avatar: {"bytes": int, "frames": set of source frame
+        indices} (empty for a photo or an avatar not prepared yet)."""
+        av = self.avatars.get(face)
+        stores = [v for k, v in av.extras.items()
+                  if isinstance(k, tuple) and k[0] == "video_feats" and k[1] == self.model and k[2] == id(self.generator)]
+        return {"bytes": sum(st["bytes"] for st in stores),
+                "frames": set().union(*(st["frames"] for st in stores)) if stores else set()}
+
     # --------------------------------------------------------------------------------------- requests
     def __call__(self, face: str | os.PathLike, audio: AudioInput, out_path: str | os.PathLike | None = None, *,
-                 fps: float | None = None, smooth: bool = True, pads: Sequence[int] = F.DEFAULT_PADS,
+                 fps: float | None = None, smooth: bool = True, pads: Sequence[int] | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  on_no_face: str | None = None) -> LipSyncResult:
         """Lip-sync ``face`` (image or video file) to ``audio`` (file path or ``(samples, sample_rate)``).
 
         ``fps`` applies to photo avatars (default 25); a video avatar keeps its own frame rate.
         ``out_path=None`` writes ``lipsync.mp4`` into a new directory that the caller owns.
-        ``progress(done, total)`` is called after each batch (a tqdm bar is shown as well).
+        ``pads`` (top, bottom, left, right) default to the model's (registry). ``progress(done, total)`` is
+        called after each batch of frames (a tqdm bar is shown as well).
         """
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -211,12 +314,13 @@ class LipSyncPipeline:
         return LipSyncResult(output_path=out_path, fps=prep.fps, n_frames=n, duration_s=n / prep.fps,
                              width=writer.out_width, height=writer.out_height,
                              timings={k: round(v, 4) for k, v in timings.items()}, detector=prep.det.detector,
-                             model=self.model_name, avatar_kind=prep.avatar.kind, warnings=prep.warnings,
-                             avatar_cached=prep.cached, precision=self.precision)
+                             model=self.model, avatar_kind=prep.avatar.kind, warnings=prep.warnings,
+                             avatar_cached=prep.cached, precision=self.precision, weights=self.weights,
+                             crop_policy=self.crop_policy)
 
     def stream(self, face: str | os.PathLike, audio_segments: Iterable[tuple[np.ndarray, int]],
                out_dir: str | os.PathLike, *, fps: float | None = None, smooth: bool = True,
-               pads: Sequence[int] = F.DEFAULT_PADS, fmt: str = "mp4", max_chunk_seconds: float | None = None,
+               pads: Sequence[int] | None = None, fmt: str = "mp4", max_chunk_seconds: float | None = None,
                on_no_face: str | None = None) -> Iterator[Path]:
         """Yield one playable video chunk per audio segment (e.g. one per synthesised sentence).
 
@@ -303,7 +407,7 @@ class LipSyncPipeline:
         n = n_frames or frames_for_audio(len(wav16), fps)
         return mel_windows(melspectrogram(wav16), fps, n_frames=n)  # (N, 80, 16)
 
-    def _prepare(self, face, start: int, seconds: float, *, fps, pads, smooth, on_no_face, timings) -> _Prepared:
+    def _prepare(self, face, start: int, seconds: float, *, fps, pads, smooth, on_no_face, timings) -> PreparedAvatar:
         t = time.perf_counter()
         cache = self.avatars
         # a video's own frame rate is known only once it is open: guess high, then top up if needed
@@ -325,7 +429,8 @@ class LipSyncPipeline:
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         missing = avatar.check_faces(det, needed, on_no_face=on_no_face)
-        crops = avatar.crops(detector.name, self.size, pads=pads, smooth=smooth)
+        pads = self.pads if pads is None else tuple(int(p) for p in pads)
+        crops = avatar.crops(detector.name, self.size, pads=pads, smooth=smooth, policy=self.crop_policy)
         timings["crops"] = time.perf_counter() - t
         warnings = []
         multi = [i for i in det.multi_face_frames if i < needed]
@@ -343,7 +448,7 @@ class LipSyncPipeline:
             warnings.append(f"The avatar video is long; only its first {avatar.n_frames} frames are used.")
         if isinstance(detector, F.HaarDetector):
             warnings.append("Faces were found with the offline OpenCV detector (S3FD weights not available).")
-        return _Prepared(avatar, det, crops, set(missing), warnings, rate, cached)
+        return PreparedAvatar(avatar, det, crops, set(missing), warnings, rate, cached)
 
     def _face_batch(self, crops: np.ndarray):
         """(B, S, S, 3) RGB uint8 crops -> (B, 6, S, S) model input: [lower half masked | reference], BGR in [0, 1]."""
@@ -362,7 +467,7 @@ class LipSyncPipeline:
 
         gen = self.generator
         # the boxes decide the crops (pads, smoothing): other boxes, other features
-        key = ("video_feats", self.model_name, id(gen), self.dtype, hash(crops.boxes.tobytes()))
+        key = ("video_feats", self.model, id(gen), self.dtype, hash(crops.boxes.tobytes()))
         store = av.extras.setdefault(key, {"bytes": 0, "frames": {}})
         cached = store["frames"]
         new = [s for s in dict.fromkeys(src) if s not in cached]
@@ -380,7 +485,7 @@ class LipSyncPipeline:
         per_frame = [cached.get(s) or fresh[s] for s in src]
         return [torch.cat([f[level] for f in per_frame]) for level in range(len(per_frame[0]))]  # (b, C, h', w)
 
-    def _render(self, prep: _Prepared, windows: np.ndarray, start: int, mux_path: Path, out_path: Path, fmt: str,
+    def _render(self, prep: PreparedAvatar, windows: np.ndarray, start: int, mux_path: Path, out_path: Path, fmt: str,
                 timings: dict[str, float], progress, start_time: float = 0.0) -> VideoWriter:
         import torch
         from tqdm.auto import tqdm
@@ -392,12 +497,12 @@ class LipSyncPipeline:
         gen = self.generator
         writer = VideoWriter(out_path, av.width, av.height, prep.fps, audio_path=mux_path, fmt=fmt, crf=self.crf,
                              preset=self.preset, start_time=start_time)
-        bar = tqdm(total=n, desc=f"lip-sync {self.size}", unit="frame", disable=not self.show_progress, leave=False)
+        bar = tqdm(total=n, desc=f"lip-sync {self.model}", unit="frame", disable=not self.show_progress, leave=False)
         try:
             with torch.inference_mode():
                 feats = None
                 if photo and 0 not in prep.missing:
-                    key = ("face_feats", self.model_name, id(gen), self.dtype, prep.crops.boxes[0].tobytes())
+                    key = ("face_feats", self.model, id(gen), self.dtype, prep.crops.boxes[0].tobytes())
                     feats = av.extras.get(key)
                     if feats is None:
                         t = time.perf_counter()
