@@ -4,7 +4,9 @@
   extension says is refused with a :class:`UserFacingError` before ffmpeg guesses something odd.
 - :func:`probe` parses ``ffmpeg -i`` (duration, streams) for reports and tests.
 - :func:`open_video` / :func:`read_image` decode any input ffmpeg knows (HEVC portrait 1080x1920, 25/30 fps,
-  images) into RGB ``uint8`` frames (H, W, 3), piped, never via temporary files.
+  images) into RGB ``uint8`` frames (H, W, 3), piped, never via temporary files. Videos come out at one
+  constant rate (:func:`nominal_fps`; ffmpeg's ``fps`` filter places every frame by its own timestamp), so
+  a variable-frame-rate phone clip plays at its real speed: frame ``i`` is what was on screen at ``i / fps``.
 - :class:`VideoWriter` pipes raw RGB frames into ffmpeg, which encodes H.264 (yuv420p) and muxes AAC audio
   from a file in the same process: no temporary AVI, no second mux pass, no ``shell=True``.
   ``fmt="mp4"`` writes a fast-start mp4 (playable while downloading); ``fmt="ts"`` an MPEG-TS segment that
@@ -143,9 +145,10 @@ def probe(path: str | Path) -> MediaInfo:
         if kind == "Video":
             size = re.search(r"(\d{2,5})x(\d{2,5})", rest)
             fps = re.search(r"([\d.]+) fps", rest)
+            tbr = re.search(r"([\d.]+)(k?) tbr", rest)
             info.video.append({"codec": codec, "width": int(size[1]) if size else None,
                                "height": int(size[2]) if size else None, "fps": float(fps[1]) if fps else None,
-                               "start": start})
+                               "tbr": float(tbr[1]) * (1000 if tbr[2] else 1) if tbr else None, "start": start})
         else:
             rate = re.search(r"(\d+) Hz", rest)
             ch = re.search(r"Hz,\s*([^,]+)", rest)
@@ -187,19 +190,59 @@ class VideoStream:
             close()
 
 
-def open_video(path: str | Path, max_frames: int | None = None, max_side: int | None = None) -> VideoStream:
+MAX_NOMINAL_FPS = 60.0
+
+
+def nominal_fps(fps: float | None, tbr: float | None) -> Fraction | None:
+    """The constant rate a video is decoded at, from ``ffmpeg -i``'s average rate (``fps``) and base rate (``tbr``).
+
+    A constant-rate file has fps == tbr. A variable-rate one (phones; frames 1/30 s or 2/30 s apart) has an
+    average below its base rate: decoding at the base rate keeps every real frame (repeated where the source
+    waited longer), and the frame count over the rate is the real duration. A base rate far above the
+    average (e.g. "90k tbr") is a clock, not a frame rate: the average is used then.
+    """
+    rate = None
+    if fps and tbr and fps - 0.01 <= tbr <= 1.5 * fps + 0.01:
+        rate = tbr
+    elif fps or tbr:
+        rate = fps or tbr
+    if not rate or rate <= 0:
+        return None
+    rate = min(float(rate), MAX_NOMINAL_FPS)
+    return Fraction(rate).limit_denominator(1001)
+
+
+def open_video(path: str | Path, max_frames: int | None = None, max_side: int | None = None, *,
+               constant_rate: bool = True) -> VideoStream:
     """Start decoding ``path`` (any codec ffmpeg reads) as RGB frames, at most ``max_frames`` of them.
 
     Rotation metadata is applied by ffmpeg, so ``width``/``height`` are the displayed size. With ``max_side``,
     larger videos are scaled down by ffmpeg (aspect kept, even sizes) so the longer side is at most that.
+    With ``constant_rate`` (default) frames are resampled by their timestamps to :func:`nominal_fps` (ffmpeg's
+    ``fps`` filter), which is the ``fps`` returned: ``n / fps`` seconds of frames are ``n / fps`` seconds of the
+    source, also for variable-frame-rate files.
     """
     import imageio_ffmpeg
 
+    filters = []
+    rate = None
+    if constant_rate:
+        try:
+            streams = probe(path).video
+        except (UserFacingError, subprocess.SubprocessError, OSError):
+            streams = []  # the decoder below reports what is wrong with the file
+        if streams:
+            rate = nominal_fps(streams[0].get("fps"), streams[0].get("tbr"))
+        if rate is not None:
+            filters.append(f"fps={rate.numerator}/{rate.denominator}")
     out_params = ["-frames:v", str(int(max_frames))] if max_frames else []
     if max_side:
         m = int(max_side)
-        out_params += ["-vf", f"scale=w='if(gt(iw,ih),min(iw,{m}),-2)':h='if(gt(iw,ih),-2,min(ih,{m}))'"
-                                f":flags=area"]
+        filters.append(f"scale=w='if(gt(iw,ih),min(iw,{m}),-2)':h='if(gt(iw,ih),-2,min(ih,{m}))':flags=area")
+    if filters:
+        out_params += ["-vf", ",".join(filters)]
+    if rate is not None:
+        out_params += ["-fps_mode", "passthrough"]  # the filter's frames as they are: no second resampling
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=out_params)
     try:
         meta = next(gen)
@@ -207,7 +250,7 @@ def open_video(path: str | Path, max_frames: int | None = None, max_side: int | 
         gen.close()
         raise UserFacingError(f"The video {Path(path).name} could not be read ({_last_line(str(err))}).") from err
     w, h = (int(v) for v in meta["size"])
-    fps = float(meta.get("fps") or 0) or 25.0
+    fps = float(rate) if rate is not None else (float(meta.get("fps") or 0) or 25.0)
     n = int(round((meta.get("duration") or 0) * fps)) or 1
     if max_frames:
         n = min(n, int(max_frames))
