@@ -176,6 +176,21 @@ def make_video(out: Path = HERE / VIDEO, seconds: float = VIDEO_SECONDS, fps: in
     return out
 
 
+def check_video(path: Path = HERE / VIDEO) -> tuple[float, float]:
+    """Decode the video and find the face in every frame with the offline detector; (min, max) box width.
+
+    Raises if any frame has no face or more than one (the app would refuse such an avatar).
+    """
+    from wav2lip384.faces import HaarDetector, detect_faces
+    from wav2lip384.video import open_video
+
+    det = detect_faces(HaarDetector(), list(open_video(path).frames))
+    if det.missing or det.multi_face_frames:
+        raise RuntimeError(f"{path.name}: no face in frames {det.missing}, several in {det.multi_face_frames}")
+    widths = det.boxes[:, 2] - det.boxes[:, 0]
+    return float(widths.min()), float(widths.max())
+
+
 def make_speech(engine: str = "auto") -> list[Path]:
     import soundfile as sf
 
@@ -195,6 +210,9 @@ def make_speech(engine: str = "auto") -> list[Path]:
 def main() -> None:
     for path in (make_avatar(), make_photo(), make_video()):
         print(f"{path.name}: {path.stat().st_size / 1000:.0f} kB")
+    print(f"{PHOTO}: face box (x1, y1, x2, y2) {detect_face(source_photo())}")
+    lo, hi = check_video()
+    print(f"{VIDEO}: a face in every frame, {lo:.0f}-{hi:.0f} px wide")
     make_speech()
 
 
