@@ -278,3 +278,49 @@ def test_ddp_two_processes_gloo_cpu(clips, tmp_path):
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["world_size"] == 2 and ckpt["step"] == 3
     assert not any(k.startswith("module.") for k in ckpt["models"]["syncnet"])  # saved unwrapped
+
+
+# ------------------------------------------------------------------------------------------ dry run / GPU
+def test_dry_run_plans_hours_steps_memory_and_time_from_counted_flops(clips, expert):
+    from wav2lip384.train import plan
+
+    p = plan.make_plan(_gen_task(clips, expert, gan=True), data_dir=str(clips), batch_size=4, gpus=2,
+                       gpu="L4-24GB", steps=30)
+    assert p["data"]["train_frames"] == 120 and p["data"]["val_clips"] == 1
+    assert p["steps_per_epoch"] == 15  # ceil(120 frames / (4 x 2))
+    assert p["cost"]["flops_per_sample"] > 1e6 and p["cost"]["frozen_params"] > 0  # the expert is counted
+    assert p["memory_per_gpu_gib"] > 1.0 and p["cpu_seconds_per_sample"] > 0
+    rows = {r["gpu"]: r for r in p["gpu_table"]}
+    # time follows the peak: the same step on an H100 is 989/121 times faster than on an L4
+    assert rows["L4-24GB"]["step_s"] / rows["H100-SXM-80GB"]["step_s"] == pytest.approx(989 / 121)
+    assert p["epoch_hours"] == pytest.approx(15 * rows["L4-24GB"]["step_s"] / 3600)
+    assert p["epochs"] == pytest.approx(2.0)
+    text = plan.format_plan(p)
+    assert "steps per epoch" in text and "memory per GPU" in text and "*L4-24GB" in text
+
+
+def test_dry_run_cli_plans_the_papers_300_minutes_without_data(capsys):
+    from wav2lip384.train.__main__ import main
+
+    assert main(["syncnet", "--tiny", "--hours", "5", "--dry-run", "--gpus", "8", "--batch-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "5.00 h assumed" in out and "450,000 frames" in out
+    assert "steps per epoch (one sample per training frame): 879" in out  # ceil(450000 / 512)
+    assert main(["generator", "--tiny", "--dry-run", "--gpu", "nope", "--hours", "1"]) == 2
+    assert "unknown GPU class" in capsys.readouterr().err
+
+
+def test_training_needs_data_and_an_expert_unless_only_planning(capsys, clips):
+    from wav2lip384.train.__main__ import main
+
+    assert main(["generator", "--tiny", "--data", str(clips), "--out", "x"]) == 2
+    assert "--syncnet is required" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the GPU path (AMP, pinned memory) "
+                                                           "runs only where one is present")
+def test_gpu_path_trains_with_amp(clips, expert, tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), max_steps=3, batch_size=4, eval_every=3, val_samples=4, device="cuda")
+    trainer = Trainer(_gen_task(clips, expert, gan=True), cfg, log=lambda m: None)
+    res = trainer.fit()
+    assert trainer.use_amp and res.step == 3 and res.last_checkpoint.is_file()

@@ -1,4 +1,6 @@
-"""``python -m wav2lip384.train syncnet|generator --data DIR --size 96|384 --out DIR [...]``
+"""``python -m wav2lip384.train syncnet|generator --data DIR --size 96|384 --out DIR [...] [--dry-run]``
+
+The recipe (multi-GPU, the paper's 384 models, Hub upload): ``wav2lip384/train/README.md``.
 
 Multi-process (DDP): ``torchrun --nproc_per_node N -m wav2lip384.train ...``; torchrun's environment
 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) is read here, in the CLI, and nowhere else. Backend: NCCL on
@@ -22,9 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="task", required=True)
     for name in ("syncnet", "generator"):
         s = sub.add_parser(name)
-        s.add_argument("--data", required=True, help="output folder of `python -m wav2lip384.preprocess`")
+        s.add_argument("--data", help="output folder of `python -m wav2lip384.preprocess` (required, except for "
+                                       "--dry-run --hours)")
         s.add_argument("--size", type=int, choices=(96, 384), default=96)
-        s.add_argument("--out", required=True, help="folder for metrics.jsonl, checkpoints/, last.pt, export/")
+        s.add_argument("--out", help="folder for metrics.jsonl, checkpoints/, last.pt, export/ (required to train)")
         s.add_argument("--steps", type=int, default=1000, help="total optimizer steps (default 1000)")
         s.add_argument("--batch-size", type=int, default=16, help="per process")
         s.add_argument("--lr", type=float, default=1e-4)
@@ -46,8 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "stream from disk, memory does not grow with the dataset); 0 = no cache")
         s.add_argument("--tiny", action="store_true",
                        help="tiny 32px architectures (smoke runs/tests; data must be preprocessed at --size 32)")
+        d = s.add_argument_group("planning (--dry-run: print the cost, train nothing)")
+        d.add_argument("--dry-run", action="store_true",
+                       help="print the dataset's hours, steps per epoch, memory per GPU and time per epoch")
+        d.add_argument("--gpus", type=int, default=None, help="GPUs of the planned run (default: WORLD_SIZE or 1)")
+        d.add_argument("--gpu", default=None, help="GPU class for the estimate (default A100-80GB; the output "
+                                                     "lists every known class)")
+        d.add_argument("--mfu", type=float, default=None, help="assumed utilisation of the GPU's peak (default 0.35)")
+        d.add_argument("--hours", type=float, default=None, help="plan for this many hours of training data instead "
+                                                                 "of --data's (e.g. 5 = the paper's 300 min)")
+        d.add_argument("--plan-json", default=None, help="also write the plan as JSON to this file")
         if name == "generator":
-            s.add_argument("--syncnet", required=True, help="expert: training checkpoint .pt, export folder or Hub repo")
+            s.add_argument("--syncnet", help="expert: training checkpoint .pt, export folder or Hub repo "
+                                             "(required to train)")
             s.add_argument("--gan", action="store_true", help="add the visual-quality discriminator loss")
             s.add_argument("--sync-wt", type=float, default=0.03)
             s.add_argument("--sync-enable-below", type=float, default=0.75,
@@ -77,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     from common.settings import Settings
 
     args = build_parser().parse_args(argv)
+    from common.errors import UserFacingError
+
+    if not args.data and not (args.dry_run and args.hours):
+        raise UserFacingError("--data is required (the output folder of `python -m wav2lip384.preprocess`); "
+                              "only --dry-run --hours H plans without data")
+    if args.task == "generator" and not args.syncnet and not args.dry_run:
+        raise UserFacingError("--syncnet is required: the expert SyncNet trained first "
+                              "(`python -m wav2lip384.train syncnet ...`), as a .pt, export folder or Hub repo")
     import torch
 
     if args.threads:
@@ -112,6 +134,19 @@ def main(argv: list[str] | None = None) -> int:
                 model=tiny.tiny_generator_config().to_dict() if args.tiny else None,
                 disc_model=tiny.tiny_discriminator_config().to_dict() if args.tiny else None)
             task = GeneratorTask(tcfg, seed=args.seed)
+        if args.dry_run:
+            from wav2lip384.train import plan as planning
+
+            gpus = args.gpus or int(os.environ.get("WORLD_SIZE", "1"))
+            p = planning.make_plan(task, data_dir=args.data, batch_size=args.batch_size, gpus=gpus,
+                                   gpu=args.gpu or planning.DEFAULT_GPU, mfu=args.mfu or planning.DEFAULT_MFU,
+                                   amp=not args.no_amp, hours=args.hours, steps=args.steps)
+            print(planning.format_plan(p))
+            if args.plan_json:
+                planning.write_plan(p, args.plan_json)
+            return 0
+        if not args.out:
+            raise UserFacingError("--out is required to train (a folder for checkpoints and metrics)")
         cfg = TrainConfig(out_dir=args.out, max_steps=args.steps, batch_size=args.batch_size,
                           eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                           log_every=args.log_every, val_samples=args.val_samples, seed=args.seed,
