@@ -2,6 +2,7 @@
 
     python -m wav2lip384.bench --json            # full run (the whole 4.3 s clip), JSON on stdout
     python -m wav2lip384.bench --json --quick    # 1.6 s of speech, no lever sweeps (~3 min on 2 busy cores)
+    python -m wav2lip384.bench --json --quick --models livetalking384 wav2lip256   # those models' entries only
 
 Every configuration runs in its own subprocess (one after the other), so its ``peak_rss_mb`` is that process's
 ``ru_maxrss`` and no configuration warms caches for another. Top-level entries (pipeline entries have ``fps`` =
@@ -9,13 +10,15 @@ frames of output video per second of wall time for one whole request, audio deco
 - ``baseline_96_original_style``: :mod:`wav2lip384.baseline`, the original ``inference.py`` strategy (all frames
   read first, fixed ``--box`` as in the issue's measurement, full face encoder every frame, eager fp32, batch
   128, hard paste, per-frame resize, temp AVI then ffmpeg mux).
-- ``ours_96_video``, ``ours_96_photo``, ``ours_384_video``, ``ours_384_photo``: our pipeline with its default
+- ``ours_<M>_video`` / ``ours_<M>_photo`` with ``<M>`` = ``96`` (wav2lip96), ``384`` (paper384), ``256``
+  (wav2lip256), ``livetalking384`` or any registry id (``--models ID ...`` selects both entries of each id):
+  e.g. ``ours_96_video``, ``ours_384_photo``, ``ours_256_video``, ``ours_livetalking384_video``; our pipeline with its default
   optimisations (exact transforms + bf16 where native and verified within 1 grey level on the loaded
   weights, see ``precision``) and the avatar prepared by an earlier request (the app's steady state);
   ``fps_cold`` = the first request for the avatar (frame decode + face detection included).
 - ``plain_96_video``, ``plain_384_video``: the same pipeline with ``optimize=False`` (plain eager), for the
   optimisations' own speed-up.
-- each pipeline entry: per-stage ms, ``peak_rss_mb``, model GFLOPs per frame (nominal = the plain model's, as
+- each pipeline entry: per-stage ms, ``model_ms_per_frame``, ``peak_rss_mb``, model GFLOPs per frame (nominal = the plain model's, as
   ``python -m wav2lip384.models --summary`` counts it; executed = what the optimised model really computes),
   achieved GFLOP/s (executed GFLOPs x frames / model seconds) and its fraction of ``matmul_peak_gflops``,
   and ``max_pixel_diff_vs_plain``: the largest difference (0..255) between the frames pasted from the
@@ -30,9 +33,13 @@ frames of output video per second of wall time for one whole request, audio deco
   with its compile time when ``--with-compile`` is given, threads, batch sizes).
 - ``matmul_peak_gflops``: this machine's fp32 ``torch.mm`` throughput on 2048x2048 matrices (best of 1 thread
   and torch's default; ``fraction_of_matmul_peak`` uses the peak at the entry's own thread count);
-  ``matmul_peak_gflops_bf16`` the same in bf16 (entries running bf16 also get ``fraction_of_bf16_matmul_peak``).
-Real weights are used when they resolve (``DH_WAV2LIP96_CHECKPOINT`` / ``DH_WAV2LIP384_CHECKPOINT``);
-otherwise random weights of the same architecture (same cost), and ``weights`` says so.
+  ``matmul_peak_gflops_bf16`` the same in bf16 (``fraction_of_bf16_matmul_peak``: achieved / that peak, for
+  entries at torch's default thread count, whatever dtype they ran; where bf16 is not native the bf16 peak is
+  the emulated one and the entry runs fp32, see ``precision``).
+Real weights are used when they resolve (the model's variable, e.g. ``DH_LIVETALKING384_CHECKPOINT``, or its
+public weights already in the Hugging Face cache); otherwise random weights of the same architecture (same
+cost), and ``weights`` says so. The bench uses only the pipeline's public API (``prepare``, ``mel_windows``,
+``pasted_frames``, ``feature_cache``).
 """
 
 from __future__ import annotations
@@ -74,22 +81,44 @@ def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype: str = "fp32")
     return round(2 * n ** 3 / best / 1e9, 1)
 
 
-def load_generator_or_random(size: int, spec: str | None):
-    """(generator, description): real weights when ``spec`` resolves, else seeded random weights."""
+# short names in entry names -> registry ids ("ours_256_video"); any registry id or alias works as well
+MODEL_TOKENS = {"96": "wav2lip96", "384": "paper384", "256": "wav2lip256"}
+
+
+def model_id(token: str) -> str:
+    """``"96"`` -> wav2lip96, ``"384"`` -> paper384, ``"256"`` -> wav2lip256, registry ids as they are."""
+    from wav2lip384 import registry
+
+    return MODEL_TOKENS.get(token) or registry.canonical_id(token)
+
+
+def model_token(model: str) -> str:
+    """The short name of a registry id in entry names (inverse of :func:`model_id`)."""
+    inverse = {v: k for k, v in MODEL_TOKENS.items()}
+    return inverse.get(model, model)
+
+
+def load_generator_or_random(model: str, spec: str | None):
+    """(generator, description): real weights of registry id ``model`` when ``spec`` resolves (never
+    downloads here: offline or not cached = random), else seeded random weights of the same architecture."""
     import torch
 
     from wav2lip384.models import build_model
-    from wav2lip384.weights import load_generator
+    from wav2lip384.weights import generator_config, generator_status, load_generator
 
     if spec:
-        try:
-            return load_generator(spec, size), f"real ({spec})"
-        except UserFacingError as err:
-            reason = str(err).split(". ")[0]
+        status = generator_status(model, spec)
+        if status.available and status.where != "hub":  # local file or already in the Hugging Face cache
+            try:
+                return load_generator(model, spec), f"real ({spec})"
+            except UserFacingError as err:
+                reason = str(err).split(". ")[0]
+        else:
+            reason = status.message.split(". ")[0]
     else:
         reason = "no checkpoint configured"
     torch.manual_seed(0)
-    return build_model("generator", size).eval(), f"random (real weights unavailable: {reason})"
+    return build_model("generator", generator_config(model)).eval(), f"random (real weights unavailable: {reason})"
 
 
 def flops_per_frame(gen) -> tuple[float, float]:
@@ -138,33 +167,17 @@ def _warm_mel() -> None:
     melspectrogram(np.zeros(8000, np.float32) + 1e-3)  # librosa's one-off JIT, not part of any request
 
 
-def _pasted(pipe, gen, prep, windows, frames_idx) -> list[np.ndarray]:
-    """Frames pasted from ``gen``'s output for output frames ``frames_idx`` (the pipeline's own steps)."""
-    import torch
-
-    from wav2lip384 import faces as F
-
-    av = prep.avatar
-    src = [av.source_index(t) for t in frames_idx]
-    with torch.inference_mode():
-        mel = torch.from_numpy(windows[frames_idx])[:, None]  # (b, 1, 80, 16)
-        pred = gen(mel, pipe._face_batch(prep.crops.crops[src]))  # (b, 3, S, S)
-        out = pred.float().clamp_(0, 1).mul_(255).add_(0.5).permute(0, 2, 3, 1).to(torch.uint8).numpy()[..., ::-1]
-    return [F.paste_back(av.frames[s], o, prep.crops.boxes[s], feather=pipe.feather) for s, o in zip(src, out)]
-
-
 def _pixel_diff(pipe, plain_gen, face: Path, clip: Path, n: int) -> int:
-    """Max |optimised - plain eager| (0..255) over the pasted frames of the first ``n`` output frames."""
-    from wav2lip384 import faces as F
+    """Max |optimised - plain eager| (0..255) over the pasted frames of the first ``n`` output frames (same
+    crops and speech, through the pipeline's public ``prepare`` / ``mel_windows`` / ``pasted_frames``)."""
     from wav2lip384.audio import load_audio
 
     wav = load_audio(clip, sample_rate=16000)
-    prep = pipe._prepare(face, 0, len(wav) / 16000, fps=None, pads=F.DEFAULT_PADS, smooth=True,
-                         on_no_face="error", timings={})
-    windows = pipe._mel_windows(wav, prep.fps)
+    prep = pipe.prepare(face, len(wav) / 16000)
+    windows = pipe.mel_windows(wav, prep.fps)  # (N, 80, 16)
     idx = list(range(min(n, len(windows))))
-    a = _pasted(pipe, pipe.generator, prep, windows, idx)
-    b = _pasted(pipe, plain_gen, prep, windows, idx)
+    a = pipe.pasted_frames(prep, windows, idx)
+    b = pipe.pasted_frames(prep, windows, idx, generator=plain_gen)
     return int(max(np.abs(x.astype(np.int16) - y.astype(np.int16)).max() for x, y in zip(a, b)))
 
 
@@ -177,9 +190,9 @@ def run_one(name: str, video: Path, audio: Path, seconds: float | None, settings
         clip, short, photo = _inputs(work, video, audio, seconds)
         _warm_mel()
         if name.startswith("levers_"):
-            size = int(name.split("_")[1])
-            gen, desc = load_generator_or_random(size, _spec(size, settings))
-            entry = bench_levers(gen, quick=False, with_compile=with_compile)
+            model = model_id(name.split("_", 1)[1])
+            gen, desc = load_generator_or_random(model, _spec(model, settings))
+            entry = bench_levers(gen, model=model, quick=False, with_compile=with_compile)
         elif name == "baseline_96_original_style":
             entry, desc = _run_baseline(video, clip, work, settings)
         else:
@@ -192,8 +205,10 @@ def run_one(name: str, video: Path, audio: Path, seconds: float | None, settings
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _spec(size: int, settings) -> str | None:
-    return settings.wav2lip96_checkpoint if size == 96 else settings.wav2lip384_checkpoint
+def _spec(model: str, settings) -> str | None:
+    from wav2lip384 import registry
+
+    return registry.get(model).weights_spec(settings) or registry.get(model).default_weights or None
 
 
 def _run_baseline(video: Path, clip: Path, work: Path, settings) -> tuple[dict, str]:
@@ -201,7 +216,7 @@ def _run_baseline(video: Path, clip: Path, work: Path, settings) -> tuple[dict, 
     from wav2lip384.baseline import PADS, run_original_style
     from wav2lip384.video import open_video
 
-    gen, desc = load_generator_or_random(96, _spec(96, settings))
+    gen, desc = load_generator_or_random("wav2lip96", _spec("wav2lip96", settings))
     # the fixed --box of the issue's measurement: the padded face box of the first frame (not timed)
     stream = open_video(video, max_frames=1)
     first = next(stream.frames)
@@ -224,12 +239,12 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     from wav2lip384.pipeline import LipSyncPipeline
 
     name, _, extra = name.partition("+")  # "ours_384_video+fp32" / "+bf16" / "+compile": the default config plus that
-    kind, size, avatar = name.split("_")  # e.g. "ours", "384", "video"
-    size = int(size)
-    gen, desc = load_generator_or_random(size, _spec(size, settings))
+    kind, token, avatar = name.split("_")  # e.g. "ours", "livetalking384", "video"
+    model = model_id(token)
+    gen, desc = load_generator_or_random(model, _spec(model, settings))
     optimize = {"compile": OptimizeConfig(compile=True), "bf16": OptimizeConfig(dtype="bf16"),
                 "fp32": OptimizeConfig(dtype="fp32")}.get(extra, kind == "ours")
-    pipe = LipSyncPipeline(gen, model_name=f"wav2lip-{size}", detector_checkpoint=settings.s3fd_checkpoint,
+    pipe = LipSyncPipeline(gen, model=model, detector_checkpoint=settings.s3fd_checkpoint,
                            cache_dir=work / "cache", show_progress=False, optimize=optimize)
     face = video if avatar == "video" else photo
     cold = None
@@ -238,23 +253,23 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
         res = pipe(face, clip if avatar == "video" else short, work / "cold.mp4")
         cold = res.n_frames / (time.perf_counter() - t0)
     else:  # plain entries: prepare the avatar (decode + detection) without a whole first request
-        from wav2lip384 import faces as F
         from wav2lip384.audio import load_audio
 
-        seconds = len(load_audio(clip, sample_rate=16000)) / 16000
-        pipe._prepare(face, 0, seconds, fps=None, pads=F.DEFAULT_PADS, smooth=True, on_no_face="error", timings={})
+        pipe.prepare(face, len(load_audio(clip, sample_rate=16000)) / 16000)
     t0 = time.perf_counter()
     res = pipe(face, clip, work / "warm.mp4")
     wall = time.perf_counter() - t0
-    entry = {"fps": round(res.n_frames / wall, 2), "n_frames": res.n_frames, "wall_s": round(wall, 3),
-             "stages_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()}, "batch": pipe.batch_size,
+    entry = {"model": res.model, "crop_policy": res.crop_policy,
+             "fps": round(res.n_frames / wall, 2), "n_frames": res.n_frames, "wall_s": round(wall, 3),
+             "stages_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()},
+             "model_ms_per_frame": round(1000 * res.timings["model"] / res.n_frames, 1), "batch": pipe.batch_size,
              "optimize": pipe.optimization.to_dict(), "detector": res.detector.split(" (")[0],
              "precision": getattr(pipe.generator, "precision", {"dtype": "fp32"}),
              "avatar_cached": res.avatar_cached}
     if avatar == "video" and cold is not None:
         entry["fps_cold"] = round(cold, 2)  # with torch.compile: includes compiling
-    stores = [v for k, v in pipe.avatars.get(face).extras.items() if isinstance(k, tuple) and k[0] == "video_feats"]
-    entry["encoder_feature_cache_mb"] = round(sum(st["bytes"] for st in stores) / 2**20, 1)
+    feature_cache = pipe.feature_cache(face)
+    entry["encoder_feature_cache_mb"] = round(feature_cache["bytes"] / 2**20, 1)
     nominal_full, nominal_photo = flops_per_frame(gen)
     from dataclasses import replace
 
@@ -263,9 +278,9 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     # FLOPs of the same transforms without compile (a compiled call pads batch 1 to its static batch)
     exec_full, exec_photo = flops_per_frame(optimize_generator(gen, replace(pipe.optimization, compile=False)))
     nominal, executed = (nominal_full, exec_full) if avatar == "video" else (nominal_photo, exec_photo)
-    if avatar == "video" and stores:  # frames whose encoder features came from the cache skipped the encoder
+    if avatar == "video" and feature_cache["frames"]:  # frames whose encoder features were cached skipped the encoder
         av = pipe.avatars.get(face)
-        cached = set().union(*(st["frames"] for st in stores))
+        cached = feature_cache["frames"]
         encoded = sum(av.source_index(t) not in cached for t in range(res.n_frames))
         executed = (res.n_frames * exec_photo + encoded * (exec_full - exec_photo)) / res.n_frames
         entry["frames_encoded_in_timed_request"] = encoded
@@ -277,7 +292,7 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     return entry, desc
 
 
-def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dict:
+def bench_levers(gen, *, model: str | None = None, quick: bool = False, with_compile: bool = False) -> dict:
     """The generator alone, one lever at a time, on the same random inputs; diffs vs plain eager fp32."""
     import torch
 
@@ -285,7 +300,7 @@ def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dic
     from wav2lip384.pipeline import DEFAULT_BATCH
 
     s = gen.img_size
-    batch = DEFAULT_BATCH.get(s, 8)
+    batch = DEFAULT_BATCH.get(model, 32 if s <= 96 else 8)  # the pipeline's batch for this model
     g = torch.Generator().manual_seed(0)
     mel, faces = torch.randn(batch, 1, 80, 16, generator=g), torch.rand(batch, 6, s, s, generator=g)
     faces[:, :3, :, s // 2:] = 0
@@ -356,7 +371,9 @@ def bench_levers(gen, *, quick: bool = False, with_compile: bool = False) -> dic
 # OpenMP threads wait for each other whenever the OS deschedules one of them)
 ENTRIES_QUICK = ["baseline_96_original_style", "baseline_96_original_style@threads1", "plain_96_video", "ours_96_video", "ours_96_photo",
                  "plain_384_video", "ours_384_video", "ours_384_photo", "ours_96_video@threads1",
-                 "ours_384_video@threads1", "ours_384_photo@threads1"]
+                 "ours_384_video@threads1", "ours_384_photo@threads1",
+                 # the public higher-resolution families (issue 12): random weights unless real ones resolve
+                 "ours_256_video", "ours_livetalking384_video", "ours_livetalking384_photo"]
 # "+fp32": the default transforms forced to fp32 (exact; what "auto" falls back to without native bf16);
 # "+bf16": bf16 forced without the check; "+compile" (not run by default: minutes of compiling on 2 cores, and
 # it did not pay here): opt-in torch.compile
@@ -422,7 +439,7 @@ def run(video: Path, audio: Path, seconds: float | None, entries: list[str], thr
         if isinstance(entry, dict) and "achieved_gflops" in entry:
             peak = peaks.get(entry.get("torch_threads"), out["matmul_peak_gflops"])  # same thread count
             entry["fraction_of_matmul_peak"] = round(entry["achieved_gflops"] / peak, 3)  # fp32 peak (the goal's)
-            if (entry.get("precision") or {}).get("dtype") == "bf16" and entry.get("torch_threads") == before:
+            if entry.get("torch_threads") == before:  # the bf16 peak was measured at this thread count
                 entry["fraction_of_bf16_matmul_peak"] = round(entry["achieved_gflops"] / out["matmul_peak_gflops_bf16"], 3)
     out["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     out["machine"]["uptime_end"] = _uptime()
@@ -453,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help="speech")
     p.add_argument("--seconds", type=float, default=None, help="seconds of speech (default: all; 1.6 with --quick)")
     p.add_argument("--entries", nargs="+", default=None, help=f"subset of {ENTRIES_FULL}")
+    p.add_argument("--models", nargs="+", default=None, metavar="ID",
+                   help="registry ids (or 96/384/256): run ours_<model>_video and ours_<model>_photo of each")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--with-compile", action="store_true", help="levers: also time torch.compile (minutes)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one entry, print its JSON
@@ -471,19 +490,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_one(args.one, args.video, args.audio, seconds, settings, args.with_compile)))
         return 0
-    entries = args.entries or (ENTRIES_QUICK if args.quick else ENTRIES_FULL)
+    entries = list(args.entries or [])
+    for m in args.models or []:
+        token = model_token(model_id(str(m)))  # unknown ids: a clear error listing the known ones
+        entries += [f"ours_{token}_video", f"ours_{token}_photo"]
+    entries = entries or (ENTRIES_QUICK if args.quick else ENTRIES_FULL)
     result = run(args.video, args.audio, seconds, entries, args.threads, args.with_compile)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{'entry':<28}{'fps':>8}{'x base':>8}{'RSS MB':>9}{'GFLOP/s':>9}{'maxdiff':>8}")
+        print(f"{'entry':<32}{'fps':>8}{'x base':>8}{'RSS MB':>9}{'GFLOP/s':>9}{'maxdiff':>8}")
         ratios = result.get("ratios_vs_baseline", {})
         for key, val in result.items():
             if isinstance(val, dict) and "fps" in val:
-                print(f"{key:<28}{val['fps']:>8}{ratios.get(key, 1.0):>8}{val.get('peak_rss_mb', ''):>9}"
+                print(f"{key:<32}{val['fps']:>8}{ratios.get(key, 1.0):>8}{val.get('peak_rss_mb', ''):>9}"
                       f"{val.get('achieved_gflops', ''):>9}{val.get('max_pixel_diff_vs_plain', ''):>8}")
             elif isinstance(val, dict) and "error" in val:
-                print(f"{key:<28} error: {val['error'][-200:]}")
+                print(f"{key:<32} error: {val['error'][-200:]}")
         print(f"matmul peak {result['matmul_peak_gflops']} GFLOP/s; {result['machine']['uptime_end']}")
     return 0
 
