@@ -255,7 +255,7 @@ class Assistant:
         q = self.index.prepare_queries(self.embedder.encode_queries([question]))  # (1, d)
         depth = max(k, SUPPORT_DEPTH)
         scores, ids = self.index.search(q, depth)  # (1, depth) entry scores and rows
-        hits = [Hit(self.kb.entries[i], int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        hits = [Hit(self.kb.entries[i], int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         cat = hits[0].entry.category
         if cat:
             support = [h.score for h in hits if h.entry.category == cat][:SUPPORT_K]

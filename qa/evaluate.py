@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserFacingError
-from qa.assistant import Assistant, Calibration, decide, detect_language, timed_ask
+from qa.assistant import Assistant, decide, detect_language, timed_ask
 
 MRR_DEPTH = 10
 
@@ -130,7 +130,7 @@ def metrics(results: list[QueryResult], rule: Rule | float) -> dict:
     out_u = [outcome(r, rule) for r in una]
     correct = [r.ranked_ids[:1] == (r.expected_id,) for r in ans]
     rr = [1.0 / (r.ranked_ids.index(r.expected_id) + 1) if r.expected_id in r.ranked_ids else 0.0 for r in ans]
-    clarified = [r for r, o in zip(ans, out_a) if o == "clarify"]
+    clarified = [r for r, o in zip(ans, out_a, strict=True) if o == "clarify"]
     lat = np.array([r.latency_ms for r in results])
 
     def mean(xs) -> float | None:
@@ -141,8 +141,8 @@ def metrics(results: list[QueryResult], rule: Rule | float) -> dict:
         "n_answerable": len(ans),
         "n_unanswerable": len(una),
         "top1_accuracy": mean(correct),
-        "accepted_correct": mean([o == "answer" and c for o, c in zip(out_a, correct)]),
-        "accepted_wrong": mean([o == "answer" and not c for o, c in zip(out_a, correct)]),
+        "accepted_correct": mean([o == "answer" and c for o, c in zip(out_a, correct, strict=True)]),
+        "accepted_wrong": mean([o == "answer" and not c for o, c in zip(out_a, correct, strict=True)]),
         "clarify_rate": mean([o == "clarify" for o in out_a]),
         "clarify_contains_correct": mean([r.expected_id in r.candidate_ids for r in clarified]),
         "false_reject_rate": mean([o == "reject" for o in out_a]),

