@@ -300,14 +300,7 @@ def _registry(model):
 
 def generator_config(model):
     """The ``GeneratorConfig`` of a registry id or alias (the architecture its public weights load into)."""
-    from wav2lip384.config import GeneratorConfig
-
-    spec = _registry(model)
-    if hasattr(GeneratorConfig, "for_arch"):
-        return spec.config()
-    if spec.img_size in (96, 384) and spec.arch in ("wav2lip96", "paper384"):  # before for_arch existed
-        return GeneratorConfig.for_size(spec.img_size)
-    raise UserFacingError(f"The architecture {spec.arch!r} of {spec.id} is not available in this version.")
+    return _registry(model).config()
 
 
 def how_to_get(model) -> str:
