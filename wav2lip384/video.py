@@ -213,14 +213,14 @@ def nominal_fps(fps: float | None, tbr: float | None) -> Fraction | None:
 
 
 def open_video(path: str | Path, max_frames: int | None = None, max_side: int | None = None, *,
-               constant_rate: bool = True) -> VideoStream:
+               constant_rate: bool = True, info: MediaInfo | None = None) -> VideoStream:
     """Start decoding ``path`` (any codec ffmpeg reads) as RGB frames, at most ``max_frames`` of them.
 
     Rotation metadata is applied by ffmpeg, so ``width``/``height`` are the displayed size. With ``max_side``,
     larger videos are scaled down by ffmpeg (aspect kept, even sizes) so the longer side is at most that.
     With ``constant_rate`` (default) frames are resampled by their timestamps to :func:`nominal_fps` (ffmpeg's
     ``fps`` filter), which is the ``fps`` returned: ``n / fps`` seconds of frames are ``n / fps`` seconds of the
-    source, also for variable-frame-rate files.
+    source, also for variable-frame-rate files. ``info``: the file's :func:`probe` when the caller has it.
     """
     import imageio_ffmpeg
 
@@ -228,7 +228,7 @@ def open_video(path: str | Path, max_frames: int | None = None, max_side: int | 
     rate = None
     if constant_rate:
         try:
-            streams = probe(path).video
+            streams = (info or probe(path)).video
         except (UserFacingError, subprocess.SubprocessError, OSError):
             streams = []  # the decoder below reports what is wrong with the file
         if streams:
