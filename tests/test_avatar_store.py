@@ -167,7 +167,8 @@ def test_feature_slots_are_typed_bounded_and_replaced_when_boxes_change(tmp_path
     other = store.features(av, FeatureKey.of("wav2lip96", torch.float32, boxes + 1))
     assert other is not slot and len(other) == 0 and store.nbytes == base
     # another model or dtype: a slot of its own
-    assert store.features(av, FeatureKey.of("wav2lip96", torch.bfloat16, boxes + 1)) is not other
+    bf16 = store.features(av, FeatureKey.of("wav2lip96", torch.bfloat16, boxes + 1))
+    assert bf16 is not other and set(store.feature_slots(av)) == {other, bf16}
     # a value larger than the whole budget is refused (the caller just does not cache it)
     assert not other.put(0, [torch.zeros(4 * 2**20)])
     # the untyped extras of the old pipeline are counted as well

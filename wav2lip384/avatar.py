@@ -489,6 +489,12 @@ class AvatarStore:
                 slot.max_bytes = max_bytes
             return slot
 
+    @staticmethod
+    def feature_slots(avatar: Avatar) -> list[FeatureSlot]:
+        """The encoder-feature slots ``avatar`` holds now (for reports: ``slot.key``, ``slot.nbytes``, ``slot.indices``)."""
+        with avatar.lock:
+            return list(avatar._features.values())
+
     def _make_room(self, size: int, *, keep: str | None = None) -> bool:
         """Drop least recently used avatars other than ``keep`` until ``size`` more bytes fit the memory budget
         (and the count fits ``max_items``). False when they cannot fit even then."""
