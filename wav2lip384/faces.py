@@ -571,7 +571,7 @@ def track_faces(detector: FaceDetector, frames: Sequence[np.ndarray], config: Tr
             while a > 0 and np.isnan(boxes[a - 1][0]):
                 a -= 1
             back, oks = flow.follow([frames[i] for i in range(j, a - 1, -1)], boxes[j])  # j-1, j-2, ..., a
-            for i, b, ok in zip(range(j - 1, a - 1, -1), back, oks):
+            for i, b, ok in zip(range(j - 1, a - 1, -1), back, oks, strict=True):
                 if not ok:
                     break
                 boxes[i] = b
