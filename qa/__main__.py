@@ -57,6 +57,10 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     b.add_argument("--synthetic", type=int, default=1_000_000, help="entries in the synthetic HNSW index (0: skip)")
     b.add_argument("--queries-n", type=int, default=200)
     b.add_argument("--no-builtin", action="store_true", help="only the synthetic index")
+    u = sub.add_parser("upload-default", parents=[common],
+                       help="measure the uncalibrated default for uploaded FAQs on upload-shaped sub-KBs (JSON)")
+    u.add_argument("--queries", nargs="+", default=None,
+                   help="query files (default: ../shared/kb/dev_queries.jsonl and qa/data/heldout_queries.jsonl)")
     asr = argparse.ArgumentParser(add_help=False)
     asr.add_argument("--model", default=settings.asr_model, help="SenseVoice Hub repo or local directory "
                      "(default: DH_ASR_MODEL, else the built-in default)")
@@ -161,6 +165,16 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             for k, v in out.items():
                 if k not in ("by_lang", "details", "info", "at_threshold", "cross_validated", "transfer"):
                     print(f"{k}: {v}")
+        return 0
+    if args.cmd == "upload-default":
+        from qa.embed import load_embedder
+        from qa.faq import measure_upload_default
+
+        root = Path(__file__).resolve().parents[1]
+        files = args.queries or [root.parent / "shared" / "kb" / "dev_queries.jsonl",
+                                 root / "qa" / "data" / "heldout_queries.jsonl"]
+        out = measure_upload_default(load_embedder(args.embedder, args.backend, device=settings.device), files)
+        print(json.dumps(out, ensure_ascii=False, indent=2 if args.json else None))
         return 0
     if args.cmd in ("asr", "asr-bench"):
         from qa import asr as asr_mod

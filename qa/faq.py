@@ -169,4 +169,78 @@ def calibrate_with_questions(assistant: Assistant, questions: str | Path | list[
     return assistant.with_calibration(cal), report
 
 
-__all__ = ["build_faq_assistant", "calibrate_with_questions", "load_faq", "load_test_questions"]
+class _MemoEmbedder:
+    """Wraps an embedder and remembers each text's vector: the sub-sampled KBs re-use the same texts."""
+
+    def __init__(self, inner: Embedder):
+        self.inner, self.backend, self.model, self.dim = inner, inner.backend, inner.model, inner.dim
+        self._memo: dict[tuple[bool, str], object] = {}
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint()
+
+    def _encode(self, texts, is_query: bool):
+        import numpy as np
+
+        texts = list(texts)
+        missing = list(dict.fromkeys(t for t in texts if (is_query, t) not in self._memo))
+        if missing:
+            vecs = self.inner.encode_queries(missing) if is_query else self.inner.encode_passages(missing)
+            self._memo.update({(is_query, t): v for t, v in zip(missing, vecs, strict=True)})
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self._memo[(is_query, t)] for t in texts])  # (n, d)
+
+    def encode_queries(self, texts):
+        return self._encode(texts, True)
+
+    def encode_passages(self, texts):
+        return self._encode(texts, False)
+
+
+def measure_upload_default(embedder: Embedder, query_files: list[str | Path],
+                           sizes: tuple[tuple[int, int], ...] = ((50, 3), (150, 2), (400, 1)), seed: int = 0) -> dict:
+    """How the uncalibrated default for uploaded FAQs was measured (``python -m qa upload-default --json``).
+
+    Sub-samples of the built-in KB reduced to an upload's usual shape (question + answer only: no category, no
+    English fields, no phrasings); ``sizes`` = (entries, how many random draws). The Chinese questions of
+    ``query_files`` are answerable when their entry was drawn, unanswerable otherwise. Returns the pooled rule
+    and a leave-one-sub-KB-out estimate (calibrated on the other sub-KBs, measured on the left-out one).
+    """
+    import numpy as np
+
+    from qa import evaluate as ev
+    from qa.index import IndexConfig
+    from qa.kb import Entry
+
+    full = load_kb(None)
+    queries = [q for f in query_files for q in ev.load_queries(f) if q["lang"] == "zh"]
+    emb = _MemoEmbedder(embedder)
+    rng = np.random.default_rng(seed)
+    runs: dict[str, list] = {}
+    for size, draws in sizes:
+        for d in range(draws):
+            rows = sorted(rng.choice(len(full), size, replace=False)) if size < len(full) else range(len(full))
+            kb = KnowledgeBase(tuple(Entry(id=full.entries[i].id, question=full.entries[i].question,
+                                           answer=full.entries[i].answer) for i in rows), "upload-shaped sample")
+            ids = {e.id for e in kb.entries}
+            qs = [{**q, "expected_id": q["expected_id"] if q["expected_id"] in ids else None} for q in queries]
+            a = Assistant.load(kb, emb, config=AssistantConfig(index=IndexConfig(phrasings=False)))
+            runs[f"{size}-{d}"] = ev.run_queries(a, qs)
+    pooled = ev.calibrate_rule([r for rs in runs.values() for r in rs])
+    keys = ("accepted_correct", "accepted_wrong", "clarify_rate", "clarify_contains_correct", "false_reject_rate",
+            "unanswerable_reject_rate")
+    held = {}
+    for name, rs in runs.items():
+        rule = ev.calibrate_rule([r for other, o in runs.items() if other != name for r in o])
+        held[name] = {**{k: ev.metrics(rs, rule)[k] for k in keys}, "rule": ev.asdict_rule(rule)}
+    mean = {k: round(float(np.mean([m[k] for m in held.values() if m[k] is not None])), 4) for k in keys}
+    return {"rule": ev.asdict_rule(pooled), "leave_one_out_mean": mean, "leave_one_out": held,
+            "sizes": [list(s) for s in sizes], "n_questions": len(queries)}
+
+
+__all__ = ["build_faq_assistant", "calibrate_with_questions", "load_faq", "load_test_questions",
+           "measure_upload_default"]
