@@ -201,3 +201,18 @@ def test_demo1_patch_stays_on_the_face_in_every_frame(shared_data):
     assert np.median(diff) < 5 and np.percentile(diff, 95) < 15, (np.median(diff), np.percentile(diff, 95))
     print(f"track_faces on demo1: {per_frame_ms:.1f} ms/frame CPU; box vs per-frame: median "
           f"{np.median(diff):.1f} px, p95 {np.percentile(diff, 95):.1f} px, max {diff.max():.1f} px")
+
+
+def test_multi_face_means_a_second_persistent_face_not_a_false_box():
+    coat = np.array([[40, 150, 150, 235, 0.8]], np.float32)
+    face = np.array([[60, 40, 110, 100, 0.9]], np.float32)
+    other = np.array([[120, 30, 170, 95, 0.9]], np.float32)
+    # the false box in one scan of five: no second face
+    scans = {i: np.concatenate([face, coat]) if i == 50 else face for i in (0, 5, 10, 50, 100)}
+    assert F.persistent_multi_face_frames(scans) == []
+    # a second person in every scan: every scan has more than one face
+    scans = {i: np.concatenate([face, other]) for i in (0, 5, 10, 50, 100)}
+    assert F.persistent_multi_face_frames(scans) == [0, 5, 10, 50, 100]
+    # tiny background faces do not count
+    tiny = np.array([[150, 10, 160, 20, 0.9]], np.float32)
+    assert F.persistent_multi_face_frames({i: np.concatenate([face, tiny]) for i in (0, 5, 10)}) == []

@@ -180,7 +180,8 @@ class Detections:
 
     From :func:`detect_faces`: the largest face of every frame. From :func:`track_faces`: the followed face
     (``rejected``: frames whose detections were all off the track, replaced by the tracked box; ``detected``:
-    (N,) bool, frames where the detector's box was used rather than the flow-tracked one).
+    (N,) bool, frames where the detector's box was used rather than the flow-tracked one;
+    ``multi_face_frames``: scanned frames with two persistent faces, see :func:`persistent_multi_face_frames`).
     """
 
     boxes: np.ndarray
@@ -298,14 +299,10 @@ def match_candidate(cands: np.ndarray, ref: np.ndarray | None, *, gate_centre: f
     return best
 
 
-def dominant_face(per_frame: dict[int, np.ndarray], *, gate_centre: float = 0.45, gate_size: float = 1.6
-                  ) -> tuple[int, np.ndarray] | None:
-    """(frame, box) where the face seen most often (then: largest) first appears among whole-frame scans.
-
-    Candidates of consecutive scans are linked into tracklets when they agree; the tracklet covering the most
-    scans (weighted by its median size) is the face to follow. A false box that comes and goes (a collar,
-    a pattern) loses against the face that is there in every scan, even when it is larger in some frames.
-    """
+def face_tracklets(per_frame: dict[int, np.ndarray], *, gate_centre: float = 0.45, gate_size: float = 1.6
+                   ) -> list[list[tuple[int, np.ndarray]]]:
+    """Candidates (K, 5) of whole-frame scans {frame: detections} linked into tracklets [(frame, box), ...]:
+    each candidate joins the tracklet whose latest box it agrees with best (centre distance and size gates)."""
     tracklets: list[list[tuple[int, np.ndarray]]] = []
     for i in sorted(per_frame):
         used: set[int] = set()
@@ -324,6 +321,17 @@ def dominant_face(per_frame: dict[int, np.ndarray], *, gate_centre: float = 0.45
             else:
                 tracklets[pick].append((i, box))
                 used.add(pick)
+    return tracklets
+
+
+def dominant_face(per_frame: dict[int, np.ndarray], **gates) -> tuple[int, np.ndarray] | None:
+    """(frame, box) where the face seen most often (then: largest) first appears among whole-frame scans.
+
+    The tracklet (:func:`face_tracklets`) covering the most scans, weighted by its median size, is the face
+    to follow. A false box that comes and goes (a collar, a pattern) loses against the face that is there in
+    every scan, even when it is larger in some frames.
+    """
+    tracklets = face_tracklets(per_frame, **gates)
     if not tracklets:
         return None
 
@@ -331,6 +339,25 @@ def dominant_face(per_frame: dict[int, np.ndarray], *, gate_centre: float = 0.45
         return len(tr) * float(np.median([np.sqrt(np.prod(_wh(b))) for _, b in tr]))
 
     return max(tracklets, key=weight)[0]
+
+
+def persistent_multi_face_frames(per_frame: dict[int, np.ndarray], min_area_ratio: float = 0.25) -> list[int]:
+    """Scanned frames showing two or more faces that each persist (seen in at least half of the scans, and in
+    two or more): a second person, not a false box that comes and goes (which "more than one face" would be)."""
+    big = {}
+    for i, found in per_frame.items():
+        if len(found):
+            area = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
+            big[i] = found[area >= min_area_ratio * area.max()]
+        else:
+            big[i] = found
+    need = max(2, int(np.ceil(0.5 * len(per_frame))))
+    persistent = [tr for tr in face_tracklets(big) if len(tr) >= need]
+    seen: dict[int, int] = {}
+    for tr in persistent:
+        for i, _ in tr:
+            seen[i] = seen.get(i, 0) + 1
+    return sorted(i for i, k in seen.items() if k >= 2)
 
 
 class _FlowTracker:
@@ -577,7 +604,7 @@ def track_faces(detector: FaceDetector, frames: Sequence[np.ndarray], config: Tr
                 boxes[i] = b
                 if i in scans and len(scans[i]):
                     rejected.append(i)
-    multi = [int(i) for i in np.flatnonzero(counts > 1)]
+    multi = persistent_multi_face_frames(scans)
     return Detections(boxes, counts, detector.description, multi, sorted(set(rejected)), detected, "track")
 
 
