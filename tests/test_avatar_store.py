@@ -206,3 +206,16 @@ def test_store_from_settings_and_old_name(tmp_path):
     assert store.cache_dir == tmp_path / "avatars"
     old = AvatarCache(None, max_items=2, max_bytes=1000)
     assert isinstance(old, AvatarStore) and old.max_bytes == 1000 and old.max_items == 2
+
+
+def test_a_video_that_fails_to_decode_leaves_no_entry(tmp_path):
+    from common.errors import UserFacingError
+
+    good = make_video(tmp_path / "good.mp4")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(good.read_bytes()[:400])  # a real header, no frames
+    store = AvatarStore(tmp_path / "cache")
+    with pytest.raises(UserFacingError):
+        store.get(broken, frames_needed=5)
+    assert len(store) == 0 and not temp_files(tmp_path / "cache")
+    assert store.get(good, frames_needed=5).n_frames == 10  # the store keeps serving
