@@ -158,14 +158,33 @@ def test_unknown_size_is_rejected():
 def test_summary_cli_prints_params_flops_and_tensors():
     proc = subprocess.run([sys.executable, "-m", "wav2lip384.models", "--summary"], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=300, check=True)
-    report = json.loads(proc.stdout)["models"]
-    assert set(report) == {f"{k}_{s}" for k in ("generator", "syncnet", "discriminator") for s in (96, 384)}
-    g96, g384 = report["generator_96"], report["generator_384"]
+    out = json.loads(proc.stdout)
+    report = out["models"]
+    generators = {f"generator_{m}" for m in ("wav2lip96", "wav2lip256", "livetalking384", "paper384")}
+    assert set(report) == generators | {f"{k}_{s}" for k in ("syncnet", "discriminator") for s in (96, 384)}
+    assert [r["id"] for r in out["generators"]] == ["wav2lip96", "wav2lip256", "livetalking384", "paper384"]
+    g96, g384 = report["generator_wav2lip96"], report["generator_paper384"]
     assert g96["parameters"] == sum(torch.Size(s).numel() for k, s in g96["state_dict"].items()
                                     if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    # both generators cost roughly the same per frame (the paper's real-time claim): 7-9 GFLOPs
+    # both of the paper's sizes cost roughly the same per frame (the paper's real-time claim): 7-9 GFLOPs
     assert 7.0 < g96["gflops_per_frame"] < 9.0 and 7.0 < g384["gflops_per_frame"] < 9.0
     assert g384["gflops_per_frame_cached_face"] < g384["gflops_per_frame"]
+    table = {r["id"]: r for r in out["generators"]}
+    assert table["livetalking384"]["params_m"] == 172.7 and table["wav2lip256"]["params_m"] == 53.6
+
+
+def test_registry_numbers_are_those_of_the_built_models():
+    """Every registry entry's architecture builds, at its input size, with the parameters and GFLOP/frame it
+    states (counted on the meta device: nothing is allocated)."""
+    from wav2lip384 import registry
+    from wav2lip384.models.__main__ import summarize
+
+    for mid in registry.ids():
+        spec = registry.get(mid)
+        entry = summarize("generator", spec.arch, with_tensors=False)
+        assert entry["size"] == spec.img_size == spec.config().img_size, mid
+        assert round(entry["parameters"] / 1e6, 1) == spec.params_m, mid
+        assert entry["gflops_per_frame"] == pytest.approx(spec.gflops, rel=0.01), mid
 
 
 def test_importing_the_package_stays_light():

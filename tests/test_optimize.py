@@ -33,18 +33,20 @@ def _narrow(spec, div=8):
     return dataclasses.replace(spec, cin=c(spec.cin), cout=c(spec.cout))
 
 
-def tiny_config(size: int) -> GeneratorConfig:
-    real = GeneratorConfig.for_size(size)
-    return GeneratorConfig(
-        img_size=size,
+def tiny_config(size: int | str) -> GeneratorConfig:
+    """Channels / 8 of a real generator (a size 96 | 384 or an architecture name), same resolutions and layers."""
+    real = GeneratorConfig.for_arch(size) if isinstance(size, str) else GeneratorConfig.for_size(size)
+    return dataclasses.replace(
+        real,
         encoder_blocks=tuple(tuple(_narrow(s) for s in b) for b in real.encoder_blocks),
         decoder_blocks=tuple(tuple(_narrow(s) for s in b) for b in real.decoder_blocks),
         audio_encoder=tuple(_narrow(s) for s in real.audio_encoder),
+        unused_audio_refine=tuple(_narrow(s) for s in real.unused_audio_refine),
         output_hidden=max(2, real.output_hidden // 8),
     )
 
 
-def tiny_generator(size: int, seed: int = 0) -> Wav2LipGenerator:
+def tiny_generator(size: int | str, seed: int = 0) -> Wav2LipGenerator:
     torch.manual_seed(seed)
     g = Wav2LipGenerator(tiny_config(size)).eval()
     with torch.no_grad():
@@ -66,10 +68,11 @@ def _inputs(size: int, n: int = 2, seed: int = 1):
     return mel, torch.cat([masked, face], dim=1)  # (n, 6, S, S)
 
 
-@pytest.fixture(scope="module", params=[96, 384])
+# the paper's two sizes and the community 256 (4x4 valid bottleneck) and 384+SAM (attention before every skip)
+@pytest.fixture(scope="module", params=[96, 384, "wav2lip_v2_256", "livetalking384_sam"])
 def case(request):
-    size = request.param
-    g = tiny_generator(size)
+    g = tiny_generator(request.param)
+    size = g.img_size
     mel, faces = _inputs(size)
     with torch.inference_mode():
         ref = g(mel, faces)
@@ -202,9 +205,30 @@ def test_plain_config_is_the_eager_model(case):
 
 
 def test_plan_cuts_the_real_decoders_and_keeps_less_than_all_work():
-    for size in (96, 384):
-        block, offset, kept = plan_lower_half(GeneratorConfig.for_size(size), paste_first_row(size))
+    for arch in ("wav2lip96", "paper384", "wav2lip_v2_256", "livetalking384_sam"):
+        config = GeneratorConfig.for_arch(arch)
+        block, offset, kept = plan_lower_half(config, paste_first_row(config.img_size))
         assert offset > 0 and 0 < kept < 1
+
+
+def test_sam_cut_keeps_the_attention_margin_in_cached_features():
+    """The 384+SAM decoder: trimmed skips keep 3 rows (the 7x7 attention's padding) above the rows decoded."""
+    from wav2lip384.models.generator import plan_rows
+
+    plan = plan_rows(GeneratorConfig.for_arch("livetalking384_sam"), paste_first_row(384))
+    assert plan.sam_margin == 3
+    for i in range(plan.cut_block, len(plan.skip_rows)):
+        assert plan.skip_start(i) == max(0, plan.skip_rows[i] - 3)
+
+
+def test_decode_is_the_one_implementation_and_options_live_on_the_model(case):
+    """optimize_generator returns the same class with options set; the input model keeps its own."""
+    size, g, mel, faces, ref = case
+    fast = optimize_generator(g, OptimizeConfig(fold_bn=False, channels_last=False, dtype="fp32"))
+    assert type(fast) is Wav2LipGenerator and fast is not g
+    assert fast.first_row == paste_first_row(size) and g.first_row == 0 and g.row_plan is None
+    assert all(a is b for a, b in zip(fast.parameters(), g.parameters(), strict=True))  # shallow: shared weights
+    assert torch.equal(_run(g, mel, faces), ref)
 
 
 # ------------------------------------------------------------------------------ original-style baseline
