@@ -18,7 +18,7 @@ import torch
 
 from wav2lip384.train import tiny
 from wav2lip384.train.generator import GeneratorTask, GeneratorTrainConfig
-from wav2lip384.train.loop import TrainConfig, Trainer, collate, load_checkpoint
+from wav2lip384.train.loop import TrainConfig, Trainer, collate, load_checkpoint, to_device
 from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def _losses_on_fixed_batch(task, n_steps: int, key: str) -> list[float]:
     for name, m in models.items():
         m.train(name in opts)
     ds = task.train_dataset()
-    batch = collate([ds[i] for i in range(8)])
+    batch = to_device(collate([ds[i] for i in range(8)]), torch.device("cpu"))
     out = []
     for step in range(n_steps):
         logs = {}
@@ -100,6 +100,10 @@ def test_syncnet_samples_have_the_paper_shapes(clips):
 def test_generator_samples_have_the_paper_inputs(clips, expert):
     s = _gen_task(clips, expert).train_dataset()[3]
     assert s["x"].shape == (6, 5, 32, 32) and s["gt"].shape == (3, 5, 32, 32)
+    assert s["x"].dtype == np.uint8 and s["gt"].dtype == np.uint8  # floats are made on the device
+    batch = to_device(collate([s]), torch.device("cpu"))
+    assert batch["gt"].dtype == torch.float32 and 0.0 <= batch["gt"].min() and batch["gt"].max() <= 1.0
+    assert batch["indiv_mels"].dtype == torch.float32 and batch["indiv_mels"].min() < 0  # mels untouched
     assert s["indiv_mels"].shape == (5, 1, 80, 16) and s["mel"].shape == (1, 80, 16)
     assert (s["x"][:3, :, 16:] == 0).all()  # lower half of the target frames zeroed
     assert (s["x"][:3, :, :16] == s["gt"][:, :, :16]).all()  # upper half kept

@@ -10,10 +10,12 @@ Every sample is a pure function of ``(seed, index)``: ``__getitem__(i)`` seeds i
 ``numpy.random.default_rng((seed, i))``. The training loop asks for sample indices that depend only on the
 step and rank, which is what makes resume exact and DDP ranks disjoint (see ``loop.py``).
 
-Tensor conventions (those of the original Wav2Lip, which the models follow): images float32 in [0, 1],
+Tensor conventions (those of the original Wav2Lip, which the models follow): images in [0, 1],
 channels in BGR order (the public Wav2Lip-96 weights were trained on OpenCV's BGR frames; the inference
 pipeline feeds the models the same order); mel windows (1, 80, 16) = 80 mel bands x 16 mel frames
-(0.2 s = 5 video frames at 25 fps).
+(0.2 s = 5 video frames at 25 fps). Samples carry images as **uint8** (0..255): a quarter of the bytes to
+pass from DataLoader workers and to copy to the GPU, and no float conversion on the CPU (it cost about half of
+a 384 px generator sample's build time); ``loop.to_device`` turns uint8 tensors into float32 / 255 on the device.
 """
 
 from __future__ import annotations
@@ -115,27 +117,31 @@ class _ByteLRU:
 class ClipStore:
     """Frames and mel spectrograms of clips, decoded from disk on demand, with a bounded cache.
 
-    Frames stream: each access decodes the JPEGs it needs; decoded frames and mels go into one LRU cache of
-    at most ``cache_mb`` MB *per process* (every DataLoader worker has its own, so a run holds at most
-    ``(workers + 1) * cache_mb``, whatever the dataset's size; 0 disables it). Memory is flat in the dataset
-    size: the paper's 300 min at 384 px would be ~200 GB of decoded frames, which an unbounded per-worker
-    cache (this class's earlier behaviour) tried to hold. A mel costs ~26 kB per second of audio and is
-    recomputed (~ms per clip) when evicted.
+    Frames stream: each access decodes the JPEGs it needs; decoded frames go into an LRU cache of at most
+    ``cache_mb`` MB *per process* (0 disables it) and mels into their own LRU of ``MEL_CACHE_MB`` (a mel
+    costs ~26 kB per second of audio, so 32 MB hold ~20 min; kept apart so frame churn never evicts them, as
+    recomputing one costs far more than decoding a frame). Every DataLoader worker has its own caches, so a
+    run holds at most ``(workers + 1) * (cache_mb + 32)`` MB, whatever the dataset's size. Memory is flat in
+    the dataset size: the paper's 300 min at 384 px would be ~200 GB of decoded frames, which an unbounded
+    per-worker cache (this class's earlier behaviour) tried to hold.
     """
+
+    MEL_CACHE_MB = 32
 
     def __init__(self, clips: list[Clip], size: int, cache_mb: float = 256.0):
         self.clips, self.size = clips, size
         self.cache = _ByteLRU(int(cache_mb * 2**20))
+        self.mels = _ByteLRU(self.MEL_CACHE_MB * 2**20)
 
     def mel(self, k: int) -> np.ndarray:
         """(n_mel_frames, 80) float32 Wav2Lip mel of clip k (time first, as the original's crop code)."""
-        m = self.cache.get(("mel", k))
+        m = self.mels.get(k)
         if m is None:
             from wav2lip384 import audio
 
             wav = audio.load_audio(self.clips[k].dir / "audio.wav")
             m = np.ascontiguousarray(audio.melspectrogram(wav).T, dtype=np.float32)
-            self.cache.put(("mel", k), m)
+            self.mels.put(k, m)
         return m
 
     def _read(self, k: int, i: int) -> np.ndarray:
@@ -170,14 +176,14 @@ class ClipStore:
 
 
 def to_chw(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (3, T, H, W) float32 in [0, 1]."""
-    return np.ascontiguousarray(frames.transpose(3, 0, 1, 2), dtype=np.float32) / 255.0
+    """(T, H, W, 3) uint8 -> (3, T, H, W) uint8 (float conversion happens on the device)."""
+    return np.ascontiguousarray(frames.transpose(3, 0, 1, 2))
 
 
 def stack_lower_half(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (3*T, H//2, W) float32: lower half of each frame, frames stacked on channels."""
+    """(T, H, W, 3) uint8 -> (3*T, H//2, W) uint8: lower half of each frame, frames stacked on channels."""
     h = frames.shape[1]
-    x = frames[:, h // 2:].astype(np.float32) / 255.0  # (T, H/2, W, 3)
+    x = frames[:, h // 2:]  # (T, H/2, W, 3)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(-1, h - h // 2, frames.shape[2]))
 
 
@@ -367,7 +373,7 @@ class GeneratorWindows(_Base):
         indiv = [self.store.mel_window(k, start + j + off) for j in range(T)]  # 5 x (1, 80, 16)
         gt = to_chw(self.store.frames(k, start))  # (3, T, H, W)
         masked = gt.copy()
-        masked[:, :, self.size // 2:] = 0.0  # lower half zeroed
+        masked[:, :, self.size // 2:] = 0  # lower half zeroed
         x = np.concatenate([masked, to_chw(self.store.frames(k, ref))], axis=0)  # (6, T, H, W)
         return {"x": x, "indiv_mels": np.stack(indiv).astype(np.float32), "mel": mel.astype(np.float32),
                 "gt": gt}

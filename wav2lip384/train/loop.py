@@ -157,8 +157,16 @@ def unwrap(model: nn.Module) -> nn.Module:
         model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a batch to ``device``; uint8 tensors (images, see ``data.py``) become float32 in [0, 1] there."""
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        out[k] = v.float().div_(255.0) if v.dtype == torch.uint8 else v
+    return out
+
+
+_to_device = to_device
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

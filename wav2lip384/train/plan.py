@@ -198,6 +198,11 @@ def make_plan(task, *, data_dir: str | None, batch_size: int, gpus: int, gpu: st
     return plan
 
 
+def _dur(hours: float) -> str:
+    s = hours * 3600
+    return f"{s:.3g} s" if s < 120 else f"{s / 60:.3g} min" if s < 7200 else f"{hours:.3g} h"
+
+
 def format_plan(p: dict[str, Any]) -> str:
     d = p["data"]
     lines = [f"dry run: {p['task']}-{p['size']} (nothing trained)"]
@@ -218,20 +223,20 @@ def format_plan(p: dict[str, Any]) -> str:
         f"{c['activation_bytes_per_sample'] / 2**20:.0f} MiB/sample fp32{', halved by AMP' if p['amp'] else ''}, "
         f"+20 % slack, +1 GiB CUDA context)",
         f"estimate on {p['gpu']} at {p['mfu']:.0%} utilisation of the dense FP16/BF16 peak: "
-        f"{p['step_seconds']:.3g} s/step, {p['epoch_hours']:.3g} h/epoch"
+        f"{p['step_seconds']:.3g} s/step, {_dur(p['epoch_hours'])} per epoch"
         + ("" if p["fits"] else f"  -- DOES NOT FIT in {GPU_CLASSES[p['gpu']][1]} GiB: lower --batch-size"),
     ]
     if p.get("steps"):
-        lines.append(f"--steps {p['steps']:,}: {p['epochs']:.3g} epochs, {p['total_hours']:.3g} h on {p['gpus']} x "
+        lines.append(f"--steps {p['steps']:,}: {p['epochs']:.3g} epochs, {_dur(p['total_hours'])} on {p['gpus']} x "
                      f"{p['gpu']}")
     if p["cpu_seconds_per_sample"]:
         lines.append(f"data loading: {p['cpu_seconds_per_sample'] * 1000:.0f} ms CPU per sample measured here -> "
                      f"--workers {p['workers_per_gpu']} per GPU keeps up with {p['gpu']}")
-    lines.append("GPU class        peak TFLOP/s  memory  fits  s/step  h/epoch")
+    lines.append("GPU class        peak TFLOP/s  memory  fits  s/step    epoch")
     for r in p["gpu_table"]:
         mark = "*" if r["gpu"] == p["gpu"] else " "
         lines.append(f"{mark}{r['gpu']:<16}{r['peak_tflops']:>8.0f}  {r['memory_gib']:>6.0f}  "
-                     f"{'yes' if r['fits'] else 'no':>4}  {r['step_s']:>6.3g}  {r['epoch_h']:>7.3g}")
+                     f"{'yes' if r['fits'] else 'no':>4}  {r['step_s']:>6.3g}  {_dur(r['epoch_h']):>9}")
     lines.append(f"assumptions: {p['mfu']:.0%} MFU (--mfu), vendor dense peaks, no time for validation/checkpoints/"
                  f"all-reduce; see wav2lip384/train/plan.py")
     return "\n".join(lines)
