@@ -23,7 +23,16 @@ import gradio as gr
 
 from common.errors import UserFacingError
 from common.settings import Settings
-from services import COMPARE_DEFAULT, DEFAULT_AVATAR, EXAMPLES, AppServices, AskUpdate, VideoResult
+from services import (
+    CLOSEUP_AVATAR,
+    COMPARE_DEFAULT,
+    DEFAULT_AVATAR,
+    EXAMPLE_VIDEO_AVATAR,
+    EXAMPLES,
+    AppServices,
+    AskUpdate,
+    VideoResult,
+)
 from services.status import details_markdown, missing_parts
 from wav2lip384 import registry
 
@@ -160,12 +169,12 @@ class Handlers:
         return video or photo
 
     def text_to_avatar(self, text, lang, engine, photo, video, model, on_no_face="error",
-                       progress=gr.Progress()):
+                       progress=gr.Progress()):  # noqa: B008 (Gradio injects progress via this default)
         res = self.svc.text_to_avatar(text, self._avatar(photo, video), model or registry.DEFAULT_MODEL, lang=lang,
                                       engine=engine, progress=_progress_cb(progress), on_no_face=on_no_face or "error")
         return _result_values(res)
 
-    def audio_to_avatar(self, audio, photo, video, model, on_no_face="error", progress=gr.Progress()):
+    def audio_to_avatar(self, audio, photo, video, model, on_no_face="error", progress=gr.Progress()):  # noqa: B008 (Gradio injects progress via this default)
         res = self.svc.audio_to_avatar(audio, self._avatar(photo, video), model or registry.DEFAULT_MODEL,
                                        progress=_progress_cb(progress), on_no_face=on_no_face or "error")
         return _result_values(res)
@@ -176,7 +185,7 @@ class Handlers:
     def example_audio(self, audio, photo):
         return _result_values(self.svc.audio_to_avatar(audio, photo, self.svc.default_model()))
 
-    def compare(self, text, audio, photo, video, engine, models, progress=gr.Progress()):
+    def compare(self, text, audio, photo, video, engine, models, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress via this default)
         chosen = list(models or COMPARE_DEFAULT)[:3]
         out = self.svc.compare(self._avatar(photo, video), text=text, audio=audio, models=chosen, engine=engine,
                                progress=_progress_cb(progress))
@@ -314,11 +323,13 @@ def _model_picker(svc: AppServices, prefer: str | None = None, label="Lip-sync m
     return gr.Radio(choices=choices, value=value, label=label, info=info, interactive=bool(available))
 
 
-def _avatar_inputs():
-    photo = gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None, type="filepath",
+def _avatar_inputs(default=DEFAULT_AVATAR):
+    photo = gr.Image(value=str(default) if default.exists() else None, type="filepath",
                      label="Avatar photo (one face)", sources=["upload", "webcam", "clipboard"], height=260)
     with gr.Accordion("…or a short video of one face (used instead of the photo)", open=False):
         video = gr.Video(label="Avatar video", sources=["upload"], height=220)
+        if EXAMPLE_VIDEO_AVATAR.exists():
+            gr.Examples([[str(EXAMPLE_VIDEO_AVATAR)]], inputs=[video], label="Example video avatar (made by this project)")
         no_face = gr.Radio(NO_FACE_CHOICES, value="error", label="Frames where no face is found")
     return photo, video, no_face
 
@@ -461,7 +472,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                                            label="…or speech (used instead of the text)")
                         c_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
                     with gr.Column():
-                        c_photo, c_video, _ = _avatar_inputs()
+                        # a face ~400 px wide: a 384 model's mouth is shown at its own resolution
+                        c_photo, c_video, _ = _avatar_inputs(CLOSEUP_AVATAR)
                 c_btn = gr.Button("Compare", variant="primary")
                 c_outputs = []
                 with gr.Row():
@@ -506,6 +518,8 @@ def main() -> None:
     for name in ("app", "common", "services", "qa", "tts", "wav2lip384"):  # our own notes; libraries stay quiet
         logging.getLogger(name).setLevel(logging.INFO)
     settings = Settings.from_env()
+    for name, value in settings.process_environment().items():  # before librosa/numba load (lazily, later)
+        os.environ.setdefault(name, value)
     services = AppServices(settings)
     atexit.register(services.close)
     demo = build_demo(settings, services)

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-
 PERSISTENT_VOLUME = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it
 
 
@@ -77,6 +76,14 @@ class Settings:
                 continue
             values[f.name] = type(f.default)(raw) if not isinstance(f.default, str) else raw
         return cls(**values)
+
+    def process_environment(self) -> dict[str, str]:
+        """Variables the app sets for libraries that read the environment at import time (set before they load).
+
+        numba (librosa's compiler) caches compiled kernels next to librosa by default, inside the image a Space
+        loses on every restart (a cold compile measured ~100 s here): keep them under ``cache_dir`` instead.
+        """
+        return {"NUMBA_CACHE_DIR": str(Path(self.cache_dir).expanduser() / "numba")}
 
     def describe(self) -> dict[str, str]:
         """{ENV_NAME: current value} for README / status panels (the API key is masked)."""

@@ -3,8 +3,8 @@
     python -m examples.make_examples
 
 The avatar is NASA's public-domain portrait of astronaut Eileen Collins as shipped by scikit-image
-(``skimage.data.astronaut()``, 512×512): the full-resolution photo as a high-quality JPEG, the older 320×320
-head-and-shoulders crop, and a short video avatar this script makes from the photo (gentle head motion, see
+(``skimage.data.astronaut()``, 512×512): the full-resolution photo as a high-quality JPEG, a close-up of
+the head upscaled so the face is ~384 px wide, and a short video avatar this script makes from the photo (gentle head motion, see
 :func:`head_motion`). The speech is synthesised by this project's own TTS (``tts.TTS``, offline espeak-ng
 unless a better engine is configured), stored as small Ogg Vorbis.
 
@@ -32,7 +32,9 @@ VIDEO = "astronaut_motion.mp4"  # a video avatar made from PHOTO
 VIDEO_FPS = 25
 VIDEO_SECONDS = 8.0
 VIDEO_CRF = 25  # H.264 quality (face PSNR ~35 dB vs the frames made here) at ~145 kB, within the folder budget
-LEGACY_AVATAR = "astronaut.png"  # 320×320 crop kept while the app and tests still point at it
+CLOSEUP = "astronaut_closeup.jpg"  # the face at ~384 px, so a 384 model's mouth is seen at its own resolution
+CLOSEUP_BOX = (140, 20, 320, 200)  # x1, y1, x2, y2 of the source: the head (face box ~94 px wide) with margin
+CLOSEUP_SIDE = 736  # 180 px -> 736 px: ~4.1x, the face becomes ~385 px wide
 
 
 def source_photo() -> np.ndarray:
@@ -46,13 +48,19 @@ def _bgr(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
-def make_avatar(out: Path = HERE / LEGACY_AVATAR, side: int = 320) -> Path:
-    """The older 320×320 head-and-shoulders crop (rows 0–400, columns 40–440, downscaled)."""
+def make_closeup(out: Path = HERE / CLOSEUP, side: int = CLOSEUP_SIDE, quality: int = PHOTO_JPEG_QUALITY) -> Path:
+    """The head cropped from the source and upscaled (Lanczos) so the face is ~384 px wide.
+
+    Why: pasted back into a 94-px face, a 384x384 mouth is shrunk to 94 px and its detail is lost; at this size
+    the lip-synced mouth is shown at the model's own resolution. The rest of the face is only as sharp as the
+    512-px source allows (an upscale adds no detail) - said in examples/README.md.
+    """
     import cv2
 
-    crop = source_photo()[0:400, 40:440]  # (400, 400, 3): head and shoulders, face well inside the frame
-    small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(out), _bgr(small), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    x1, y1, x2, y2 = CLOSEUP_BOX
+    crop = source_photo()[y1:y2, x1:x2]  # (180, 180, 3)
+    big = cv2.resize(crop, (side, side), interpolation=cv2.INTER_LANCZOS4)  # (side, side, 3)
+    cv2.imwrite(str(out), _bgr(big), [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, 1])
     return out
 
 
@@ -208,9 +216,12 @@ def make_speech(engine: str = "auto") -> list[Path]:
 
 
 def main() -> None:
-    for path in (make_avatar(), make_photo(), make_video()):
+    for path in (make_photo(), make_closeup(), make_video()):
         print(f"{path.name}: {path.stat().st_size / 1000:.0f} kB")
     print(f"{PHOTO}: face box (x1, y1, x2, y2) {detect_face(source_photo())}")
+    from wav2lip384.video import read_image
+
+    print(f"{CLOSEUP}: face box (x1, y1, x2, y2) {detect_face(read_image(HERE / CLOSEUP))}")
     lo, hi = check_video()
     print(f"{VIDEO}: a face in every frame, {lo:.0f}-{hi:.0f} px wide")
     make_speech()

@@ -6,7 +6,7 @@ Layers (each imports only downward; nothing here imports gradio):
 ``media`` helpers; ``bench`` apart) -> ``app.py`` (Gradio wiring only).
 """
 
-from services.core import COMPARE_DEFAULT, DEFAULT_AVATAR, EXAMPLES, AppServices
+from services.core import CLOSEUP_AVATAR, COMPARE_DEFAULT, DEFAULT_AVATAR, EXAMPLE_VIDEO_AVATAR, EXAMPLES, AppServices
 from services.results import AskUpdate, StatusItem, VideoResult
 
-__all__ = ["COMPARE_DEFAULT", "DEFAULT_AVATAR", "EXAMPLES", "AppServices", "AskUpdate", "StatusItem", "VideoResult"]
+__all__ = ["CLOSEUP_AVATAR", "COMPARE_DEFAULT", "DEFAULT_AVATAR", "EXAMPLE_VIDEO_AVATAR", "EXAMPLES", "AppServices", "AskUpdate", "StatusItem", "VideoResult"]

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-DEFAULT_AVATAR = EXAMPLES / "astronaut.png"
+DEFAULT_AVATAR = EXAMPLES / "astronaut_512.jpg"
+EXAMPLE_VIDEO_AVATAR = EXAMPLES / "astronaut_motion.mp4"
+CLOSEUP_AVATAR = EXAMPLES / "astronaut_closeup.jpg"  # face ~414 px: what the model comparison defaults to
 LANG_CHOICES = ("auto", "zh", "en")
 COMPARE_DEFAULT = ("wav2lip96", "wav2lip256", "livetalking384")
 
@@ -132,17 +134,29 @@ class AppServices:
     def face_detector(self):
         return self.models.detector()
 
-    def warm_up(self, models: tuple[str, ...] = ("wav2lip96",)) -> None:
-        """Load the assistant, the voice and the lip-sync models now (app start-up runs this in a thread)."""
-        t0 = time.perf_counter()
-        parts: list[tuple[str, Callable[[], Any]]] = [("assistant", self.assistant), ("voice", self.tts)]
+    def warm_up(self, models: tuple[str, ...] | None = None) -> dict[str, float]:
+        """Pay every one-off cost now (app start-up runs this in a thread): the audio path (librosa/numba), the
+        voice, the assistant's index and the default lip-sync model (its weights download here, with progress in
+        Status). Returns seconds per part; a part that fails is logged and reported again at its first use."""
+        from tts.warmup import warm_up as warm_tts
+        from wav2lip384.audio import warm_up as warm_audio
+
+        models = models if models is not None else (self.default_model(prefer=("wav2lip96", "wav2lip256")),)
+        parts: list[tuple[str, Callable[[], Any]]] = [
+            ("audio path", warm_audio), ("voice", lambda: warm_tts(self.tts())), ("assistant", self.assistant)]
         parts += [(m, lambda m=m: self.pipeline(m)) for m in models if self.weights(m)[0]]
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
         for name, load in parts:
+            t = time.perf_counter()
             try:
                 load()
             except Exception as err:  # reported in the status panel and again at the first request
-                log.warning("warm-up: %s not loaded: %s", name, err)
-        log.info("warm-up done in %.1f s", time.perf_counter() - t0)
+                log.warning("warm-up: %s not ready: %s", name, err)
+            seconds[name] = round(time.perf_counter() - t, 2)
+        log.info("warm-up done in %.1f s (%s)", time.perf_counter() - t0,
+                 ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+        return seconds
 
     # ---- status -------------------------------------------------------------------------------------
     def status(self) -> list[StatusItem]:

@@ -89,9 +89,10 @@ class ModelCatalog:
     def avatar_store(self):
         with self._lock:
             if self._store is None:
-                from wav2lip384.avatar import AvatarCache
+                from wav2lip384.avatar import AvatarStore
 
-                self._store = AvatarCache(self.cache_dir / "avatars")
+                # DH_AVATAR_MEMORY_MB / DH_AVATAR_DISK_MB bound every cached byte (frames, features; disk)
+                self._store = AvatarStore.from_settings(self.settings, self.cache_dir / "avatars")
             return self._store
 
     def loaded(self, model: str | int) -> bool:

@@ -204,7 +204,8 @@ def test_a_spoken_question_without_a_reachable_recogniser_says_what_to_set(svc):
 def test_examples_are_small_and_documented():
     ex = ROOT / "examples"
     files = [p for p in ex.iterdir() if p.is_file() and p.suffix in (".png", ".ogg", ".wav", ".mp4", ".jpg")]
-    assert {p.name for p in files} >= {"astronaut.png", "speech_en.ogg", "speech_zh.ogg"}
+    assert {p.name for p in files} >= {"astronaut_512.jpg", "astronaut_closeup.jpg", "astronaut_motion.mp4",
+                                       "speech_en.ogg", "speech_zh.ogg"}
     assert sum(p.stat().st_size for p in files) < 500_000
     readme = (ex / "README.md").read_text(encoding="utf-8")
     for p in files:

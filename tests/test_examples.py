@@ -29,11 +29,20 @@ def video_frames():
 
 def test_readme_lists_every_example_with_its_size_and_licence():
     readme = (EX / "README.md").read_text(encoding="utf-8")
-    for name in (mk.PHOTO, mk.VIDEO, mk.LEGACY_AVATAR, *mk.SPEECH):
+    for name in (mk.PHOTO, mk.VIDEO, mk.CLOSEUP, *mk.SPEECH):
         assert (EX / name).is_file(), name
         assert f"`{name}`" in readme, name
     assert "512×512" in readme and "8.0 s" in readme and "25 fps" in readme
     assert "public domain" in readme and "skimage.data.astronaut" in readme and "made by this project" in readme
+
+
+def test_closeup_shows_a_face_of_at_least_384_px(haar):
+    from wav2lip384.faces import detect_faces
+    from wav2lip384.video import read_image
+
+    det = detect_faces(haar, [read_image(EX / mk.CLOSEUP)])
+    box = det.boxes[0]  # (4,) x1, y1, x2, y2; NaN when no face
+    assert np.isfinite(box).all() and box[2] - box[0] >= 384  # a 384 model's mouth is not shrunk when pasted back
 
 
 def test_photo_is_the_full_512px_source_with_one_detectable_face(haar):
@@ -97,8 +106,8 @@ def test_make_examples_recreates_the_images_and_the_videos_first_frame(tmp_path,
 
     photo = read_image(mk.make_photo(tmp_path / mk.PHOTO))
     assert np.abs(photo.astype(np.int16) - read_image(EX / mk.PHOTO).astype(np.int16)).max() <= 1
-    legacy = read_image(mk.make_avatar(tmp_path / mk.LEGACY_AVATAR))
-    assert np.array_equal(legacy, read_image(EX / mk.LEGACY_AVATAR))
+    closeup = read_image(mk.make_closeup(tmp_path / mk.CLOSEUP))
+    assert np.abs(closeup.astype(np.int16) - read_image(EX / mk.CLOSEUP).astype(np.int16)).max() <= 1
     first = next(mk.motion_frames(mk.source_photo()))
     mse = np.mean((first.astype(np.float64) - video_frames[0].astype(np.float64)) ** 2)
     assert 10 * np.log10(255.0 ** 2 / mse) > 30  # the committed video is this script's output (H.264 loss aside)
