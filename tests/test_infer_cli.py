@@ -115,6 +115,8 @@ def test_cli_public_families_write_the_right_mp4(shared_data, tmp_path, capsys, 
                                                                src_size[1] + src_size[1] % 2)
     assert abs(info.duration_s - seconds) <= 1 / res["fps"] + 0.05
     assert abs(res["duration_s"] - seconds) <= 1 / res["fps"] + 1e-6
+    load = res["weights_load"]
+    assert load["model"] == model_id and load["wrote_cache"] and load["source_bytes"] > load["cache_bytes"] > 0
     assert list((tmp_path / "cache" / "weights").glob(f"{model_id}--*.safetensors"))  # the weights-only copy
 
 

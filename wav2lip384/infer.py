@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         on_no_face="passthrough" if args.passthrough_no_face else "error")
     result = pipe(args.face, args.audio, args.out, fps=args.fps, smooth=not args.no_smooth,
                   pads=tuple(args.pads) if args.pads else None)
-    print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    out = result.to_dict()
+    # where the weights came from: source and safetensors-copy sizes, download / read / convert seconds
+    out["weights_load"] = pipe.load_info.to_dict() if pipe.load_info is not None else None
+    print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0
 
 

@@ -25,6 +25,7 @@ frames, and our training data loader follows the same convention); frames everyw
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -108,6 +109,19 @@ class PreparedAvatar:
     cached: bool
 
 
+def _weights_fingerprint(generator) -> str:
+    """A short digest of the loaded weights (first and last parameter tensors and the parameter count): two
+    generators of one architecture with other weights never share cached encoder features."""
+    import hashlib
+
+    params = list(generator.parameters())
+    h = hashlib.blake2b(digest_size=8)
+    h.update(str(sum(p.numel() for p in params)).encode())
+    for p in (params[0], params[-1]):
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _registry_entry(generator, model):
     """The registry entry of ``model``, else the one whose architecture is the generator's, else (a generator of
     another architecture, e.g. trained by ``wav2lip384.train``) the trainable entry of its size, else None."""
@@ -179,6 +193,11 @@ class LipSyncPipeline:
                                             batch_size=self.batch_size)
         # "auto" runs bf16 only where it is native and verified on these weights (optimize.py)
         self.precision = describe_precision(getattr(self.generator, "precision", {"dtype": "fp32"}))
+        # what encoder features depend on besides the crops: the model and its weights, the transforms (rows
+        # kept, BN folded) and the compute dtype; pipelines that agree on all of them may share features
+        self._feature_model = "|".join((self.model, _weights_fingerprint(generator),
+                                        json.dumps(config.to_dict(), sort_keys=True),
+                                        str(getattr(self.generator, "precision", {}).get("dtype", "fp32"))))
         self.max_audio_seconds = float(max_audio_seconds)
         self.on_no_face = on_no_face
         self.feather = feather
@@ -267,13 +286,15 @@ class LipSyncPipeline:
         return out
 
     def feature_cache(self, face: str | os.PathLike) -> dict:
-        """Encoder features this pipeline keeps for a video avatar: {"bytes": int, "frames": set of source frame
-        indices} (empty for a photo or an avatar not prepared yet)."""
-        av = self.avatars.get(face)
-        stores = [v for k, v in av.extras.items()
-                  if isinstance(k, tuple) and k[0] == "video_feats" and k[1] == self.model and k[2] == id(self.generator)]
-        return {"bytes": sum(st["bytes"] for st in stores),
-                "frames": set().union(*(st["frames"] for st in stores)) if stores else set()}
+        """Encoder features this pipeline keeps for an avatar in the avatar store: {"bytes": int, "frames": set of
+        source frame indices} (a photo: frame 0 once encoded; empty for an avatar not prepared yet)."""
+        slots = [s for s in self.avatars.feature_slots(self.avatars.get(face)) if s.key.model == self._feature_model]
+        return {"bytes": sum(s.nbytes for s in slots), "frames": set().union(*(s.indices for s in slots))}
+
+    def _feature_key(self, boxes: np.ndarray):
+        from wav2lip384.avatar import FeatureKey
+
+        return FeatureKey.of(self._feature_model, self.dtype, boxes)
 
     # --------------------------------------------------------------------------------------- requests
     def __call__(self, face: str | os.PathLike, audio: AudioInput, out_path: str | os.PathLike | None = None, *,
@@ -466,23 +487,18 @@ class LipSyncPipeline:
         import torch
 
         gen = self.generator
-        # the boxes decide the crops (pads, smoothing): other boxes, other features
-        key = ("video_feats", self.model, id(gen), self.dtype, hash(crops.boxes.tobytes()))
-        store = av.extras.setdefault(key, {"bytes": 0, "frames": {}})
-        cached = store["frames"]
-        new = [s for s in dict.fromkeys(src) if s not in cached]
+        # typed slot of the avatar store: counted in its memory budget; the boxes decide the crops (pads,
+        # smoothing, policy), so other boxes mean another slot
+        slot = self.avatars.features(av, self._feature_key(crops.boxes), max_bytes=self.feature_cache_bytes)
+        new = [s for s in dict.fromkeys(src) if s not in slot]
         fresh = {}
         if new:
             feats = gen.trim_feats(gen.encode_faces(self._face_batch(crops.crops[new])))  # per level (n, C, h', w)
             for j, s in enumerate(new):
                 one = [f[j:j + 1].clone() for f in feats]  # (1, C, h', w) each; clone frees the batch tensor
-                size = sum(t.numel() * t.element_size() for t in one)
-                if store["bytes"] + size <= self.feature_cache_bytes:
-                    cached[s] = one
-                    store["bytes"] += size
-                else:
+                if not slot.put(s, one):  # over the budget: used for this batch only
                     fresh[s] = one
-        per_frame = [cached.get(s) or fresh[s] for s in src]
+        per_frame = [slot.get(s) or fresh[s] for s in src]
         return [torch.cat([f[level] for f in per_frame]) for level in range(len(per_frame[0]))]  # (b, C, h', w)
 
     def _render(self, prep: PreparedAvatar, windows: np.ndarray, start: int, mux_path: Path, out_path: Path, fmt: str,
@@ -502,13 +518,12 @@ class LipSyncPipeline:
             with torch.inference_mode():
                 feats = None
                 if photo and 0 not in prep.missing:
-                    key = ("face_feats", self.model, id(gen), self.dtype, prep.crops.boxes[0].tobytes())
-                    feats = av.extras.get(key)
+                    slot = self.avatars.features(av, self._feature_key(prep.crops.boxes[:1]))
+                    feats = slot.get(0)
                     if feats is None:
                         t = time.perf_counter()
                         feats = gen.encode_faces(self._face_batch(prep.crops.crops[:1]))  # once per photo
-                        av.extras.clear()  # one model's features per avatar is enough
-                        av.extras[key] = feats
+                        slot.put(0, feats)  # kept while the store's memory budget allows
                         t_model += time.perf_counter() - t
                 for b0 in range(0, n, self.batch_size):
                     ts = range(start + b0, start + min(n, b0 + self.batch_size))
@@ -521,7 +536,7 @@ class LipSyncPipeline:
                         mel = mel.to(self.device, self.dtype)
                         if feats is not None:
                             pred = gen.decode(gen.encode_audio(mel), feats)  # (b, 3, S, S)
-                        elif self.feature_cache_bytes > 0 and hasattr(gen, "trim_feats"):
+                        elif self.feature_cache_bytes > 0:
                             feats_b = self._video_feats(av, prep.crops, [src[k] for k in todo])  # per level (b,C,h',w)
                             pred = gen.decode(gen.encode_audio(mel), feats_b)  # (b, 3, S, S)
                         else:
