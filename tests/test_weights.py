@@ -67,7 +67,7 @@ def test_checkpoint_of_the_wrong_size_is_reported_clearly(tmp_path, reference_sh
 def test_not_a_checkpoint_is_a_user_error(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"definitely not a pickle")
-    with pytest.raises(UserFacingError, match="bad.pth"):
+    with pytest.raises(UserFacingError, match="bad.pth.*DH_WAV2LIP96_CHECKPOINT"):
         load_generator("wav2lip96", str(bad))
 
 

@@ -479,9 +479,9 @@ def load_generator(model: str | int = "wav2lip96", spec: str | os.PathLike | Non
         return _load_generator(entry, spec_str, what, how, device=device, dtype=dtype,
                                cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
                                progress=progress, t_start=t_start)
-    except UserFacingError as err:
-        if entry.id == "paper384" and NO_384_WEIGHTS not in str(err):
-            raise UserFacingError(f"{err} {NO_384_WEIGHTS}") from err
+    except UserFacingError as err:  # every failure says which variable to set
+        if entry.env_var not in str(err):
+            raise UserFacingError(f"{err} {how}") from err
         raise
 
 
