@@ -22,6 +22,8 @@ import torch
 from wav2lip384.models import build_model
 from wav2lip384.optimize import EXACT_ATOL, OptimizeConfig, optimize_generator
 
+pytestmark = pytest.mark.slow  # reads ../shared; the 172.7 M-parameter model takes a few seconds per pass
+
 # registry id -> (architecture, golden array, GAIN of the recipe)
 CASES = {
     "wav2lip96": ("wav2lip96", "wav2lip96", 2.0),

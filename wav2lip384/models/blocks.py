@@ -1,4 +1,7 @@
-"""The three layer wrappers of Wav2Lip, built from :class:`~wav2lip384.config.ConvSpec`.
+"""The three layer wrappers of Wav2Lip, built from :class:`~wav2lip384.config.ConvSpec`, and the SAM step.
+
+Without autograd (inference) the residual addition and the ReLU run in place on the convolution's fresh output:
+same arithmetic, but no new full-size tensor per layer (at 384x384 each one is a fresh, page-faulted buffer).
 
 Attribute names (``conv_block``, ``act``) are those of the original code, so the public checkpoints'
 keys (``...conv_block.0.weight``, ``...conv_block.1.running_mean``) map onto ours one-to-one.
@@ -26,6 +29,8 @@ class ConvBNReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_block(x)
+        if not torch.is_grad_enabled():  # inference: reuse the fresh output, no new full-size tensors
+            return torch.relu_(out.add_(x) if self.residual else out)
         if self.residual:
             out = out + x
         return self.act(out)
@@ -43,7 +48,8 @@ class DeconvBNReLU(nn.Module):
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.conv_block(x))
+        out = self.conv_block(x)
+        return torch.relu_(out) if not torch.is_grad_enabled() else self.act(out)
 
 
 class ConvLeaky(nn.Module):

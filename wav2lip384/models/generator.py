@@ -270,13 +270,20 @@ class Wav2LipGenerator(nn.Module):
             top = skip.shape[2] - x.shape[2] if i >= cut else 0
             if self.config.sam_kernel:  # x * a + x, a = attention of the skip (N|1, 1, rows, W), face-only
                 a = self.sam.sa(skip[:, :, max(0, top - plan.sam_margin):] if top else skip)
-                x = x * a[:, :, a.shape[2] - skip.shape[2] + top:] + x  # a 1x1 x is broadcast over the grid
+                a = a[:, :, a.shape[2] - skip.shape[2] + top:]
+                # x + x * a in one pass (the reference's x * a + x); a 1x1 x is broadcast over the grid
+                x = torch.addcmul(x, x, a) if x.shape[2] == a.shape[2] else x * a + x
             skip = skip[:, :, top:]
             if skip.shape[0] != n:
                 if skip.shape[0] != 1:
                     raise ValueError(f"face features have batch {skip.shape[0]}, audio has {n}")
                 skip = skip.expand(n, -1, -1, -1)
-            x = torch.cat((x, skip), dim=1)  # (N, C_dec + C_skip, h, w)
+            if self.channels_last:  # a cat with an expanded (photo) skip would come out NCHW: copy later
+                cat = torch.empty((n, x.shape[1] + skip.shape[1], *x.shape[2:]), dtype=x.dtype, device=x.device,
+                                  memory_format=torch.channels_last)
+                x = torch.cat((x, skip), dim=1, out=cat)  # (N, C_dec + C_skip, h, w)
+            else:
+                x = torch.cat((x, skip), dim=1)  # (N, C_dec + C_skip, h, w)
         if cut == len(self.face_decoder_blocks):  # cut at the output block's input
             x = x[:, :, plan.cut_offset:]
         y = self.output_block(x)  # (N, 3, S - off, S)
