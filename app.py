@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import threading
+from pathlib import Path
 
 import gradio as gr
 
@@ -90,6 +91,11 @@ CLIENT_JS = """
   }, true);
 }
 """
+
+
+# The browser's own <audio> player instead of the waveform view: it is in the page (so the first-sound timing and
+# the tests can see it play) and it is what every visitor knows.
+PLAIN_PLAYER = gr.WaveformOptions(show_recording_waveform=False)
 
 
 def streaming_available() -> bool:
@@ -217,12 +223,13 @@ class Handlers:
         return f"{head}\n\n{ans.text}"
 
     @staticmethod
-    def _candidates(ans) -> list[str]:
-        """Clickable questions: 'did you mean' candidates for a clarify outcome, else related questions."""
+    def _candidates(ans) -> list[tuple[str, str]]:
+        """Clickable questions as (label, value): 'did you mean' candidates (value ``#lang:entry-id``: a click
+        answers that entry directly, it is not asked again) for a clarify outcome, else related questions."""
         cands = getattr(ans, "candidates", None)
         if cands:
-            return [c.question if hasattr(c, "question") else str(c) for c in cands]
-        return list(getattr(ans, "suggestions", []) or [])
+            return [(c.question, f"#{getattr(ans, 'lang', 'zh')}:{c.id}") for c in cands]
+        return [(q, q) for q in getattr(ans, "suggestions", []) or []]
 
     @staticmethod
     def _details(up: AskUpdate) -> dict:
@@ -255,7 +262,7 @@ class Handlers:
                 s += f" ({up.speech_seconds:.2f} s of speech)"
         return s
 
-    def ask(self, question, photo, model, engine):
+    def ask(self, question, photo, model, engine, faq=None, entry=None, lang="zh"):
         """Generator: the answer at once, then the spoken answer.
 
         With streaming (system ffmpeg + ffprobe): video chunks queue in the player sentence by sentence; the
@@ -264,7 +271,7 @@ class Handlers:
         """
         streaming = self.streaming
         for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
-                                      engine=engine, chunks=streaming):
+                                      engine=engine, chunks=streaming, assistant=faq, entry=entry, lang=lang):
             cands = self._candidates(up.answer)
             video, download, audio, notice, replay = gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             if up.index < 0 and not up.done and up.audio is None:  # a new answer: clear the previous one
@@ -290,15 +297,51 @@ class Handlers:
             yield (self._answer_md(up.answer), gr.update(choices=cands, value=None, visible=bool(cands), label=label),
                    video, self._timing_md(up), self._details(up), download, audio, notice, replay)
 
-    def ask_voice(self, audio, photo, model, engine):
+    def ask_voice(self, audio, photo, model, engine, faq=None):
         """Generator: the recognised question first (shown, editable), then the same outputs as :meth:`ask`."""
         text, _ = self.svc.transcribe(audio)
         yield (text,) + tuple(gr.skip() for _ in range(9))
-        for values in self.ask(text, photo, model, engine):
+        for values in self.ask(text, photo, model, engine, faq):
             yield (gr.skip(),) + values
 
-    def ask_suggestion(self, suggestion):
-        return suggestion or gr.skip()
+    def load_faq(self, path, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress via this default)
+        def cb(fraction, message=""):
+            try:
+                progress(float(fraction), desc=message or "Indexing your FAQ")
+            except Exception:  # progress is cosmetic
+                pass
+
+        faq = self.svc.load_faq(path, progress=cb)
+        n = len(faq.kb)
+        return faq, (f"✅ Your FAQ **{Path(path).name}** is in use for this browser tab only: {n} questions. "
+                     ("Its answer/ask-back/don't-know thresholds are the documented defaults for an uncalibrated FAQ; "
+                     "calibrate them below with your own test questions." if not faq.calibration.calibrated
+                     else faq.calibration.source)), gr.update(visible=True)
+
+    @staticmethod
+    def built_in_faq():
+        return None, "Using the built-in public-service FAQ.", gr.update(visible=False)
+
+    def calibrate_faq(self, faq, questions):
+        new, report = self.svc.calibrate_faq(faq, questions)
+        before, after = report["before"], report["after"]
+        return new, (f"✅ Calibrated on {report['n_questions']} of your questions ({report['n_answerable']} "
+                     f"answerable): right answers {before.get('accepted_correct', 0):.0%} → "
+                     f"{after.get('accepted_correct', 0):.0%}, wrong answers {before.get('accepted_wrong', 0):.0%} → "
+                     f"{after.get('accepted_wrong', 0):.0%} (measured on these same questions).")
+
+    def ask_choice(self, choice, photo, model, engine, faq=None):
+        """A click on a 'did you mean' candidate (answer that entry) or a related question (ask it)."""
+        if not choice:
+            return
+        if choice.startswith("#") and ":" in choice:
+            lang, entry = choice[1:].split(":", 1)
+            for values in self.ask(None, photo, model, engine, faq, entry=entry, lang=lang):
+                yield (values[4].get("matched_question") or gr.skip(),) + values  # the question it answers
+            return
+        yield (choice,) + tuple(gr.skip() for _ in range(9))
+        for values in self.ask(choice, photo, model, engine, faq):
+            yield (gr.skip(),) + values
 
     def status(self):
         items = self.svc.status()
@@ -338,7 +381,7 @@ def _avatar_result():
     """The result column of the Text/Audio tabs: video, speech, figures, notice, details, share button."""
     out = gr.Video(label="Talking avatar", autoplay=True, format="mp4", interactive=False)
     notice = gr.Markdown(elem_classes="notice")
-    audio = gr.Audio(label="Speech", type="filepath", interactive=False)
+    audio = gr.Audio(label="Speech", type="filepath", interactive=False, waveform_options=PLAIN_PLAYER)
     info = gr.Markdown(elem_classes="figure")
     with gr.Accordion("Details", open=False):
         details = gr.JSON(label="how it was made")
@@ -389,6 +432,23 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         q_sugg = gr.Radio([], label="Related questions · 相关问题 (click to ask)", visible=False,
                                           elem_id="suggestions")
                         gr.Examples([[q] for q in QUESTIONS], inputs=[q_text], label="Sample questions · 示例问题")
+                        q_faq = gr.State(None)  # this browser session's own FAQ assistant (None: built-in)
+                        with gr.Accordion("Try your own FAQ · 使用您自己的问答库", open=False):
+                            gr.Markdown("Upload a CSV, JSONL or JSON file with the columns `question` and `answer` "
+                                        "(optional `phrasings`: other ways people ask, separated by `|`). It is "
+                                        f"used for this browser tab only; limits {settings.faq_max_mb:g} MB and "
+                                        f"{settings.faq_max_entries} entries.")
+                            f_file = gr.File(label="Your FAQ", file_types=[".csv", ".jsonl", ".json"],
+                                             type="filepath")
+                            with gr.Row():
+                                f_load = gr.Button("Use my FAQ")
+                                f_reset = gr.Button("Back to the built-in FAQ")
+                            f_status = gr.Markdown("Using the built-in public-service FAQ.", elem_id="faq_status")
+                            with gr.Group(visible=False) as f_cal_box:
+                                f_questions = gr.File(label="Optional: your test questions, to calibrate when to "
+                                                            "answer, ask back or say 'I don't know'",
+                                                      file_types=[".csv", ".jsonl", ".json"], type="filepath")
+                                f_cal = gr.Button("Calibrate with my test questions")
                         q_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
                     with gr.Column(scale=5):
                         q_video = gr.Video(label="Spoken answer", streaming=streaming, autoplay=streaming,
@@ -396,7 +456,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         q_notice = gr.Markdown(elem_classes="notice", elem_id="ask_notice")
                         # without streaming the audio comes first and plays at once; the video follows, paused
                         q_audio = gr.Audio(label="Spoken answer (audio)", type="filepath", interactive=False,
-                                           elem_id="ask_audio", autoplay=not streaming)
+                                           elem_id="ask_audio", autoplay=not streaming, waveform_options=PLAIN_PLAYER)
                         q_replay = gr.Video(label="The whole answer (replay)", interactive=False, visible=False,
                                             elem_id="ask_replay", format="mp4")
                         q_timing = gr.Markdown(elem_classes="figure", elem_id="ask_timing")
@@ -407,16 +467,21 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                             q_details = gr.JSON(label="answer")
                         gr.DeepLinkButton("Share a link to this answer")
                 ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file, q_audio, q_notice, q_replay]
-                ask_inputs = [q_text, q_photo, q_model, q_engine]
+                ask_inputs = [q_text, q_photo, q_model, q_engine, q_faq]
                 ask_fn = gradio_errors(h.ask)
                 _on_tab(q_btn.click(ask_fn, ask_inputs, ask_outputs, api_name="ask", concurrency_id="render"), tabs, "ask")
                 _on_tab(q_text.submit(ask_fn, ask_inputs, ask_outputs, api_visibility="private",
                                       concurrency_id="render"), tabs, "ask")
-                _on_tab(q_voice_btn.click(gradio_errors(h.ask_voice), [q_voice, q_photo, q_model, q_engine],
+                f_load.click(gradio_errors(h.load_faq), [f_file], [q_faq, f_status, f_cal_box], api_visibility="private")
+                f_reset.click(h.built_in_faq, None, [q_faq, f_status, f_cal_box], api_visibility="private")
+                f_cal.click(gradio_errors(h.calibrate_faq), [q_faq, f_questions], [q_faq, f_status],
+                            api_visibility="private")
+                _on_tab(q_voice_btn.click(gradio_errors(h.ask_voice), [q_voice, q_photo, q_model, q_engine, q_faq],
                                           [q_text] + ask_outputs, api_name="ask_voice", concurrency_id="render"),
                         tabs, "ask")
-                _on_tab(q_sugg.select(h.ask_suggestion, [q_sugg], [q_text], api_visibility="private").then(
-                    ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render"), tabs, "ask")
+                _on_tab(q_sugg.input(gradio_errors(h.ask_choice), [q_sugg, q_photo, q_model, q_engine, q_faq],
+                                     [q_text] + ask_outputs, api_visibility="private", concurrency_id="render"),
+                        tabs, "ask")
 
             with gr.Tab("Text → Avatar", id="text"):
                 with gr.Row():
@@ -486,7 +551,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 _on_tab(c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine, c_models],
                                     c_outputs, api_name="compare", concurrency_id="render"), tabs, "compare")
 
-            with gr.Tab("Status", id="status"):
+            with gr.Tab("Status", id="status") as s_tab:
                 s_md = gr.Markdown(elem_id="status_table")
                 s_btn = gr.Button("Refresh")
                 with gr.Accordion("Details", open=False):
@@ -494,7 +559,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 with gr.Accordion("Configuration (DH_* environment variables)", open=False):
                     gr.Markdown(_config_markdown(settings))
                 s_btn.click(h.status, None, [s_md, s_details], api_name="status")
-                demo.load(h.status, None, [s_md, s_details], api_visibility="private")
+                # filled when the tab is opened (a plain request, not the queue: nothing stays open at page load)
+                s_tab.select(h.status, None, [s_md, s_details], api_visibility="private", queue=False)
     return demo
 
 

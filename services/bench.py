@@ -109,10 +109,12 @@ def bench_browser(env: dict[str, str], questions: list[str], repeats: int = 1, t
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url, wait_until="networkidle")
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#question textarea", timeout=60_000)  # a session heartbeat keeps the network busy
             page.get_by_role("tab", name="Ask the assistant").click()
             for k, q in enumerate([questions[0]] + [q for q in questions for _ in range(repeats)]):
-                page.reload(wait_until="networkidle")  # a fresh video element per question
+                page.reload(wait_until="load")
+                page.wait_for_selector("#question textarea", timeout=60_000)  # a fresh video element per question
                 page.get_by_role("tab", name="Ask the assistant").click()
                 page.get_by_label("Your question · 您的问题").fill(q)
                 t0 = time.perf_counter()

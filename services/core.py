@@ -329,9 +329,39 @@ class AppServices:
         return results
 
     # ---- the assistant --------------------------------------------------------------------------------
-    def ask(self, question: str | None):
+    def ask(self, question: str | None, assistant=None, entry: str | None = None, lang: str = "zh"):
+        """``assistant``: a visitor's own FAQ assistant (one per browser session), else the built-in one.
+        ``entry``: the id of a "did you mean" candidate the visitor picked: that entry's answer, in ``lang``."""
+        if entry:
+            return (assistant or self.assistant()).answer_entry(entry, lang)
         q = check_question(question)  # before loading anything: an empty question costs nothing
-        return self.assistant().ask(q)
+        return (assistant or self.assistant()).ask(q)
+
+    def load_faq(self, path: str | Path | None, progress: Callable[[float, str], None] | None = None):
+        """A visitor's uploaded FAQ -> a new Assistant for their session only (the built-in one is untouched).
+
+        Validated first (type, size, every record; line and field named), indexed with ``progress(fraction,
+        message)``, persisted under the FAQ's content hash so the same file loads instantly next time.
+        """
+        if path is None or str(path).strip() == "":
+            raise UserFacingError("Choose a FAQ file first (CSV, JSONL or JSON with 'question' and 'answer').")
+        from qa.faq import build_faq_assistant, load_faq
+
+        kb = load_faq(path, max_mb=self.settings.faq_max_mb, max_entries=self.settings.faq_max_entries)
+        return build_faq_assistant(kb, self.assistant().embedder, cache_dir=self.cache_dir / "qa" / "uploaded",
+                                   progress=progress)
+
+    @staticmethod
+    def calibrate_faq(assistant, questions: str | Path | None):
+        """"Calibrate with my test questions" -> (a new calibrated Assistant, report)."""
+        if assistant is None:
+            raise UserFacingError("Load your FAQ first, then calibrate it with your test questions.")
+        if questions is None or str(questions).strip() == "":
+            raise UserFacingError("Choose a file of test questions first (JSONL/CSV: question, expected question "
+                                  "or id; leave it empty for questions the FAQ should not answer).")
+        from qa.faq import calibrate_with_questions
+
+        return calibrate_with_questions(assistant, questions)
 
     def _speak_whole(self, text: str, lang: str | None, engine: str | None, out_dir: Path) -> tuple[Path, str]:
         sp = self.tts().synthesize(text, lang=lang, engine=None if engine in (None, "", "auto") else engine)
@@ -344,7 +374,8 @@ class AppServices:
         return float(sf.info(str(path)).duration)
 
     def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = "wav2lip96",
-                   engine: str | None = "auto", speak: bool = True, chunks: bool = True) -> Iterator[AskUpdate]:
+                   engine: str | None = "auto", speak: bool = True, chunks: bool = True,
+                   assistant=None, entry: str | None = None, lang: str = "zh") -> Iterator[AskUpdate]:
         """Answer at once, then the spoken answer as video chunks, sentence by sentence.
 
         The first update carries the answer only (shown immediately); each next one a playable chunk; the last
@@ -354,7 +385,7 @@ class AppServices:
         Timings are from the call, i.e. from clicking Ask.
         """
         t0 = time.perf_counter()
-        answer = self.ask(question)
+        answer = self.ask(question, assistant, entry, lang)
         t_answer = time.perf_counter() - t0
         model = registry.canonical_id(model)
         yield AskUpdate(answer=answer, seconds_to_answer=t_answer, model=model)
@@ -372,7 +403,7 @@ class AppServices:
             except UserFacingError as err:
                 notice = f"Lip-sync is unavailable: {err}"
         if pipe is None:
-            audio, used = self._speak_whole(answer.text, lang, engine, out_dir)
+            audio, used = self._speak_whole(_spoken(answer), lang, engine, out_dir)
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=used, model=model,
                             notice=notice, done=True, seconds_to_first_speech=time.perf_counter() - t0,
                             speech_seconds=self._seconds(audio))
@@ -388,7 +419,7 @@ class AppServices:
         engines: list[str] = []
         waves: list[np.ndarray] = []
         pieces: list[np.ndarray] = []
-        for k, sp in enumerate(self.tts().stream(answer.text, lang=lang,
+        for k, sp in enumerate(self.tts().stream(_spoken(answer), lang=lang,
                                                  engine=None if engine in (None, "", "auto") else engine)):
             engines.append(sp.engine)
             wave = to_lipsync_audio(sp.wave, sp.sample_rate)
@@ -437,7 +468,7 @@ class AppServices:
         """The whole spoken answer as audio at once (speech is ~100x faster than lip-sync), then the video."""
         from tts import to_lipsync_audio
 
-        sp = self.tts().synthesize(answer.text, lang=getattr(answer, "lang", None),
+        sp = self.tts().synthesize(_spoken(answer), lang=getattr(answer, "lang", None),
                                    engine=None if engine in (None, "", "auto") else engine)
         t_speech = time.perf_counter() - t0
         audio = write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav")
@@ -456,6 +487,11 @@ class AppServices:
                         seconds_to_first_chunk=time.perf_counter() - t0, final_video=res.path, audio=audio,
                         engine=sp.engine, model=model, warnings=res.warnings, done=True,
                         speech_seconds=len(wave) / 16000.0)
+
+
+def _spoken(answer) -> str:
+    """What the avatar says: the answer, or the assistant's short spoken form of a "did you mean" / "don't know"."""
+    return getattr(answer, "speech", "") or answer.text
 
 
 def release_at(total_s: float, rate: float, margin_s: float) -> float:

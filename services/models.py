@@ -32,8 +32,10 @@ class ModelCatalog:
     def __init__(self, settings: Settings, cache_dir: Path):
         self.settings = settings
         self.cache_dir = Path(cache_dir)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the dicts below; never held while loading anything
+        self._detector_lock = threading.Lock()
         self._pipes: dict[str, Any] = {}
+        self._load_locks: dict[str, threading.Lock] = {}  # one per model: two first requests load it once
         self._downloads: dict[str, tuple[int, int]] = {}  # model id -> (bytes done, total) while downloading
         self._store = None  # one avatar store shared by every model: an avatar is prepared once
         self._detector = None
@@ -79,7 +81,7 @@ class ModelCatalog:
     # ---- shared parts ---------------------------------------------------------------------------------
     def detector(self):
         """The face detector every pipeline shares (S3FD when its weights resolve, else the offline one)."""
-        with self._lock:
+        with self._detector_lock:
             if self._detector is None:
                 from wav2lip384.faces import cached_detector
 
@@ -118,12 +120,15 @@ class ModelCatalog:
             if progress is not None:
                 progress(done, total)
 
-        with self._lock:
-            if model not in self._pipes:
+        with self._lock:  # held only to look up: loading one model must not block the others or the status
+            load_lock = self._load_locks.setdefault(model, threading.Lock())
+        with load_lock:
+            pipe = self._pipes.get(model)
+            if pipe is None:
                 from wav2lip384.pipeline import LipSyncPipeline
 
                 try:
-                    self._pipes[model] = LipSyncPipeline.from_pretrained(
+                    pipe = LipSyncPipeline.from_pretrained(
                         model=model, checkpoint=self.checkpoint(model), detector=detector,
                         device=self.settings.device, cache_dir=self.cache_dir, avatar_cache=store,
                         max_audio_seconds=self.settings.max_audio_seconds, show_progress=False,
@@ -134,4 +139,6 @@ class ModelCatalog:
                     raise ModelUnavailableError(str(err)) from err
                 finally:
                     self._downloads.pop(model, None)
-            return self._pipes[model]
+                with self._lock:
+                    self._pipes[model] = pipe
+            return pipe

@@ -109,8 +109,7 @@ def short_speech(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def server(services, app_settings, tmp_path_factory):
+def _serve(services, app_settings, tmp_path_factory, streaming=None):
     """The real app (same build_demo/queue/launch options as ``python app.py``) on a free loopback port."""
     import app
 
@@ -118,7 +117,7 @@ def server(services, app_settings, tmp_path_factory):
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         mp.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path_factory.mktemp("examples-cache")))
-        demo = app.build_demo(app_settings, services)
+        demo = app.build_demo(app_settings, services, streaming=streaming)
         port = _free_port()
         kwargs = {**app.launch_kwargs(app_settings), "server_name": "127.0.0.1", "server_port": port,
                   "prevent_thread_lock": True, "quiet": True}
@@ -127,6 +126,17 @@ def server(services, app_settings, tmp_path_factory):
             yield f"http://127.0.0.1:{port}/"
         finally:
             demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(services, app_settings, tmp_path_factory):
+    yield from _serve(services, app_settings, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server_without_streaming(services, app_settings, tmp_path_factory):
+    """As on a machine with no system ffmpeg/ffprobe: the Ask tab speaks first, then shows the whole video."""
+    yield from _serve(services, app_settings, tmp_path_factory, streaming=False)
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +317,8 @@ def test_browser_asks_a_question_sees_the_answer_and_switches_tabs(server):
             "--disable-sync", "--no-first-run"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(server, wait_until="networkidle")
+            page.goto(server, wait_until="load")
+            page.wait_for_selector("#question textarea", timeout=60_000)  # a session heartbeat keeps the network busy
             page.get_by_role("tab", name="Ask the assistant").click()
             page.get_by_label("Your question · 您的问题").fill("How do I apply for a residence permit?")
             t0 = time.perf_counter()
@@ -334,3 +345,143 @@ def test_browser_asks_a_question_sees_the_answer_and_switches_tabs(server):
         {"seconds_click_to_answer_text": round(t_text, 3), "seconds_click_to_first_visible_frame": round(t_frame, 3),
          "model": "wav2lip96", "weights": "random (tests)"}, indent=1))
     assert t_text < t_frame
+
+
+def _chromium():
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does it)")
+    return chromium
+
+
+def _launch(p):
+    return p.chromium.launch(executable_path=_chromium(), headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
+
+
+# Seconds of a media element actually played (sum of its played ranges).
+PLAYED_JS = """(sel) => { const m = document.querySelector(sel); if (!m) return null; let t = 0;
+  for (let i = 0; i < m.played.length; i++) t += m.played.end(i) - m.played.start(i); return t; }"""
+
+
+def _ask_and_listen(page, question: str, media: str, timeout_s: float = 240) -> tuple[float, float, str]:
+    """Ask, wait until the answer's media has played to its end; (seconds played, seconds of speech, timing)."""
+    import re
+
+    from playwright.sync_api import expect
+
+    page.get_by_label("Your question · 您的问题").fill(question)
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#ask_timing")).to_contain_text("s of speech", timeout=timeout_s * 1000)
+    timing = page.locator("#ask_timing").inner_text()
+    speech_s = float(re.search(r"\(([0-9.]+) s of speech\)", timing).group(1))
+    page.wait_for_function(f"() => {{ const m = document.querySelector('{media}'); return m && m.ended; }}",
+                           timeout=timeout_s * 1000)
+    return page.evaluate(PLAYED_JS, media), speech_s, timing
+
+
+@pytest.mark.browser
+def test_browser_streamed_answer_plays_every_word_to_the_end(server):
+    from playwright.sync_api import sync_playwright
+
+    if not app_module().streaming_available():
+        pytest.skip("no system ffmpeg/ffprobe: Gradio cannot stream (the audio-first test covers this machine)")
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(server, wait_until="load")
+            page.wait_for_selector("#question textarea", timeout=60_000)  # a session heartbeat keeps the network busy
+            played, speech_s, _ = _ask_and_listen(page, "What documents do I need to transfer my household "
+                                                        "registration?", "#ask_video video")
+            first_frame = page.locator("#ask_first_frame").inner_text()
+        finally:
+            browser.close()
+    assert abs(played - speech_s) <= 0.2, (played, speech_s)  # nothing skipped, nothing replayed
+    assert "First frame on your screen after" in first_frame
+
+
+@pytest.mark.browser
+def test_browser_without_streaming_speaks_first_then_shows_the_whole_video(server_without_streaming):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(server_without_streaming, wait_until="load")
+            page.wait_for_selector("#question textarea", timeout=60_000)  # a session heartbeat keeps the network busy
+            played, speech_s, _ = _ask_and_listen(page, "How do I renew an expired driving licence?",
+                                                  "#ask_audio audio")
+            expect(page.locator("#ask_video video")).to_have_count(1, timeout=120_000)
+            video_s = page.evaluate("() => document.querySelector('#ask_video video').duration")
+            page.screenshot(path=str(ARTIFACTS / "app_ask_audio_first.png"), full_page=True)
+        finally:
+            browser.close()
+    assert abs(played - speech_s) <= 0.2, (played, speech_s)  # the whole answer heard
+    assert abs(video_s - speech_s) <= 0.2, (video_s, speech_s)  # ...and the whole video there to watch
+
+
+@pytest.mark.browser
+def test_browser_shared_link_reopens_the_answer_on_its_tab_and_plays(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(server, wait_until="load")
+            page.wait_for_selector("#question textarea", timeout=60_000)  # a session heartbeat keeps the network busy
+            page.get_by_label("Your question · 您的问题").fill("怎么办理社保卡？")
+            page.get_by_role("button", name="Ask", exact=True).click()
+            expect(page.locator("#ask_timing")).to_contain_text("done", timeout=240_000)
+            page.get_by_role("tab", name="Status").click()  # the visitor wandered off; the link still knows
+            # what the share button copies: the page URL with this session's deep link
+            link = page.evaluate("""async () => {
+                const r = await fetch('gradio_api/deep_link?session_hash=' + window.__gradio_session_hash__);
+                const u = new URL(window.location.href);
+                u.searchParams.set('deep_link', (await r.text()).replace(/^"|"$/g, ''));
+                return u.toString(); }""")
+            fresh = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+            fresh.goto(link, wait_until="load")
+            fresh.wait_for_selector("#question textarea", timeout=60_000)  # a session heartbeat keeps the network busy
+            expect(fresh.get_by_role("tab", name="Ask the assistant", selected=True)).to_be_visible()
+            expect(fresh.locator("#answer")).to_contain_text("银行网点")
+            expect(fresh.locator("#ask_replay video")).to_have_count(1)
+            fresh.evaluate("() => document.querySelector('#ask_replay video').play()")
+            fresh.wait_for_function("() => { const v = document.querySelector('#ask_replay video');"
+                                    " return v.readyState >= 2 && v.currentTime > 0.2; }", timeout=30_000)
+            fresh.screenshot(path=str(ARTIFACTS / "app_shared_answer.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def app_module():
+    import app
+
+    return app
+
+
+def test_a_visitors_own_faq_answers_in_their_session_only(services, tmp_path):
+    import gradio as gr
+
+    import app
+
+    faq = tmp_path / "library.csv"
+    faq.write_text("question,answer,phrasings\n"
+                   "图书馆几点开门？,图书馆每天早上九点开门。,图书馆开放时间|图书馆什么时候开\n"
+                   "How do I get a library card?,Bring your ID card to the front desk.,library card application\n"
+                   "借书可以借多久？,每次可以借三十天。,借阅期限\n", encoding="utf-8")
+    h = app.Handlers(services)
+    session_faq, status, cal_box = h.load_faq(str(faq), progress=None)
+    assert "library.csv" in status and "3 questions" in status and cal_box["visible"]
+    first = next(h.ask("图书馆几点开门？", str(DEFAULT_AVATAR), "wav2lip96", "auto", session_faq))
+    assert "九点" in first[0]  # answered from the visitor's FAQ...
+    other = next(h.ask("图书馆几点开门？", str(DEFAULT_AVATAR), "wav2lip96", "auto", None))
+    assert "九点" not in other[0]  # ...while every other session keeps the built-in one
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,answer\n身份证怎么办？,\n", encoding="utf-8")
+    with pytest.raises(gr.Error, match="(?i)line 2.*answer|answer.*line 2"):
+        app.gradio_errors(h.load_faq)(str(bad), progress=None)

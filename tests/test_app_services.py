@@ -276,3 +276,32 @@ def test_streamed_playback_starts_only_when_rendering_stays_ahead():
     t_end = (10.0 - r0) / 0.5  # wall seconds until rendering finishes
     assert t_end + 0.5 <= 10.0 + 1e-9  # played seconds by then (t_end) stay margin behind the 10 s rendered
     assert release_at(10.0, 0.01, 0.5) <= 10.0 and release_at(0.3, 3.0, 0.5) == 0.3
+
+
+def test_a_did_you_mean_click_answers_that_entry_without_asking_again(svc):
+    from types import SimpleNamespace
+
+    gr = pytest.importorskip("gradio")
+    import app
+
+    class _Assistant:
+        asked: list = []
+
+        def ask(self, q):
+            self.asked.append(q)
+            return SimpleNamespace(outcome="clarify", answered=False, text="Did you mean: A? / B?", lang="en",
+                                   score=0.4, matched_id=None, matched_question=None, suggestions=[], source="kb",
+                                   speech="Did you mean one of these?",
+                                   candidates=[SimpleNamespace(id="a", question="A?"), SimpleNamespace(id="b", question="B?")])
+
+        def answer_entry(self, entry_id, lang):
+            return SimpleNamespace(outcome="answer", answered=True, text=f"answer of {entry_id}", lang=lang, score=1.0,
+                                   matched_id=entry_id, matched_question=f"{entry_id.upper()}?", suggestions=[],
+                                   source="kb", speech=f"answer of {entry_id}", candidates=[])
+
+    svc._assistant = _Assistant()
+    h = app.Handlers(svc, streaming=False)
+    first = next(h.ask("something vague", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
+    assert "Did you mean" in first[0] and first[1]["choices"] == [("A?", "#en:a"), ("B?", "#en:b")]
+    picked = next(h.ask_choice("#en:b", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
+    assert picked[0] == "B?" and "answer of b" in picked[1] and svc._assistant.asked == ["something vague"]
