@@ -123,3 +123,18 @@ def test_resample_mono_for_in_memory_audio():
         out = resample_mono(arr, 48000)
         assert out.dtype == np.float32 and out.shape == (8000,)
     assert resample_mono(np.zeros(160), 16000).shape == (160,)
+
+
+def test_the_training_alignment_offset_gives_trainings_windows():
+    from wav2lip384.audio import GENERATOR_WINDOW_OFFSET_S, mel_start, mel_windows, window_start
+    from wav2lip384.train.data import inference_window_start
+
+    mel = np.arange(80 * 200, dtype=np.float32).reshape(80, 200)
+    plain = mel_windows(mel, 25.0, n_frames=30)
+    shifted = mel_windows(mel, 25.0, n_frames=30, offset_s=GENERATOR_WINDOW_OFFSET_S)
+    assert np.array_equal(shifted[1:], plain[:-1])  # frame i now gets what frame i-1 got: 40 ms earlier
+    assert np.array_equal(shifted[0], plain[0])  # clamped at the start
+    for fps in (25.0, 30.0, 29.97):
+        for i in range(60):
+            assert window_start(i, fps, GENERATOR_WINDOW_OFFSET_S) == inference_window_start(i, fps)
+    assert window_start(10, 25.0) == mel_start(10, 25.0)

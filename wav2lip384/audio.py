@@ -190,13 +190,32 @@ def frames_for_audio(n_samples: int, fps: float, cfg: AudioConfig = AudioConfig(
     return max(1, int(round(n_samples / cfg.sample_rate * fps)))
 
 
+# The Wav2Lip generators (the public checkpoints and ours) were trained with frame f driven by the mel window
+# that starts one 25-fps frame EARLIER (the original ``get_segmented_mels``: ``crop_audio_window(spec, i - 2)``
+# for i = f + 1; evidence and citations in wav2lip384/train/data.py). The original inference used offset 0, so
+# its mouths lead the sound by 40 ms. Our pipeline passes this offset, so inference matches training.
+GENERATOR_WINDOW_OFFSET_S = -1.0 / 25.0
+
+
+def window_start(frame_index: int, fps: float, offset_s: float = 0.0, cfg: AudioConfig = AudioConfig()) -> int:
+    """First mel frame of video frame ``frame_index`` shifted by ``offset_s`` seconds (clamped at 0). When the
+    offset is a whole number of frames at ``fps`` (e.g. -40 ms at 25 fps) it is exactly ``mel_start(i + k)``,
+    the formula training uses, so the windows are bit-identical to training's."""
+    k = offset_s * fps
+    if abs(k - round(k)) < 1e-9:
+        return max(0, mel_start(frame_index + int(round(k)), fps, cfg))
+    return max(0, int(cfg.mel_fps * (frame_index / fps + offset_s) + 1e-6))
+
+
 def mel_windows(mel: np.ndarray, fps: float, n_frames: int | None = None,
-                cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+                cfg: AudioConfig = AudioConfig(), offset_s: float = 0.0) -> np.ndarray:
     """(80, T) mel -> (N, 80, 16) float32: one window of ``mel_step_size`` frames per video frame.
 
-    Window i starts at :func:`mel_start`; a window that would run past the end is right-aligned to the
-    end (the original inference loop, which also stops there). ``n_frames=None`` gives the original's
-    count; an explicit ``n_frames`` gives exactly that many (every window past the end is the last one).
+    Window i starts at :func:`window_start` (``offset_s`` 0: :func:`mel_start`, the original inference; the
+    pipeline passes :data:`GENERATOR_WINDOW_OFFSET_S`, the training alignment); a window that would run past the
+    end is right-aligned to the end (the original inference loop, which also stops there). ``n_frames=None``
+    gives the original's count; an explicit ``n_frames`` gives exactly that many (every window past the end is
+    the last one).
     Hand-written because no library slices spectrograms per video frame this way. A mel shorter than one
     window (< 0.2 s of audio) is padded on the right with silence (-max_abs) instead of failing.
     """
@@ -212,6 +231,6 @@ def mel_windows(mel: np.ndarray, fps: float, n_frames: int | None = None,
     count = n_video_frames(mel, fps, cfg) if n_frames is None else int(n_frames)
     if count <= 0:
         raise ValueError(f"n_frames must be positive, got {n_frames}")
-    starts = np.array([min(mel_start(i, fps, cfg), t - step) for i in range(count)])
+    starts = np.array([min(window_start(i, fps, offset_s, cfg), t - step) for i in range(count)])
     idx = starts[:, None] + np.arange(step)[None, :]  # (N, 16)
     return np.ascontiguousarray(mel[:, idx].transpose(1, 0, 2))  # (80, N, 16) -> (N, 80, 16)
