@@ -195,20 +195,18 @@ class Handlers:
         chosen = list(models or COMPARE_DEFAULT)[:3]
         out = self.svc.compare(self._avatar(photo, video), text=text, audio=audio, models=chosen, engine=engine,
                                progress=_progress_cb(progress))
-        values: list = []
+        values: list = []  # plain values (not updates), so API clients get paths and text
         for k in range(3):
             if k >= len(chosen):
-                values += [gr.update(value=None, visible=False), gr.update(value="", visible=False)]
+                values += [None, ""]
                 continue
             spec = registry.get(chosen[k])
             r = out[spec.id]
             head = f"**{spec.title}** · {spec.img_size}×{spec.img_size} · licence: {spec.license or '—'}\n\n"
             if isinstance(r, str):
-                values += [gr.update(value=None, visible=True, label=spec.title),
-                           gr.update(value=f"{head}⚠️ {r}", visible=True)]
+                values += [None, f"{head}⚠️ {r}"]
             else:
-                values += [gr.update(value=str(r.path), visible=True, label=spec.title),
-                           gr.update(value=head + r.summary() + f"\n\n*{spec.quality}*", visible=True)]
+                values += [str(r.path), head + r.summary() + f"\n\n*{spec.quality}*"]
         return tuple(values)
 
     @staticmethod

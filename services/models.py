@@ -94,7 +94,7 @@ class ModelCatalog:
                 from wav2lip384.avatar import AvatarStore
 
                 # DH_AVATAR_MEMORY_MB / DH_AVATAR_DISK_MB bound every cached byte (frames, features; disk)
-                self._store = AvatarStore.from_settings(self.settings, self.cache_dir / "avatars")
+                self._store = AvatarStore.from_settings(self.settings, self.cache_dir)  # -> cache_dir/avatars/
             return self._store
 
     def loaded(self, model: str | int) -> bool:
