@@ -308,3 +308,15 @@ def test_from_pretrained_by_model_id_and_alias(tmp_path, gen96, one_torch_thread
         LipSyncPipeline.from_pretrained("wav2lip512", path)
     with pytest.raises(UserFacingError, match="DH_WAV2LIP384_CHECKPOINT"):
         LipSyncPipeline.from_pretrained("paper384")
+
+
+def test_inference_uses_the_training_alignment_of_mel_windows():
+    from wav2lip384.audio import GENERATOR_WINDOW_OFFSET_S, mel_windows, melspectrogram
+    from wav2lip384.pipeline import LipSyncPipeline
+
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    ours = LipSyncPipeline._mel_windows(None, wav, 25.0)
+    expected = mel_windows(melspectrogram(wav), 25.0, n_frames=25, offset_s=GENERATOR_WINDOW_OFFSET_S)
+    assert np.array_equal(ours, expected)
+    assert np.array_equal(ours[5], mel_windows(melspectrogram(wav), 25.0, n_frames=25)[4])  # 40 ms earlier

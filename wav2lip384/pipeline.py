@@ -423,10 +423,12 @@ class LipSyncPipeline:
         return _Speech(wav16, mux)
 
     def _mel_windows(self, wav16: np.ndarray, fps: float, n_frames: int | None = None) -> np.ndarray:
-        from wav2lip384.audio import frames_for_audio, mel_windows, melspectrogram
+        from wav2lip384.audio import GENERATOR_WINDOW_OFFSET_S, frames_for_audio, mel_windows, melspectrogram
 
         n = n_frames or frames_for_audio(len(wav16), fps)
-        return mel_windows(melspectrogram(wav16), fps, n_frames=n)  # (N, 80, 16)
+        # frame i is driven by the window starting 40 ms earlier: the alignment the generators were trained with
+        # (the original inference used 0, so its mouths led the sound by one frame; see audio.py)
+        return mel_windows(melspectrogram(wav16), fps, n_frames=n, offset_s=GENERATOR_WINDOW_OFFSET_S)  # (N, 80, 16)
 
     def _prepare(self, face, start: int, seconds: float, *, fps, pads, smooth, on_no_face, timings) -> PreparedAvatar:
         t = time.perf_counter()
