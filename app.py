@@ -311,10 +311,11 @@ class Handlers:
 
         faq = self.svc.load_faq(path, progress=cb)
         n = len(faq.kb)
-        return faq, (f"✅ Your FAQ **{Path(path).name}** is in use for this browser tab only: {n} questions. "
-                     ("Its answer/ask-back/don't-know thresholds are the documented defaults for an uncalibrated FAQ; "
-                     "calibrate them below with your own test questions." if not faq.calibration.calibrated
-                     else faq.calibration.source)), gr.update(visible=True)
+        how = ("Its answer / ask-back / don't-know thresholds are the documented defaults for an uncalibrated FAQ; "
+               "calibrate them below with your own test questions." if not faq.calibration.calibrated
+               else faq.calibration.source)
+        status = f"✅ Your FAQ **{Path(path).name}** is in use for this browser tab only: {n} questions. {how}"
+        return faq, status, gr.update(visible=True)
 
     @staticmethod
     def built_in_faq():
