@@ -87,17 +87,19 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_app_serves_http_on_loopback_within_30_seconds(tmp_path):
+def test_app_serves_http_on_loopback_within_30_seconds_and_logs_what_is_missing(tmp_path):
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HUB_OFFLINE": "1", "DH_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("GRADIO_SERVER_NAME", None)
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "app.log"
+    with open(log, "w") as out_file:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out_file,
+                                stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, log.read_text()
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
                     assert r.status == 200
@@ -107,10 +109,17 @@ def test_app_serves_http_on_loopback_within_30_seconds(tmp_path):
                 time.sleep(0.5)
         else:
             pytest.fail("app did not serve HTTP within 30 s")
+        # right after start-up, once: every part that is missing or fell back, with the variable to set
+        deadline = time.monotonic() + 90
+        while "start-up: Face detector" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+    out = log.read_text()
     assert f"127.0.0.1:{port}" in out  # binds to loopback by default and prints the address
+    assert "start-up: Lip-sync: Wav2Lip 96: unavailable" in out and "DH_WAV2LIP96_CHECKPOINT" in out
+    assert "start-up: Face detector" in out and "DH_S3FD_CHECKPOINT" in out
 
 
 def test_caches_live_on_a_persistent_volume_when_one_is_mounted(tmp_path):
