@@ -314,7 +314,7 @@ class Handlers:
         how = ("Its answer / ask-back / don't-know thresholds are the documented defaults for an uncalibrated FAQ; "
                "calibrate them below with your own test questions." if not faq.calibration.calibrated
                else faq.calibration.source)
-        status = f"✅ Your FAQ **{Path(path).name}** is in use for this browser tab only: {n} questions. {how}"
+        status = f"✓ Your FAQ **{Path(path).name}** is in use for this browser tab only: {n} questions. {how}"
         return faq, status, gr.update(visible=True)
 
     @staticmethod
@@ -324,7 +324,7 @@ class Handlers:
     def calibrate_faq(self, faq, questions):
         new, report = self.svc.calibrate_faq(faq, questions)
         before, after = report["before"], report["after"]
-        return new, (f"✅ Calibrated on {report['n_questions']} of your questions ({report['n_answerable']} "
+        return new, (f"✓ Calibrated on {report['n_questions']} of your questions ({report['n_answerable']} "
                      f"answerable): right answers {before.get('accepted_correct', 0):.0%} → "
                      f"{after.get('accepted_correct', 0):.0%}, wrong answers {before.get('accepted_wrong', 0):.0%} → "
                      f"{after.get('accepted_wrong', 0):.0%} (measured on these same questions).")
@@ -456,12 +456,13 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         # without streaming the audio comes first and plays at once; the video follows, paused
                         q_audio = gr.Audio(label="Spoken answer (audio)", type="filepath", interactive=False,
                                            elem_id="ask_audio", autoplay=not streaming, waveform_options=PLAIN_PLAYER)
-                        q_replay = gr.Video(label="The whole answer (replay)", interactive=False, visible=False,
-                                            elem_id="ask_replay", format="mp4")
                         q_timing = gr.Markdown(elem_classes="figure", elem_id="ask_timing")
                         # filled by CLIENT_JS in the browser: what the visitor saw, not what the server sent
                         gr.HTML('<span id="ask_first_frame" class="figure"></span>')
                         q_file = gr.File(label="The whole spoken answer (mp4)", interactive=False)
+                        with gr.Accordion("Watch the whole answer again", open=False, elem_id="ask_replay_box"):
+                            q_replay = gr.Video(label="The whole answer", interactive=False, visible=False,
+                                                elem_id="ask_replay", format="mp4", height=320)
                         with gr.Accordion("Details", open=False):
                             q_details = gr.JSON(label="answer")
                         gr.DeepLinkButton("Share a link to this answer")

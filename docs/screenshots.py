@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="screenshots-"))
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "DH_CACHE_DIR": str(work / "cache"),
+           "GRADIO_ANALYTICS_ENABLED": "False",
            **_random_weights([m for m in args.models.split(",") if m], work)}
     log = open(work / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             page.screenshot(path=str(args.out / "audio.png"), full_page=True)
             page.get_by_role("tab", name="Compare models").click()
             page.get_by_role("button", name="Compare", exact=True).click()
-            expect(page.get_by_text("frames per second").first).to_be_visible(timeout=900_000)
+            expect(page.get_by_text("mouth sharpness").first).to_be_visible(timeout=900_000)  # a result's figures
             page.wait_for_timeout(1500)
             page.screenshot(path=str(args.out / "compare.png"), full_page=True)
             page.get_by_role("tab", name="Status").click()

@@ -92,7 +92,7 @@ def status_markdown(items: list[StatusItem]) -> str:
     """A short table a visitor can read: part, state, what to do."""
     rows = []
     for it in items:
-        state = f"✅ {it.active}" if it.ok else f"⚠️ {it.active}"
+        state = f"✓ {it.active}" if it.ok else f"⚠ {it.active}"  # plain symbols: present in every font
         rows.append(f"| {it.part} | {state} | {it.fix or '—'} |")
     return "| part | state | what to do |\n|---|---|---|\n" + "\n".join(rows)
 

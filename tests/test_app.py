@@ -443,6 +443,7 @@ def test_browser_shared_link_reopens_the_answer_on_its_tab_and_plays(server):
             fresh = _open(browser, link)  # a new context: another visitor opening the shared link
             expect(fresh.get_by_role("tab", name="Ask the assistant", selected=True)).to_be_visible()
             expect(fresh.locator("#answer")).to_contain_text("银行网点")
+            fresh.get_by_text("Watch the whole answer again").click()
             expect(fresh.locator("#ask_replay video")).to_have_count(1)
             fresh.evaluate("() => document.querySelector('#ask_replay video').play()")
             fresh.wait_for_function("() => { const v = document.querySelector('#ask_replay video');"

@@ -162,7 +162,7 @@ def test_missing_weights_are_reported_with_what_to_do_and_speech_still_delivered
     assert status["Voice"].ok  # espeak-ng works offline
     assert "DH_S3FD_CHECKPOINT" in status["Face detector"].fix or "S3FD" in status["Face detector"].active
     md = svc.status_markdown()
-    assert md.startswith("| part | state | what to do |") and "| Lip-sync: Wav2Lip 96 | ⚠️ unavailable |" in md
+    assert md.startswith("| part | state | what to do |") and "| Lip-sync: Wav2Lip 96 | ⚠ unavailable |" in md
     assert svc.available_models() == []
     # no lip-sync model can run: the speech is still delivered, with one calm notice naming the variable
     res = svc.text_to_avatar("hello", DEFAULT_AVATAR, "384")
