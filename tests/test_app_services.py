@@ -281,7 +281,7 @@ def test_streamed_playback_starts_only_when_rendering_stays_ahead():
 def test_a_did_you_mean_click_answers_that_entry_without_asking_again(svc):
     from types import SimpleNamespace
 
-    gr = pytest.importorskip("gradio")
+    pytest.importorskip("gradio")
     import app
 
     class _Assistant:

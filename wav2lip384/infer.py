@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from common.settings import Settings
-
     from wav2lip384 import registry
 
     settings = Settings.from_env()
