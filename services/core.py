@@ -53,6 +53,7 @@ class AppServices:
         self.models = ModelCatalog(settings, self.cache_dir)
         # one lock per part: a first-time index build (minutes on a Space) must not hold up the voice or video
         self._assistant_lock, self._tts_lock, self._asr_lock = threading.Lock(), threading.Lock(), threading.Lock()
+        self._speak_lock = threading.Lock()
         self._assistant = None
         self._tts = None
         self._asr = None
@@ -94,6 +95,12 @@ class AppServices:
                                 cache_dir=str(self.cache_dir / "tts"), neural_model=s.tts_neural_model or None,
                                 max_chars=s.tts_max_chars)
             return self._tts
+
+    def _say(self, text: str, **kwargs):
+        """One synthesis at a time: ten concurrent espeak-ng calls returned empty speech or crashed the process in
+        the soak test; speech is ~100x faster than lip-sync, so serialising it costs the renders nothing."""
+        with self._speak_lock:
+            return self.tts().synthesize(text, **kwargs)
 
     def recognizer(self):
         """The speech recogniser for spoken questions (loads its weights at the first transcription)."""
@@ -210,8 +217,8 @@ class AppServices:
 
         if not (text or "").strip():
             raise UserFacingError("Please type the text the avatar should say. 请输入要朗读的文字。")
-        sp = self.tts().synthesize(text, lang=None if lang in (None, "", "auto") else lang,
-                                   engine=None if engine in (None, "", "auto") else engine)
+        sp = self._say(text, lang=None if lang in (None, "", "auto") else lang,
+                       engine=None if engine in (None, "", "auto") else engine)
         wave = to_lipsync_audio(sp.wave, sp.sample_rate)
         check_speech(wave, 16000, self.settings.max_audio_seconds, "synthesised speech")
         return wave, sp
@@ -364,7 +371,7 @@ class AppServices:
         return calibrate_with_questions(assistant, questions)
 
     def _speak_whole(self, text: str, lang: str | None, engine: str | None, out_dir: Path) -> tuple[Path, str]:
-        sp = self.tts().synthesize(text, lang=lang, engine=None if engine in (None, "", "auto") else engine)
+        sp = self._say(text, lang=lang, engine=None if engine in (None, "", "auto") else engine)
         return write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav"), sp.engine
 
     @staticmethod
@@ -419,8 +426,10 @@ class AppServices:
         engines: list[str] = []
         waves: list[np.ndarray] = []
         pieces: list[np.ndarray] = []
-        for k, sp in enumerate(self.tts().stream(_spoken(answer), lang=lang,
-                                                 engine=None if engine in (None, "", "auto") else engine)):
+        with self._speak_lock:  # see _say
+            spoken = list(self.tts().stream(_spoken(answer), lang=lang,
+                                            engine=None if engine in (None, "", "auto") else engine))
+        for k, sp in enumerate(spoken):
             engines.append(sp.engine)
             wave = to_lipsync_audio(sp.wave, sp.sample_rate)
             waves.append(wave)
@@ -468,8 +477,8 @@ class AppServices:
         """The whole spoken answer as audio at once (speech is ~100x faster than lip-sync), then the video."""
         from tts import to_lipsync_audio
 
-        sp = self.tts().synthesize(_spoken(answer), lang=getattr(answer, "lang", None),
-                                   engine=None if engine in (None, "", "auto") else engine)
+        sp = self._say(_spoken(answer), lang=getattr(answer, "lang", None),
+                       engine=None if engine in (None, "", "auto") else engine)
         t_speech = time.perf_counter() - t0
         audio = write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav")
         yield AskUpdate(answer=answer, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech, audio=audio,
