@@ -6,10 +6,8 @@ optionally click -> first visible frame in headless Chromium.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +16,8 @@ import numpy as np
 
 from common.cli import user_errors_exit_2
 from common.settings import Settings
-from services.core import DEFAULT_AVATAR, ROOT, AppServices
+from services.core import DEFAULT_AVATAR, AppServices
+from services.served import app_page, served_app, with_random_generators
 from services.status import embedder_row, tts_row
 from wav2lip384 import registry
 
@@ -73,75 +72,38 @@ def bench(settings: Settings, questions: list[str], avatar: Path, model: str = "
         svc.close()
 
 
-def bench_browser(env: dict[str, str], questions: list[str], repeats: int = 1, timeout_s: float = 180.0) -> dict:
-    """Start ``python app.py`` with ``env`` and time, in headless Chromium, the click on *Ask* to the answer
+def bench_browser(settings: Settings, questions: list[str], repeats: int = 1, timeout_s: float = 180.0) -> dict:
+    """Start ``python app.py`` with ``settings`` and time, in headless Chromium, the click on *Ask* to the answer
     text on screen and to the first decoded frame of the streamed answer video (``readyState >= 2``).
+
+    The app runs in a child process (see services/served.py for why), as a visitor's browser would find it.
     """
-    import os
-    import socket
-    import sys
-    import urllib.request
-
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
-    log_file = tempfile.NamedTemporaryFile(prefix="bench-app-", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                            env={**os.environ, **env, "GRADIO_SERVER_NAME": "127.0.0.1",
-                                 "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"})
     runs = []
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start; see {log_file.name}") from None
-                time.sleep(0.5)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#question textarea", timeout=60_000)  # a session heartbeat keeps the network busy
+    with served_app(settings, log_dir=Path(tempfile.mkdtemp(prefix="bench-app-")), start_timeout_s=90) as app, \
+            app_page(app.url) as page:
+        page.get_by_role("tab", name="Ask the assistant").click()
+        for k, q in enumerate([questions[0]] + [q for q in questions for _ in range(repeats)]):
+            page.reload(wait_until="load")
+            page.wait_for_selector("#question textarea", timeout=60_000)  # a fresh video element per question
             page.get_by_role("tab", name="Ask the assistant").click()
-            for k, q in enumerate([questions[0]] + [q for q in questions for _ in range(repeats)]):
-                page.reload(wait_until="load")
-                page.wait_for_selector("#question textarea", timeout=60_000)  # a fresh video element per question
-                page.get_by_role("tab", name="Ask the assistant").click()
-                page.get_by_label("Your question · 您的问题").fill(q)
-                t0 = time.perf_counter()
-                page.get_by_role("button", name="Ask", exact=True).click()
-                page.wait_for_function("() => !document.querySelector('#answer').innerText.includes('appears here')",
-                                       timeout=timeout_s * 1000)
-                t_text = time.perf_counter() - t0
-                page.wait_for_function("() => { const v = document.querySelector('#ask_video video');"
-                                       " return v && v.readyState >= 2; }", timeout=timeout_s * 1000)
-                t_frame = time.perf_counter() - t0
-                page.wait_for_function("() => document.querySelector('#ask_timing').innerText.includes('done')",
-                                       timeout=timeout_s * 1000)
-                if k:  # the first question warms the models up (the app loads them in the background)
-                    runs.append({"question": q, "seconds_click_to_answer_text": round(t_text, 3),
-                                 "seconds_click_to_first_visible_frame": round(t_frame, 3)})
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log_file.close()
+            page.get_by_label("Your question · 您的问题").fill(q)
+            t0 = time.perf_counter()
+            page.get_by_role("button", name="Ask", exact=True).click()
+            page.wait_for_function("() => !document.querySelector('#answer').innerText.includes('appears here')",
+                                   timeout=timeout_s * 1000)
+            t_text = time.perf_counter() - t0
+            page.wait_for_function("() => { const v = document.querySelector('#ask_video video');"
+                                   " return v && v.readyState >= 2; }", timeout=timeout_s * 1000)
+            t_frame = time.perf_counter() - t0
+            page.wait_for_function("() => document.querySelector('#ask_timing').innerText.includes('done')",
+                                   timeout=timeout_s * 1000)
+            if k:  # the first question warms the models up (the app loads them in the background)
+                runs.append({"question": q, "seconds_click_to_answer_text": round(t_text, 3),
+                             "seconds_click_to_first_visible_frame": round(t_frame, 3)})
     frames = [r["seconds_click_to_first_visible_frame"] for r in runs]
     return {"what": "click on Ask -> answer text shown / first decoded frame of the streamed video, headless Chromium",
             "runs": runs, "median_seconds_to_first_visible_frame": float(np.median(frames)) if frames else None,
-            "max_seconds_to_first_visible_frame": max(frames) if frames else None, "app_log": log_file.name}
+            "max_seconds_to_first_visible_frame": max(frames) if frames else None, "app_log": str(app.log)}
 
 
 @user_errors_exit_2
@@ -171,24 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             # Timing does not depend on the weights' values: a random generator of the same architecture
             # costs the same per frame. Said loudly in the output so nobody mistakes the video for real.
-            import sys
-
             random_dir = Path(tempfile.mkdtemp(prefix="bench-random-weights-"))
-            # built in a child process: building the model here left this process measurably slower
-            # (question answering 0.01 s -> 1.6 s), which the served app never is
-            subprocess.run([sys.executable, "-c", "import sys, torch; from wav2lip384 import registry; "
-                            "from wav2lip384.models import Wav2LipGenerator; "
-                            "from wav2lip384.weights import save_pretrained; torch.manual_seed(0); "
-                            "save_pretrained(Wav2LipGenerator(registry.get(sys.argv[1]).config()), sys.argv[2])",
-                            spec.id, str(random_dir)], cwd=ROOT, check=True)
-            settings = dataclasses.replace(settings, **{spec.settings_field: str(random_dir)})
+            settings = with_random_generators(settings, [spec.id], random_dir)
             note = f"RANDOM weights of the real {spec.id} architecture (real weights unavailable: {msg})"
         result = bench(settings, questions, args.avatar, spec.id, args.repeats, args.full)
         result["weights_used"] = note
         if args.browser:
-            env = {Settings.env_name(k): str(v) for k, v in dataclasses.asdict(settings).items()}
             result["browser_note"] = "the browser run uses the Ask tab's default model"
-            result["browser"] = bench_browser(env, questions, args.repeats)
+            result["browser"] = bench_browser(settings, questions, args.repeats)
         import os as _os
 
         import torch
