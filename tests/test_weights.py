@@ -14,11 +14,11 @@ from wav2lip384.models import build_model
 from wav2lip384.weights import (
     NO_384_WEIGHTS,
     from_pretrained,
+    generator_status,
     load_generator,
     load_state_dict_file,
     load_syncnet,
     save_pretrained,
-    weights_status,
 )
 
 
@@ -125,8 +125,8 @@ def test_384_without_weights_says_so_plainly():
             load_generator(model, spec)
         assert "no public weights" in str(err.value) and "DH_WAV2LIP384_CHECKPOINT" in str(err.value)
         assert "python -m wav2lip384.train generator --size 384" in str(err.value)
-    ok, message = weights_status(None, 384)
-    assert not ok and message == NO_384_WEIGHTS
+    st = generator_status("384")
+    assert not st.available and st.message == NO_384_WEIGHTS
 
 
 def test_offline_hub_fails_fast_and_clearly():
@@ -137,17 +137,18 @@ def test_offline_hub_fails_fast_and_clearly():
     with pytest.raises(UserFacingError, match="not reachable.*wav2lip_gan.pth.*DH_WAV2LIP96_CHECKPOINT"):
         load_generator("wav2lip96")  # the default camenduru/Wav2Lip file
     assert time.monotonic() - start < 5.0
-    ok, message = weights_status(None, 96)
-    assert not ok and "not reachable" in message
+    st = generator_status(96)
+    assert not st.available and "not reachable" in st.message
 
 
-def test_weights_status_sees_local_files_without_loading(tmp_path):
+def test_generator_status_sees_local_files_without_loading(tmp_path):
     f = tmp_path / "w.pth"
     f.write_bytes(b"x")
-    assert weights_status(str(f), 96) == (True, f"Wav2Lip-96 generator weights: local {f}")
+    st = generator_status(96, str(f))
+    assert st.available and st.where == "local" and st.message == f"Wav2Lip 96 weights (wav2lip96): local {f}"
     for missing in (str(tmp_path / "nope.pth"), "checkpoints/nope.pth"):
-        ok, message = weights_status(missing, 384)
-        assert not ok and "nothing usable" in message
+        st = generator_status(384, missing)
+        assert not st.available and "nothing usable" in st.message
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -306,8 +307,6 @@ def test_download_failure_is_one_clear_message(monkeypatch, tmp_path):
 
 def test_generator_status_never_downloads(monkeypatch, tmp_path):
     import huggingface_hub
-
-    from wav2lip384.weights import generator_status
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("status downloaded"))
     f = tmp_path / "w.pth"

@@ -5,6 +5,7 @@ Generators are loaded by registry id (:mod:`wav2lip384.registry`)::
     gen = load_generator("wav2lip256", device="cpu", cache_dir=Path("~/.cache/digital-human/weights"))
     gen.load_info  # LoadInfo: where the tensors came from, both file sizes, download / read / convert times
     generator_status("livetalking384", spec)  # WeightsStatus, never downloads
+    weights_provenance("livetalking384", spec).describe()  # Hub repo, file, commit, sha256 (or a local path)
 
 Formats read:
 - **public** Wav2Lip-family ``.pth`` files (``wav2lip_gan.pth``, ``wav2lipv2.pth``, ``wav2lip384.pth``,
@@ -29,8 +30,11 @@ import hashlib
 import json
 import logging
 import os
+import re
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +54,6 @@ CONFIG_NAME = "config.json"
 TRAINING_CHECKPOINT_FORMAT = "wav2lip384-train-checkpoint/1"  # the "format" entry of wav2lip384.train checkpoints
 CACHE_FORMAT = "wav2lip384-weights-cache/1"  # metadata of the weights-only safetensors copies
 PICKLE_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".model", ".bin")
-DEFAULT_GENERATOR_96 = "camenduru/Wav2Lip:checkpoints/wav2lip_gan.pth"  # = registry.MODELS["wav2lip96"].default_weights
 
 NO_384_WEIGHTS = (
     "There are no public weights for the Wav2Lip-384 generator (the paper did not release any). "
@@ -58,10 +61,6 @@ NO_384_WEIGHTS = (
     "DH_WAV2LIP384_CHECKPOINT to the export/ folder it writes (model.safetensors + config.json) or to a "
     "checkpoint file, or to a Hugging Face Hub repo ('owner/name' or 'owner/name:path/to/file'). "
     "Until then use the 96 model."
-)
-HOW_TO_FIX_96 = (
-    "Download wav2lip_gan.pth (the public Wav2Lip GAN checkpoint) and set DH_WAV2LIP96_CHECKPOINT to its "
-    "path, or to a Hub file 'owner/name:path/to/wav2lip_gan.pth'."
 )
 NO_SYNCNET = (
     "No SyncNet (lip-sync expert) checkpoint was given. For 96 pass the original lipsync_expert.pth "
@@ -77,17 +76,13 @@ NO_DISCRIMINATOR = (
 )
 
 
-def _how_to_fix(kind: str, size: int) -> str:
-    if kind == "syncnet":
-        return NO_SYNCNET
-    if kind == "discriminator":
-        return NO_DISCRIMINATOR
-    return HOW_TO_FIX_96 if size == 96 else NO_384_WEIGHTS
+def _how_to_fix(kind: str) -> str:
+    """What to do when a SyncNet or discriminator is missing (generators: :func:`how_to_get`, by registry id)."""
+    return NO_SYNCNET if kind == "syncnet" else NO_DISCRIMINATOR
 
 
 def _what(kind: str, size: int) -> str:
-    return {"generator": f"Wav2Lip-{size} generator weights", "syncnet": f"SyncNet-{size} weights",
-            "discriminator": f"quality discriminator-{size} weights"}[kind]
+    return {"syncnet": f"SyncNet-{size} weights", "discriminator": f"quality discriminator-{size} weights"}[kind]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,7 +266,9 @@ class LoadInfo:
     read_s: float = 0.0  # reading the tensors (torch.load or safetensors)
     build_s: float = 0.0  # building the network and the strict key-for-key load
     convert_s: float = 0.0  # writing the safetensors copy
+    hash_s: float = 0.0  # hashing the source (only when a copy is written and the hash was not known)
     total_s: float = 0.0
+    source_sha256: str = ""  # of the source file, when known without an extra read ("" otherwise)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -387,37 +384,52 @@ def _source_meta(source: Path) -> dict[str, str]:
             "source_mtime_ns": str(st.st_mtime_ns)}
 
 
-def _read_cached(path: Path, source: Path) -> dict | None:
-    """The copy's tensors when it exists and was written from this very source file, else None."""
+def _copy_meta(path: Path, source: Path) -> dict[str, str] | None:
+    """The metadata of the safetensors copy ``path`` (its header only, no tensors read) when it exists and was
+    written from this very source file (same real path, size and modification time), else None."""
     if not path.is_file():
         return None
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        if {k: meta.get(k) for k in ("format", "source", "source_bytes", "source_mtime_ns")} != _source_meta(source):
-            return None
-        return load_file(str(path), device="cpu")
+    except Exception as err:  # damaged copy: convert again
+        log.warning("ignoring unreadable weights cache %s (%s)", path, err)
+        return None
+    own = _source_meta(source)
+    return meta if {k: meta.get(k) for k in own} == own else None
+
+
+def _read_cached(path: Path, source: Path) -> tuple[dict, dict[str, str]] | None:
+    """(tensors, metadata) of the copy when it was written from this very source file, else None."""
+    meta = _copy_meta(path, source)
+    if meta is None:
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu"), meta
     except Exception as err:  # damaged copy: convert again
         log.warning("ignoring unreadable weights cache %s (%s)", path, err)
         return None
 
 
-def _write_cached(path: Path, sd: dict, source: Path) -> None:
+def _write_cached(path: Path, sd: dict, source: Path, source_sha256: str = "") -> None:
     """Write the weights-only copy atomically (unique temporary name, then rename) and drop older copies
-    of the same source name (a changed file must not leave its old copy behind)."""
+    of the same source name (a changed file must not leave its old copy behind). The source's sha256 goes into
+    the copy's metadata: later starts show the provenance of a 2 GB file without reading it again."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+    meta = _source_meta(source) | ({"source_sha256": source_sha256} if source_sha256 else {})
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         try:
-            save_file(tensors, str(tmp), metadata=_source_meta(source))
+            save_file(tensors, str(tmp), metadata=meta)
         except RuntimeError:  # tensors sharing memory (a checkpoint saved with tied views): copy them apart
-            save_file({k: v.clone() for k, v in tensors.items()}, str(tmp), metadata=_source_meta(source))
+            save_file({k: v.clone() for k, v in tensors.items()}, str(tmp), metadata=meta)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -517,7 +529,8 @@ def _load_generator(entry, spec_str: str, what: str, how: str, *, device, dtype,
     is_pickle = path.suffix != ".safetensors"
     copy = _cache_file(cache_dir, entry.id, path) if (cache_dir is not None and is_pickle) else None
     t = time.perf_counter()
-    sd = _read_cached(copy, path) if copy is not None else None
+    cached = _read_cached(copy, path) if copy is not None else None
+    sd, copy_meta = cached if cached is not None else (None, {})
     from_cache = sd is not None
     if sd is None:
         sd = load_state_dict_file(path)
@@ -525,11 +538,18 @@ def _load_generator(entry, spec_str: str, what: str, how: str, *, device, dtype,
     t = time.perf_counter()
     gen = _build_and_fit(config, sd, spec=entry, source_name=f"{what} {path.name}")
     build_s = time.perf_counter() - t
+    # the source's sha256 for the Status panel: free for a Hub LFS file (its blob's name) or a copy written by
+    # a recent version (its metadata); otherwise hashed here, once, when a copy is written (first load)
+    sha, hash_s = hub_blob_sha256(path) or copy_meta.get("source_sha256", ""), 0.0
     convert_s, wrote = 0.0, False
     if copy is not None and not from_cache:
         t = time.perf_counter()
+        if not sha:
+            sha = file_sha256(path)
+            hash_s = time.perf_counter() - t
+        t = time.perf_counter()
         try:
-            _write_cached(copy, sd, path)
+            _write_cached(copy, sd, path, sha)
             wrote = True
         except OSError as err:  # a full or read-only cache disk costs speed next time, not this load
             log.warning("could not write the weights cache %s: %s", copy, err)
@@ -540,13 +560,13 @@ def _load_generator(entry, spec_str: str, what: str, how: str, *, device, dtype,
                     cache_path=str(copy) if copy is not None and copy.is_file() else "",
                     cache_bytes=copy.stat().st_size if copy is not None and copy.is_file() else 0,
                     from_cache=from_cache, wrote_cache=wrote, download_s=download_s, read_s=read_s,
-                    build_s=build_s, convert_s=convert_s)
+                    build_s=build_s, convert_s=convert_s, hash_s=hash_s, source_sha256=sha)
     return _done(gen, info, t_start)
 
 
 def _done(gen, info: LoadInfo, t_start: float):
     info.total_s = time.perf_counter() - t_start
-    for k in ("download_s", "read_s", "build_s", "convert_s", "total_s"):
+    for k in ("download_s", "read_s", "build_s", "convert_s", "hash_s", "total_s"):
         setattr(info, k, round(getattr(info, k), 3))
     gen.load_info = info
     log.info("loaded %s from %s (%s, %.1f MB%s) in %.2f s (read %.2f s, convert %.2f s)", info.model, info.source,
@@ -554,6 +574,23 @@ def _done(gen, info: LoadInfo, t_start: float):
              f"; copy {info.cache_path}: {info.cache_bytes / 2**20:.1f} MB" if info.cache_path else "",
              info.total_s, info.read_s, info.convert_s)
     return gen
+
+
+def _locate(spec_str: str) -> tuple[str, str, str]:
+    """What a non-empty weights spec names, without the network: ``("local", weights file, "")`` (a folder's
+    ``model.safetensors``), ``("absent", path, "")`` for a local-looking path with nothing usable,
+    ``("hub", repo, filename)`` (``owner/name`` alone = our format's ``model.safetensors``) or ``("bad", "", "")``."""
+    path = Path(spec_str).expanduser()
+    if path.is_file():
+        return "local", str(path), ""
+    if path.is_dir() and (path / WEIGHTS_NAME).is_file():
+        return "local", str(path / WEIGHTS_NAME), ""
+    if _is_local_like(spec_str):
+        return "absent", str(path), ""
+    repo, sep, filename = spec_str.partition(":")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        return "bad", "", ""
+    return "hub", repo, filename if sep else WEIGHTS_NAME
 
 
 def generator_status(model: str | int, spec: str | os.PathLike | None = None) -> WeightsStatus:
@@ -568,23 +605,15 @@ def generator_status(model: str | int, spec: str | os.PathLike | None = None) ->
 
     if not spec_str:
         return status(False, "missing", how)
-    path = Path(spec_str).expanduser()
-    if path.is_file() or (path.is_dir() and (path / WEIGHTS_NAME).is_file()):
-        return status(True, "local", f"{what}: local {path}")
-    if _is_local_like(spec_str):
-        return status(False, "missing", f"{what}: nothing usable at {path}. {how}")
-    repo, sep, filename = spec_str.partition(":")
-    if repo.count("/") != 1 or not all(repo.split("/")):
+    kind, repo, filename = _locate(spec_str)
+    if kind == "local":
+        return status(True, "local", f"{what}: local {Path(spec_str).expanduser()}")
+    if kind == "absent":
+        return status(False, "missing", f"{what}: nothing usable at {repo}. {how}")
+    if kind == "bad":
         return status(False, "missing", f"{what}: {spec_str!r} is neither an existing file nor a Hub repo "
                                         f"'owner/name'. {how}")
-    filename = filename if sep else WEIGHTS_NAME
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(repo, filename)
-    except Exception:  # malformed repo id etc.
-        cached = None
-    if isinstance(cached, str) and Path(cached).is_file():
+    if hub_cached_file(repo, filename) is not None:
         return status(True, "hf-cache", f"{what}: {spec_str} (in the local Hugging Face cache)")
     if hub_reachable():
         return status(True, "hub", f"{what}: {spec_str} (downloaded from the Hugging Face Hub on first use)")
@@ -593,14 +622,215 @@ def generator_status(model: str | int, spec: str | os.PathLike | None = None) ->
 
 
 # ---------------------------------------------------------------------------------------------------------
-# SyncNet / discriminator by size, and the legacy size-based status (kept for existing callers)
+# Provenance: which weights exactly (Hub repo, file, commit, sha256, or a local path and its sha256), found
+# without downloading and without reading a multi-GB file on every look
 # ---------------------------------------------------------------------------------------------------------
-def _default_spec(kind: str, size: int) -> str:
-    if kind == "generator" and size == 96:
-        return DEFAULT_GENERATOR_96
-    return ""
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+_GIT_SHA1_NAME = re.compile(r"[0-9a-f]{40}")
+HASH_NOW_BYTES = 64 * 2**20  # files up to this size are hashed when first asked for; larger ones when loaded
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in chunks (``hashlib.file_digest``: constant memory for a 2 GB file)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class HubCachedFile:
+    """A Hub file in the local Hugging Face cache: ``<cache>/models--owner--name/snapshots/<commit>/<file>``, on
+    Unix a symlink to ``<cache>/models--owner--name/blobs/<etag>``. The Hub's etag of an LFS file is its
+    sha256; of a small file kept in git (not LFS), its git blob id (sha1 of "blob <size>\\0" + content)."""
+
+    path: Path  # the snapshot file
+    revision: str  # the commit it was downloaded at
+    blob: str  # the blob's name ("" when the snapshot holds a copy, not a link: symlinks unsupported)
+
+    @property
+    def sha256(self) -> str:
+        return self.blob if _SHA256_NAME.fullmatch(self.blob) else ""
+
+    @property
+    def git_sha1(self) -> str:
+        return self.blob if _GIT_SHA1_NAME.fullmatch(self.blob) else ""
+
+
+def hub_cached_file(repo: str, filename: str) -> HubCachedFile | None:
+    """The cached copy of Hub file ``repo``:``filename`` at the ``main`` ref, or None; never downloads and never
+    reads the file (``huggingface_hub.try_to_load_from_cache`` resolves ``refs/main`` to the commit)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo, filename)
+    except Exception:  # malformed repo id or file name
+        return None
+    if not isinstance(cached, str) or not os.path.isfile(cached):
+        return None
+    path = Path(cached)
+    snapshot = path.parents[len(Path(filename).parts) - 1]  # .../snapshots/<commit>
+    real = Path(os.path.realpath(path))
+    return HubCachedFile(path, snapshot.name, real.name if real != path and real.parent.name == "blobs" else "")
+
+
+def hub_blob_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file in the Hugging Face cache, read off its blob's name ("" for any other file)."""
+    real = Path(os.path.realpath(path))
+    return real.name if real.parent.name == "blobs" and _SHA256_NAME.fullmatch(real.name) else ""
+
+
+class FileHashes:
+    """sha256 digests of weight files, each computed at most once while the file is unchanged (keyed by real
+    path, size and modification time). Thread-safe and bounded (least recently used dropped); one instance per
+    owner (the app's model catalogue), never a module global. Two threads asking for the same new file at once
+    may both hash it: harmless, and not worth a wait queue for what happens once per file."""
+
+    def __init__(self, max_entries: int = 32):
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._digests: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._busy: set[tuple[str, int, int]] = set()  # being hashed now
+
+    @staticmethod
+    def _key(path: str | os.PathLike) -> tuple[str, int, int]:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        return real, st.st_size, st.st_mtime_ns
+
+    def get(self, path: str | os.PathLike) -> str:
+        """The known digest of ``path`` ("" when not hashed yet or changed since)."""
+        key = self._key(path)
+        with self._lock:
+            digest = self._digests.get(key, "")
+            if digest:
+                self._digests.move_to_end(key)
+            return digest
+
+    def busy(self, path: str | os.PathLike) -> bool:
+        key = self._key(path)
+        with self._lock:
+            return key in self._busy
+
+    def put(self, path: str | os.PathLike, digest: str) -> None:
+        self._put(self._key(path), digest)
+
+    def _put(self, key: tuple[str, int, int], digest: str) -> None:
+        with self._lock:
+            self._digests[key] = digest
+            self._digests.move_to_end(key)
+            while len(self._digests) > self.max_entries:
+                self._digests.popitem(last=False)
+
+    def sha256(self, path: str | os.PathLike) -> str:
+        """The digest of ``path``, hashed now if unknown (outside the lock: look-ups never wait for a read)."""
+        key = self._key(path)
+        with self._lock:
+            if key in self._digests:
+                return self._digests[key]
+            self._busy.add(key)
+        try:
+            digest = file_sha256(key[0])
+        finally:
+            with self._lock:
+                self._busy.discard(key)
+        self._put(key, digest)
+        return digest
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which weights a generator uses, found WITHOUT downloading or loading (for the Status panel)."""
+
+    model: str
+    origin: str  # "hub" (a Hub file, cached or not) | "local" (a file or folder of yours) | "none"
+    spec: str
+    default_spec: str  # the registry's published weights ("" when none were published)
+    repo: str = ""
+    filename: str = ""
+    revision: str = ""  # commit of the cached download ("" until downloaded)
+    path: str = ""  # the file the hash is of (a folder's model.safetensors; the Hub cache's snapshot file)
+    sha256: str = ""  # "" = not known yet (see `pending`)
+    git_sha1: str = ""  # git blob id: what the Hub names a small non-LFS file by
+    pending: str = ""  # why sha256 is not known yet
+
+    @property
+    def published(self) -> bool:
+        return self.origin == "hub" and bool(self.default_spec) and self.spec == self.default_spec
+
+    def describe(self) -> str:
+        """One line, e.g. ``published weights: owner/name : file.pth @ 1a2b3c4 · sha256 9f…``."""
+        if self.origin == "none":
+            return "no weights configured"
+        hashes = [f"git blob sha1 {self.git_sha1} (a small file kept in git, not LFS)"] if self.git_sha1 else []
+        hashes.append(f"sha256 {self.sha256}" if self.sha256 else self.pending)
+        if self.origin == "local":
+            return f"your local weights: {self.path} · " + " · ".join(hashes)
+        if self.published:
+            label = "published weights"
+        elif self.default_spec:
+            d_repo, _, d_file = self.default_spec.partition(":")
+            label = f"Hub weights, NOT the published default ({d_repo} : {d_file})"
+        else:
+            label = "your Hub weights (none were published for this model)"
+        at = f" @ {self.revision[:7]}" if self.revision else ""
+        return f"{label}: {self.repo} : {self.filename}{at} · " + " · ".join(hashes)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"published": self.published}
+
+
+def _sha256_or_pending(file: Path, model_id: str, hashes: FileHashes | None, cache_dir: Path | None,
+                       hash_now_bytes: int) -> tuple[str, str]:
+    """(sha256, "") when known or cheap to know now; ("", why not) for a large file not hashed yet."""
+    digest = hashes.get(file) if hashes is not None else ""
+    if not digest and cache_dir is not None and file.suffix != ".safetensors":
+        meta = _copy_meta(_cache_file(cache_dir, model_id, file), file)  # the copy's header: no tensors read
+        digest = (meta or {}).get("source_sha256", "")
+        if digest and hashes is not None:
+            hashes.put(file, digest)
+    if digest:
+        return digest, ""
+    if file.stat().st_size <= hash_now_bytes:
+        return (hashes.sha256(file) if hashes is not None else file_sha256(file)), ""
+    if hashes is not None and hashes.busy(file):
+        return "", "sha256 being computed"
+    return "", "sha256 computed when first loaded"
+
+
+def weights_provenance(model: str | int, spec: str | os.PathLike | None = None, *, hashes: FileHashes | None = None,
+                       cache_dir: str | os.PathLike | None = None,
+                       hash_now_bytes: int = HASH_NOW_BYTES) -> Provenance:
+    """Where ``model``'s weights come from, WITHOUT downloading: Hub repo, file, commit and sha256 (the cached
+    blob's name) or a local path and its sha256. ``spec`` None or "" = the registry's default. A file is hashed
+    here only when small (``hash_now_bytes``) or never before (``hashes`` remembers digests; ``cache_dir``, the
+    weights copies' folder, holds the digests recorded at earlier conversions)."""
+    entry = _registry(model)
+    spec_str = os.fspath(spec) if spec else entry.default_weights
+    base = {"model": entry.id, "spec": spec_str, "default_spec": entry.default_weights}
+    if not spec_str:
+        return Provenance(origin="none", **base)
+    kind, repo, filename = _locate(spec_str)
+    copies = Path(cache_dir).expanduser() if cache_dir is not None else None
+    if kind == "local":
+        digest, pending = _sha256_or_pending(Path(repo), entry.id, hashes, copies, hash_now_bytes)
+        return Provenance(origin="local", path=repo, sha256=digest, pending=pending, **base)
+    if kind == "absent":
+        return Provenance(origin="local", path=repo, pending="nothing there", **base)
+    if kind == "bad":
+        return Provenance(origin="none", pending="neither a file nor a Hub repo", **base)
+    cached = hub_cached_file(repo, filename)
+    if cached is None:
+        return Provenance(origin="hub", repo=repo, filename=filename,
+                          pending="not downloaded yet (commit and sha256 known after the download)", **base)
+    digest, pending = cached.sha256, ""
+    if not digest:  # a non-LFS file or a copied (not linked) snapshot: hash the file itself
+        digest, pending = _sha256_or_pending(cached.path, entry.id, hashes, copies, hash_now_bytes)
+    return Provenance(origin="hub", repo=repo, filename=filename, revision=cached.revision, path=str(cached.path),
+                      sha256=digest, git_sha1=cached.git_sha1, pending=pending, **base)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SyncNet / discriminator by size (the training and evaluation experts; generators load by registry id)
+# ---------------------------------------------------------------------------------------------------------
 def _looks_like_ours(spec: str) -> bool:
     p = Path(spec).expanduser()
     if p.is_dir() or p.suffix == ".safetensors":
@@ -629,9 +859,9 @@ def load_model(kind: str, spec: str | os.PathLike | None = None, size: int = 96,
     if kind == "generator":
         return load_generator(str(size), spec, device=device, dtype=dtype)
     dtype = dtype or torch.float32
-    what, how = _what(kind, size), _how_to_fix(kind, size)
-    spec = os.fspath(spec) if spec else _default_spec(kind, size)
-    if not spec:
+    what, how = _what(kind, size), _how_to_fix(kind)
+    spec = os.fspath(spec) if spec else ""
+    if not spec:  # no SyncNet or discriminator default: the caller names the file
         raise UserFacingError(how)
     local = Path(spec).expanduser()
     if local.is_file() and local.suffix == ".safetensors" and not (local.parent / CONFIG_NAME).is_file():
@@ -653,37 +883,6 @@ def load_model(kind: str, spec: str | os.PathLike | None = None, size: int = 96,
 def load_syncnet(spec: str | os.PathLike | None = None, size: int = 96, device="cpu", dtype=None):
     """The SyncNet expert of ``size`` (96 | 384), eval mode, on ``device``/``dtype``."""
     return load_model("syncnet", spec, size, device=device, dtype=dtype)
-
-
-def weights_status(spec: str | os.PathLike | None, size: int, kind: str = "generator") -> tuple[bool, str]:
-    """(available, message) by size, WITHOUT downloading. Legacy: for generators prefer
-    :func:`generator_status` (by registry id)."""
-    what = _what(kind, size)
-    spec = os.fspath(spec) if spec else _default_spec(kind, size)
-    if not spec:
-        return False, _how_to_fix(kind, size) if (kind != "generator" or size == 384) else f"{what}: not configured."
-    path = Path(spec).expanduser()
-    if path.is_file() or (path.is_dir() and (path / WEIGHTS_NAME).is_file()):
-        return True, f"{what}: local {path}"
-    repo, sep, filename = spec.partition(":")
-    local_looking = path.suffix in (".pth", ".pt", ".tar", ".ckpt", ".safetensors") and not sep
-    if path.is_absolute() or spec.startswith((".", "~")) or path.is_dir() or local_looking:
-        return False, f"{what}: nothing usable at {path}. {_how_to_fix(kind, size)}"
-    if repo.count("/") != 1:
-        return False, f"{what}: {spec!r} is neither an existing file nor a Hub repo 'owner/name'."
-    filename = filename if sep else CONFIG_NAME
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(repo, filename)
-    except Exception:  # malformed repo id etc.
-        cached = None
-    if isinstance(cached, str) and Path(cached).is_file():
-        return True, f"{what}: {spec} (in the local Hugging Face cache)"
-    if hub_reachable():
-        return True, f"{what}: {spec} (will be downloaded from the Hugging Face Hub on first use)"
-    return False, (f"{what}: the Hugging Face Hub is not reachable and {spec} is not in the local cache. "
-                   f"{_how_to_fix(kind, size)}")
 
 
 # ---------------------------------------------------------------------------------------------------------
