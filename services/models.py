@@ -7,13 +7,20 @@ used (or by the start-up warm-up), with progress reported through a callback.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.errors import ModelUnavailableError, UserFacingError
 from common.settings import Settings
 from wav2lip384 import registry
+
+if TYPE_CHECKING:
+    from wav2lip384.weights import FileHashes, Provenance
+
+log = logging.getLogger(__name__)
 
 
 def how_to_configure(spec: registry.ModelSpec) -> str:
@@ -39,6 +46,7 @@ class ModelCatalog:
         self._downloads: dict[str, tuple[int, int]] = {}  # model id -> (bytes done, total) while downloading
         self._store = None  # one avatar store shared by every model: an avatar is prepared once
         self._detector = None
+        self._file_hashes: FileHashes | None = None  # sha256 of local weight files, each hashed once
 
     # ---- identity and availability ------------------------------------------------------------------
     @staticmethod
@@ -66,6 +74,51 @@ class ModelCatalog:
         if not ok and spec.env_var not in msg:
             msg = f"{msg} {how_to_configure(spec)}"
         return bool(ok), msg
+
+    @property
+    def weights_cache_dir(self) -> Path:
+        """Where the weights-only safetensors copies of ``.pth`` files live (the pipeline's default)."""
+        return self.cache_dir / "weights"
+
+    def _hashes(self) -> FileHashes:
+        with self._lock:
+            if self._file_hashes is None:
+                from wav2lip384.weights import FileHashes
+
+                self._file_hashes = FileHashes(max_entries=32)
+            return self._file_hashes
+
+    def provenance(self, model: str | int) -> Provenance:
+        """Which weights ``model`` uses (Hub repo, file, commit and sha256, or a local path and its sha256),
+        without downloading; a large local file not hashed yet says its hash comes when it is first loaded."""
+        from wav2lip384.weights import Provenance, weights_provenance
+
+        spec = self.spec(model)
+        ckpt = self.checkpoint(spec.id)
+        if not ckpt:
+            return Provenance(spec.id, "none", "", spec.default_weights)
+        return weights_provenance(spec.id, ckpt, hashes=self._hashes(), cache_dir=self.weights_cache_dir)
+
+    def _record_hash(self, pipe) -> None:
+        """After a load: remember the source's sha256 (known from the load, or hashed now, once per file)."""
+        info = getattr(pipe, "load_info", None)
+        if info is None:
+            return
+        source = Path(info.source)
+        if source.is_dir():
+            from wav2lip384.weights import WEIGHTS_NAME
+
+            source = source / WEIGHTS_NAME
+        if not source.is_file():  # a Hub repo in our format: its blob's name already is the hash
+            return
+        hashes = self._hashes()
+        if info.source_sha256:
+            hashes.put(source, info.source_sha256)
+        elif not hashes.get(source):
+            t = time.perf_counter()
+            hashes.sha256(source)
+            log.info("sha256 of %s (%.0f MB) in %.2f s", source, source.stat().st_size / 2**20,
+                     time.perf_counter() - t)
 
     def available(self) -> list[str]:
         return [m for m in registry.ids() if self.weights(m)[0]]
@@ -139,6 +192,10 @@ class ModelCatalog:
                     raise ModelUnavailableError(str(err)) from err
                 finally:
                     self._downloads.pop(model, None)
+                try:
+                    self._record_hash(pipe)
+                except OSError as err:  # provenance is for the Status panel: never a reason to fail a render
+                    log.warning("could not hash the weights of %s: %s", model, err)
                 with self._lock:
                     self._pipes[model] = pipe
             return pipe

@@ -16,15 +16,19 @@ if TYPE_CHECKING:
 
 
 def model_rows(svc: AppServices) -> list[StatusItem]:
+    """One row per lip-sync model; its details say which weights exactly: the published Hub file (repo, file,
+    commit, sha256) or yours (path and sha256), and when a configured Hub file is not the published default."""
     rows = []
     for model in registry.ids():
         spec = registry.get(model)
         ok, msg = svc.weights(model)
         ckpt = svc.models.checkpoint(model)
-        published = bool(spec.default_weights) and ckpt == spec.default_weights
-        where = ("published weights " + ckpt) if published else (f"your weights: {ckpt}" if ckpt else "no weights")
         state = ("loaded" if svc.models.loaded(model) else (svc.models.download_state(model) or "ready")) if ok else (
             "not configured" if not ckpt else "unavailable")
+        try:
+            where = svc.models.provenance(model).describe()
+        except (UserFacingError, OSError) as err:  # e.g. a file removed while we looked: the row still shows
+            where = f"weights {ckpt}: provenance unknown ({err})"
         details = f"{where} · licence: {spec.license or '—'} · {spec.quality}"
         rows.append(StatusItem(f"Lip-sync: {spec.title}", ok, state, "" if ok else msg, details))
     return rows

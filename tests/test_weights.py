@@ -375,3 +375,28 @@ def test_training_checkpoint_conversion_lives_in_weights():
 
     assert export.load_expert is weights.load_expert
     assert export.model_from_checkpoint is weights.model_from_checkpoint
+
+
+def test_first_load_keeps_the_sources_sha256_in_the_copy_so_later_starts_need_not_read_it(tmp_path, monkeypatch,
+                                                                                       seeded):
+    """A .pth is hashed once, at its first load (when its safetensors copy is written); the copy's metadata then
+    gives the hash to the Status panel and to later loads without reading the file again."""
+    import hashlib
+
+    from wav2lip384 import weights as w
+
+    monkeypatch.setattr(w, "generator_config", lambda model: tiny_generator_config())  # a 12x12 "wav2lip96"
+    gen = build_model("generator", tiny_generator_config()).eval()
+    src = tmp_path / "mine.pth"
+    torch.save(_public_objects(gen.state_dict())["with_optimizer"], src)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    copies = tmp_path / "weights"
+    before = w.weights_provenance("wav2lip96", src, hashes=w.FileHashes(), cache_dir=copies, hash_now_bytes=0)
+    assert before.sha256 == "" and before.pending == "sha256 computed when first loaded"
+    first = load_generator("wav2lip96", src, cache_dir=copies).load_info
+    assert first.wrote_cache and first.source_sha256 == sha
+    monkeypatch.setattr(w, "file_sha256", lambda p: pytest.fail("hashed the source again"))
+    again = load_generator("wav2lip96", src, cache_dir=copies).load_info
+    assert again.from_cache and again.source_sha256 == sha and again.hash_s == 0
+    after = w.weights_provenance("wav2lip96", src, hashes=w.FileHashes(), cache_dir=copies, hash_now_bytes=0)
+    assert after.sha256 == sha and after.describe() == f"your local weights: {src} · sha256 {sha}"
