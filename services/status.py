@@ -26,10 +26,12 @@ def model_rows(svc: AppServices) -> list[StatusItem]:
         state = ("loaded" if svc.models.loaded(model) else (svc.models.download_state(model) or "ready")) if ok else (
             "not configured" if not ckpt else "unavailable")
         try:
-            where = svc.models.provenance(model).describe()
+            prov = svc.models.provenance(model)
+            where, published = prov.describe(), prov.published
         except (UserFacingError, OSError) as err:  # e.g. a file removed while we looked: the row still shows
-            where = f"weights {ckpt}: provenance unknown ({err})"
-        details = f"{where} · licence: {spec.license or '—'} · {spec.quality}"
+            where, published = f"weights {ckpt}: provenance unknown ({err})", False
+        licence = "licence" if published or not spec.license else "licence of the published weights (yours may differ)"
+        details = f"{where} · {licence}: {spec.license or '—'} · {spec.quality}"
         rows.append(StatusItem(f"Lip-sync: {spec.title}", ok, state, "" if ok else msg, details))
     return rows
 

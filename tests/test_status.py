@@ -108,7 +108,9 @@ def test_status_gives_a_local_files_sha256_and_defers_a_large_one(tmp_path):
     small = tmp_path / "mine.pth"
     small.write_bytes(data)
     row = _rows(tmp_path, wav2lip96_checkpoint=str(small))["Lip-sync: Wav2Lip 96"]
-    assert row.ok and row.details.startswith(f"your local weights: {small} · sha256 {hashlib.sha256(data).hexdigest()}")
+    sha = hashlib.sha256(data).hexdigest()
+    assert row.ok and row.details.startswith(f"your local weights: {small} · sha256 {sha} · licence of the published "
+                                             "weights (yours may differ): research/non-commercial")
     # a large file is not read on a Status refresh: its hash comes with its first load
     prov = weights_provenance("wav2lip96", small, hashes=FileHashes(), hash_now_bytes=10)
     assert prov.sha256 == "" and prov.describe() == f"your local weights: {small} · sha256 computed when first loaded"
