@@ -126,6 +126,8 @@ def test_unconfigured_missing_and_not_downloaded_weights_say_so(hf_cache, tmp_pa
     rows = _rows(tmp_path, wav2lip96_checkpoint=str(tmp_path / "gone.pth"),
                  wav2lip256_checkpoint=registry.get("wav2lip256").default_weights)
     assert rows["Lip-sync: Paper 384 (your weights)"].details.startswith("no weights configured")
+    assert weights_provenance("wav2lip96", "not a/spec/at all").describe() == (
+        "weights 'not a/spec/at all': neither a file nor a Hub repo")
     assert rows["Lip-sync: Wav2Lip 96"].details.startswith(f"your local weights: {tmp_path / 'gone.pth'} · nothing there")
     assert rows["Lip-sync: Wav2Lip 256 (community)"].details.startswith(
         "published weights: Kedreamix/Linly-Talker : checkpoints/wav2lipv2.pth · not downloaded yet")

@@ -759,7 +759,7 @@ class Provenance:
     def describe(self) -> str:
         """One line, e.g. ``published weights: owner/name : file.pth @ 1a2b3c4 · sha256 9f…``."""
         if self.origin == "none":
-            return "no weights configured"
+            return f"weights {self.spec!r}: {self.pending}" if self.spec else "no weights configured"
         hashes = [f"git blob sha1 {self.git_sha1} (a small file kept in git, not LFS)"] if self.git_sha1 else []
         hashes.append(f"sha256 {self.sha256}" if self.sha256 else self.pending)
         if self.origin == "local":
