@@ -79,45 +79,127 @@ def mouth_clarity(video: str | Path, max_frames: int = 12, detector=None) -> flo
     return float(np.mean(scores)) if scores else None
 
 
-def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s: float = 3.0) -> list[np.ndarray]:
+def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s: float = 3.0,
+                 fps: float = 25.0) -> list[np.ndarray]:
     """Cut one sentence of speech (n,) into pieces at its quietest moments: the first about ``first_s`` long,
     the others at most about ``max_s``.
 
     Streaming renders and sends one video chunk per piece, so a short first piece gets the first frame on
     screen sooner, and pieces no longer than a few seconds keep later chunks arriving before the previous
-    ones have finished playing. Cuts fall on the lowest 20 ms energy between 60 % and 100 % of the target
-    length (a pause between words), never leaving a piece under 0.4 s.
+    ones have finished playing. Cuts fall on the video frame boundary (a multiple of ``1 / fps`` from the start
+    of ``wave``) with the lowest 20 ms energy around it, between 60 % and 100 % of the target length (a pause
+    between words), never leaving a piece under 0.4 s. On a frame boundary every piece but the last is as long
+    as the whole frames of its video chunk, so no chunk's audio and video differ in length (a chunk plays as
+    long as its longer track; sub-frame pieces made each chunk up to half a frame longer than its speech).
     """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, not {fps}")
     pieces: list[np.ndarray] = []
     target = first_s
-    rest = np.asarray(wave, np.float32)
-    hop, win = int(0.01 * sr), int(0.02 * sr)
-    while len(rest) > int((target + 0.4) * sr):
-        lo, hi = int(0.6 * target * sr), int(target * sr)
-        starts = np.arange(lo, hi - win, hop)
-        if len(starts) == 0:
+    wave = np.asarray(wave, np.float32)
+    done = 0  # samples of ``wave`` already in pieces (always on a frame boundary)
+    half = int(0.01 * sr)  # the energy window: 20 ms centred on the candidate cut
+    frame = sr / fps  # samples per video frame (not always whole, e.g. 16 kHz at 30 fps)
+    while len(wave) - done > int((target + 0.4) * sr):
+        # frame boundaries k / fps (from the start of ``wave``) between 60 % and 100 % of the target
+        k_lo = int(np.ceil((done + 0.6 * target * sr) / frame))
+        k_hi = int(np.floor((done + target * sr) / frame))
+        cuts = [int(round(k * frame)) for k in range(k_lo, k_hi + 1)]
+        cuts = [c for c in cuts if c - half >= done and c + half <= len(wave)]
+        if not cuts:
             break
-        energy = np.array([float(np.mean(np.square(rest[i:i + win]))) for i in starts])
-        cut = int(starts[int(np.argmin(energy))] + win // 2)
-        pieces.append(rest[:cut])
-        rest = rest[cut:]
+        energy = [float(np.mean(np.square(wave[c - half:c + half]))) for c in cuts]
+        cut = cuts[int(np.argmin(energy))]
+        pieces.append(wave[done:cut])
+        done = cut
         target = max_s
-    pieces.append(rest)
+    pieces.append(wave[done:])
     return pieces
 
 
-def concat_videos(chunks: list[Path], out_path: Path) -> Path:
-    """Join H.264/AAC chunks into one mp4 without re-encoding (ffmpeg concat demuxer)."""
-    if len(chunks) == 1:
-        shutil.copyfile(chunks[0], out_path)
-        return out_path
+def _video_seconds(path: Path) -> float:
+    """Exact length of a file's first video stream: end of its last frame minus start of its first (packet
+    timestamps read by ffmpeg's framecrc muxer; the bundled ffmpeg has no ffprobe)."""
+    from fractions import Fraction
+
     from wav2lip384.video import ffmpeg_exe
 
+    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+                           "-f", "framecrc", "-"], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reading the frames of {Path(path).name} failed: {proc.stderr.strip()[-300:]}")
+    tb = Fraction(1, 1)
+    start = end = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("#tb 0:"):
+            tb = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            fields = [f.strip() for f in line.split(",")]  # stream, dts, pts, duration, size, crc
+            pts, dur = int(fields[2]), int(fields[3])
+            start = pts if start is None else min(start, pts)
+            end = pts + dur if end is None else max(end, pts + dur)
+    if start is None:
+        raise RuntimeError(f"{Path(path).name} has no video frames")
+    return float((end - start) * tb)
+
+
+def _decode_audio(path: Path, sample_rate: int, channels: int) -> np.ndarray:
+    """A file's first audio stream as (T, C) float32 at ``sample_rate``: every sample the file says it holds
+    (the bundled ffmpeg trims an encoder's priming and padding where the container records them)."""
+    from wav2lip384.video import ffmpeg_exe
+
+    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+                           "-f", "f32le", "-ac", str(channels), "-ar", str(sample_rate), "-"],
+                          capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"decoding the audio of {Path(path).name} failed: {proc.stderr.decode(errors='replace')[-300:]}")
+    return np.frombuffer(proc.stdout, np.float32).reshape(-1, channels)
+
+
+def concat_videos(chunks: list[Path], out_path: Path) -> Path:
+    """Join H.264 chunks (with audio) into one fast-start mp4 with AAC audio, the video without re-encoding.
+
+    The video is the chunks' frames back to back (ffmpeg concat demuxer, each file given its video length: by
+    default it steps by the longer track, which added up to half a frame per chunk); the audio is every chunk's
+    decoded samples back to back, encoded once (one AAC stream, so no priming or padding between chunks). A
+    chunk's audio and video start together, so every chunk stays in sync in the joined file.
+    """
+    from wav2lip384.video import ffmpeg_exe, probe
+
+    chunks = [Path(c) for c in chunks]
+    if not chunks:
+        raise ValueError("no chunks to join")
+    first = probe(chunks[0]).audio
     listing = out_path.with_suffix(".txt")
-    listing.write_text("".join(f"file '{Path(c).resolve().as_posix()}'\n" for c in chunks), encoding="utf-8")
-    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0",
-                           "-i", str(listing), "-c", "copy", "-movflags", "+faststart", str(out_path)],
-                          capture_output=True, text=True, timeout=120)
+    lines = []
+    for c in chunks:
+        lines.append(f"file '{c.resolve().as_posix()}'\nduration {_video_seconds(c):.6f}\n")
+    listing.write_text("".join(lines), encoding="utf-8")
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
+    audio_path = None
+    if first:
+        import soundfile as sf
+
+        sr = int(first[0]["sample_rate"] or 16000)
+        ch = 2 if str(first[0]["channels"] or "").startswith("stereo") else 1
+        # (T, C) samples of every chunk in order; a chunk without audio is silent for its video
+        parts = []
+        for c in chunks:
+            if probe(c).audio:
+                parts.append(_decode_audio(c, sr, ch))
+            else:
+                parts.append(np.zeros((int(round(_video_seconds(c) * sr)), ch), np.float32))
+        audio_path = out_path.with_suffix(".audio.wav")
+        sf.write(str(audio_path), np.clip(np.concatenate(parts), -1.0, 1.0), sr, subtype="PCM_16")
+        cmd += ["-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+    else:
+        cmd += ["-map", "0:v:0"]
+    cmd += ["-c:v", "copy", "-movflags", "+faststart", str(out_path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        if audio_path is not None:
+            audio_path.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"joining {len(chunks)} chunks failed: {proc.stderr.strip()[-300:]}")
     return out_path

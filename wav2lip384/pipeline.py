@@ -342,7 +342,7 @@ class LipSyncPipeline:
     def stream(self, face: str | os.PathLike, audio_segments: Iterable[tuple[np.ndarray, int]],
                out_dir: str | os.PathLike, *, fps: float | None = None, smooth: bool = True,
                pads: Sequence[int] | None = None, fmt: str = "mp4", max_chunk_seconds: float | None = None,
-               on_no_face: str | None = None) -> Iterator[Path]:
+               on_no_face: str | None = None, audio_codec: str | None = None) -> Iterator[Path]:
         """Yield one playable video chunk per audio segment (e.g. one per synthesised sentence).
 
         Frame indices continue across chunks (the video avatar keeps playing where the last chunk stopped)
@@ -351,7 +351,13 @@ class LipSyncPipeline:
         self-contained fast-start mp4 files. ``max_chunk_seconds`` splits long segments into several chunks
         (the first video appears sooner); the mel is still computed over the whole segment, so the split
         changes no frame.
+
+        ``audio_codec``: default ``"flac"`` in mp4 chunks, ``"aac"`` in ts. Lossless audio decodes to exactly the
+        segment's samples, so a player (or Gradio's streaming output) that decodes chunk after chunk and queues
+        the samples hears the speech for as long as it lasts; AAC chunks decode up to one AAC frame (64 ms at
+        16 kHz) longer with ffmpeg < 7 (its end padding), which added up to +0.2 s over an 8-chunk answer.
         """
+        audio_codec = audio_codec or ("flac" if fmt == "mp4" else "aac")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="lipsync-stream-", dir=self._tmp_root()))
@@ -374,7 +380,7 @@ class LipSyncPipeline:
                         work / f"piece_{index:04d}.wav", a / prep.fps, None if b == n else b / prep.fps)
                     path = out_dir / f"chunk_{index:04d}.{fmt}"
                     self._render(prep, windows[a:b], frames_done + a, mux, path, fmt, timings, None,
-                                 start_time=(frames_done + a) / prep.fps)
+                                 start_time=(frames_done + a) / prep.fps, audio_codec=audio_codec)
                     index += 1
                     yield path
                 frames_done += n
@@ -504,7 +510,8 @@ class LipSyncPipeline:
         return [torch.cat([f[level] for f in per_frame]) for level in range(len(per_frame[0]))]  # (b, C, h', w)
 
     def _render(self, prep: PreparedAvatar, windows: np.ndarray, start: int, mux_path: Path, out_path: Path, fmt: str,
-                timings: dict[str, float], progress, start_time: float = 0.0) -> VideoWriter:
+                timings: dict[str, float], progress, start_time: float = 0.0,
+                audio_codec: str = "aac") -> VideoWriter:
         import torch
         from tqdm.auto import tqdm
 
@@ -514,7 +521,7 @@ class LipSyncPipeline:
         photo = av.kind == "image"
         gen = self.generator
         writer = VideoWriter(out_path, av.width, av.height, prep.fps, audio_path=mux_path, fmt=fmt, crf=self.crf,
-                             preset=self.preset, start_time=start_time)
+                             preset=self.preset, start_time=start_time, audio_codec=audio_codec)
         bar = tqdm(total=n, desc=f"lip-sync {self.model}", unit="frame", disable=not self.show_progress, leave=False)
         try:
             with torch.inference_mode():

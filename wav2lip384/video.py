@@ -277,13 +277,21 @@ class VideoWriter:
 
     yuv420p needs even sizes: odd widths/heights are padded by repeating the last row/column (the only case
     where the output size differs from the frames', by one pixel).
+
+    ``audio_codec="flac"`` (mp4 only): lossless audio that decodes to exactly the samples given. AAC adds an
+    encoder delay (priming) and pads the end to a whole 1024-sample frame; mp4 records both, but not every
+    decoder trims the end (Debian 12's ffmpeg 5.1, which Gradio's streaming output uses, keeps up to 64 ms of
+    padding at 16 kHz per file), so a stream of AAC chunks grows by that much per chunk.
     """
 
     def __init__(self, out_path: str | Path, width: int, height: int, fps: float, *,
                  audio_path: str | Path | None = None, fmt: str = "mp4", crf: int = 18, preset: str = "veryfast",
-                 audio_bitrate: str = "128k", threads: int | None = None, start_time: float = 0.0):
+                 audio_bitrate: str = "128k", threads: int | None = None, start_time: float = 0.0,
+                 audio_codec: str = "aac"):
         if fmt not in ("mp4", "ts"):
             raise ValueError(f"fmt must be 'mp4' or 'ts', not {fmt!r}")
+        if audio_codec not in ("aac", "flac") or (audio_codec == "flac" and fmt != "mp4"):
+            raise ValueError(f"audio_codec must be 'aac' (or 'flac' in mp4), not {audio_codec!r} in {fmt}")
         self.out_path = Path(out_path)
         self.width, self.height = int(width), int(height)
         self.out_width, self.out_height = self.width + self.width % 2, self.height + self.height % 2
@@ -296,7 +304,8 @@ class VideoWriter:
             cmd += ["-i", str(audio_path)]
         cmd += ["-map", "0:v:0"]
         if audio_path is not None:
-            cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", audio_bitrate]
+            cmd += ["-map", "1:a:0"]
+            cmd += ["-c:a", "aac", "-b:a", audio_bitrate] if audio_codec == "aac" else ["-c:a", "flac"]
         cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
         if threads:
             cmd += ["-threads", str(threads)]
