@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -41,6 +43,21 @@ def test_write_read_round_trip_with_audio(tmp_path):
     frames = list(stream.frames)
     assert len(frames) == 25
     assert np.abs(frames[3].astype(int) - _frames(25)[3].astype(int)).mean() < 3  # lossy but close
+
+
+def test_flac_audio_decodes_to_exactly_the_samples_given(tmp_path):
+    # 0.55 s: no whole number of AAC frames (1024 samples); AAC would pad the end, FLAC does not
+    wav = _tone(tmp_path / "a.wav", 0.55)
+    out = tmp_path / "v.mp4"
+    with V.VideoWriter(out, 80, 64, 25, audio_path=wav, audio_codec="flac") as w:
+        for f in _frames(14):
+            w.write(f)
+    assert V.sniff_format(out) == "isobmff" and V.probe(out).audio[0]["codec"] == "flac"
+    pcm = subprocess.run([V.ffmpeg_exe(), "-v", "error", "-i", str(out), "-vn", "-f", "s16le", "-ac", "1", "-"],
+                         capture_output=True, check=True).stdout
+    assert len(pcm) // 2 == int(0.55 * 16000)
+    with pytest.raises(ValueError, match="flac"):
+        V.VideoWriter(tmp_path / "x.ts", 80, 64, 25, fmt="ts", audio_path=wav, audio_codec="flac")
 
 
 def test_odd_sizes_are_padded_to_even_for_yuv420p(tmp_path):
