@@ -58,7 +58,9 @@ CSS = """
 .figure {font-size: 0.95em;}
 .notice {font-size: 1em; color: var(--body-text-color); background: var(--background-fill-secondary);
          border-left: 4px solid var(--color-accent); padding: 0.4em 0.8em; border-radius: 4px;}
-.notice:empty {display: none;}
+.notice:empty, .block.notice:has(span.md:empty) {display: none;}
+.model-picker .info-text {color: var(--body-text-color); font-size: 0.95em;}
+body.dh-shared #ask_video:not(:has(video)) {display: none;}
 #status_table table {table-layout: auto; width: 100%;}
 #status_table td, #status_table th {word-break: normal; overflow-wrap: anywhere; hyphens: none;}
 footer {display: none !important;}
@@ -71,6 +73,7 @@ CLIENT_JS = """
 () => {
   const out = () => document.querySelector('#ask_first_frame');
   const mark = () => {
+    document.body.classList.remove('dh-shared');
     window.__dhAskT0 = performance.now();
     window.__dhFirstFrameS = null;
     const el = out(); if (el) el.textContent = '';
@@ -89,6 +92,19 @@ CLIENT_JS = """
     const what = v instanceof HTMLVideoElement ? 'First frame on your screen' : 'Answer audible';
     const el = out(); if (el) el.textContent = what + ' after ' + window.__dhFirstFrameS.toFixed(2) + ' s (measured in this browser)';
   }, true);
+  // Opened from a shared link: the streamed player starts empty (chunks are not shared), so it is hidden until
+  // the next question and the panel with the whole answer is opened instead.
+  if (new URLSearchParams(window.location.search).has('deep_link')) {
+    document.body.classList.add('dh-shared');
+    let tries = 0;
+    const openReplay = () => {
+      const btn = document.querySelector('#ask_replay_box > button.label-wrap, #ask_replay_box button.label-wrap');
+      const content = document.querySelector('#ask_replay_box [data-testid="accordion-content"]');
+      if (btn && content && content.style.display === 'none') { btn.click(); return; }
+      if (!btn && ++tries < 100) setTimeout(openReplay, 100);
+    };
+    openReplay();
+  }
 }
 """
 
@@ -260,6 +276,16 @@ class Handlers:
                 s += f" ({up.speech_seconds:.2f} s of speech)"
         return s
 
+    # Gradio (6.x) records a session's component values for shared links (deep links), but once a component has
+    # received a gr.update / gr.skip, later plain values of it are filed under a copy's id and the link loses
+    # them. So every output the link must reopen gets a plain value on every step (the current one is repeated);
+    # only the streaming player is skipped between chunks (its chunks are not for sharing: the whole answer is
+    # the replay video).
+    def _ask_cleared(self) -> tuple:
+        """The Ask outputs while a new question is being answered: the previous answer is gone."""
+        return ("*Finding the answer…*", gr.update(choices=[], value=None, visible=False),
+                gr.skip() if self.streaming else None, "", {}, None, None, "", None)
+
     def ask(self, question, photo, model, engine, faq=None, entry=None, lang="zh"):
         """Generator: the answer at once, then the spoken answer.
 
@@ -268,39 +294,38 @@ class Handlers:
         the whole video — chunks never replace each other mid-word.
         """
         streaming = self.streaming
+        shown = {"video": None, "download": None, "audio": None, "notice": "", "replay": None}
         for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
                                       engine=engine, chunks=streaming, assistant=faq, entry=entry, lang=lang):
             cands = self._candidates(up.answer)
-            video, download, audio, notice, replay = gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            if up.index < 0 and not up.done and up.audio is None:  # a new answer: clear the previous one
-                download, audio, notice, replay = None, None, "", gr.update(value=None, visible=False)
-                # a streaming player is cleared by its first chunk (None would open an empty HLS playlist
-                # the player polls with back-off); a plain one is cleared now
-                video = gr.skip() if streaming else None
-            elif up.chunk is not None:
+            # a streaming player is cleared by its first chunk (None would open an empty HLS playlist the
+            # player polls with back-off) and is otherwise left alone between chunks
+            video = gr.skip() if streaming else shown["video"]
+            if up.chunk is not None:
                 video = str(up.chunk)
             else:
                 if up.audio is not None:
-                    audio = str(up.audio)
+                    shown["audio"] = str(up.audio)
                 if up.done:
-                    notice = up.notice or ("\n".join(f"⚠️ {w}" for w in up.warnings) if up.warnings else "")
+                    shown["notice"] = up.notice or ("\n".join(f"⚠️ {w}" for w in up.warnings) if up.warnings else "")
                     if up.final_video is not None:
-                        download = str(up.final_video)
+                        shown["download"] = str(up.final_video)
                         if streaming:  # the chunks are playing; the whole answer for replay and shared links
-                            replay = gr.update(value=str(up.final_video), visible=True)
+                            shown["replay"] = str(up.final_video)
                         else:
-                            video = str(up.final_video)
+                            video = shown["video"] = str(up.final_video)
             label = ("Did you mean… · 您是想问… (click one)" if getattr(up.answer, "outcome", "") == "clarify"
                      else "Related questions · 相关问题 (click to ask)")
             yield (self._answer_md(up.answer), gr.update(choices=cands, value=None, visible=bool(cands), label=label),
-                   video, self._timing_md(up), self._details(up), download, audio, notice, replay)
+                   video, self._timing_md(up), self._details(up), shown["download"], shown["audio"], shown["notice"],
+                   shown["replay"])
 
     def ask_voice(self, audio, photo, model, engine, faq=None):
         """Generator: the recognised question first (shown, editable), then the same outputs as :meth:`ask`."""
+        yield ("",) + self._ask_cleared()
         text, _ = self.svc.transcribe(audio)
-        yield (text,) + tuple(gr.skip() for _ in range(9))
         for values in self.ask(text, photo, model, engine, faq):
-            yield (gr.skip(),) + values
+            yield (text,) + values
 
     def load_faq(self, path, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress via this default)
         def cb(fraction, message=""):
@@ -330,17 +355,20 @@ class Handlers:
                      f"{after.get('accepted_wrong', 0):.0%} (measured on these same questions).")
 
     def ask_choice(self, choice, photo, model, engine, faq=None):
-        """A click on a 'did you mean' candidate (answer that entry) or a related question (ask it)."""
+        """A click on a 'did you mean' candidate (answer that entry) or a related question (ask it). The question
+        box shows the question being answered (a plain value on every step, see :meth:`ask`)."""
         if not choice:
             return
         if choice.startswith("#") and ":" in choice:
             lang, entry = choice[1:].split(":", 1)
+            question = ""
             for values in self.ask(None, photo, model, engine, faq, entry=entry, lang=lang):
-                yield (values[4].get("matched_question") or gr.skip(),) + values  # the question it answers
+                question = values[4].get("matched_question") or question
+                yield (question,) + values
             return
-        yield (choice,) + tuple(gr.skip() for _ in range(9))
+        yield (choice,) + self._ask_cleared()
         for values in self.ask(choice, photo, model, engine, faq):
-            yield (gr.skip(),) + values
+            yield (choice,) + values
 
     def status(self):
         items = self.svc.status()
@@ -359,10 +387,10 @@ def _model_picker(svc: AppServices, prefer: str | None = None, label="Lip-sync m
     value = prefer if prefer in available else (available[0] if available else None)
     info = ("Bigger = sharper mouth, slower on a CPU." if available else "No lip-sync model can run here yet: "
             "the answer is still spoken.")
-    if missing:
-        info += " Not available: " + "; ".join(f"{s.title} ({'not configured' if not s.default_weights else 'weights not reachable'}, "
-                                             f"{s.env_var})" for s in missing) + " — see Status."
-    return gr.Radio(choices=choices, value=value, label=label, info=info, interactive=bool(available))
+    if missing:  # names only: the Status tab says what to set for each
+        info += " Not available here: " + ", ".join(s.title for s in missing) + " (the Status tab says how to add them)."
+    return gr.Radio(choices=choices, value=value, label=label, info=info, interactive=bool(available),
+                    elem_classes="model-picker")
 
 
 def _avatar_inputs(default=DEFAULT_AVATAR):
@@ -376,15 +404,22 @@ def _avatar_inputs(default=DEFAULT_AVATAR):
     return photo, video, no_face
 
 
-def _avatar_result():
-    """The result column of the Text/Audio tabs: video, speech, figures, notice, details, share button."""
-    out = gr.Video(label="Talking avatar", autoplay=True, format="mp4", interactive=False)
-    notice = gr.Markdown(elem_classes="notice")
-    audio = gr.Audio(label="Speech", type="filepath", interactive=False, waveform_options=PLAIN_PLAYER)
-    info = gr.Markdown(elem_classes="figure")
+def _share_button(what: str, hours: float) -> gr.DeepLinkButton:
+    """Copies a link that reopens this session's results on their tab (Gradio deep link)."""
+    return gr.DeepLinkButton(f"Share a link to this {what} (kept {hours:g} h)", copied_value="Link copied!")
+
+
+def _avatar_result(tab: str, share_hours: float):
+    """The result column of the Text/Audio tabs: video, speech, figures, notice, details, share button
+    (elem_ids ``<tab>_video``, ``<tab>_audio``, ``<tab>_info``, ``<tab>_notice``)."""
+    out = gr.Video(label="Talking avatar", autoplay=True, format="mp4", interactive=False, elem_id=f"{tab}_video")
+    notice = gr.Markdown(elem_classes="notice", elem_id=f"{tab}_notice")
+    audio = gr.Audio(label="Speech", type="filepath", interactive=False, waveform_options=PLAIN_PLAYER,
+                     elem_id=f"{tab}_audio")
+    info = gr.Markdown(elem_classes="figure", elem_id=f"{tab}_info")
     with gr.Accordion("Details", open=False):
         details = gr.JSON(label="how it was made")
-    gr.DeepLinkButton("Share a link to this result")
+    _share_button("result", share_hours)
     return out, audio, info, notice, details
 
 
@@ -408,7 +443,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
     speech_examples = [[str(EXAMPLES / n), str(DEFAULT_AVATAR)] for n in ("speech_en.ogg", "speech_zh.ogg")
                        if (EXAMPLES / n).exists()]
     compare_choices = [(f"{registry.get(m).title} · {registry.get(m).img_size}", m) for m in registry.ids()]
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
+    keep_s = int(settings.share_link_hours * 3600)  # a shared link's media live as long as the link is promised
+    with gr.Blocks(title=TITLE, delete_cache=(min(3600, keep_s), keep_s)) as demo:
         gr.Markdown(f"# {TITLE}\nAsk about ID cards, household registration, social insurance or vehicles — in "
                     "Chinese or English. The assistant finds the answer, speaks it and a lip-synced avatar says it.",
                     elem_id="title")
@@ -460,12 +496,15 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         # filled by CLIENT_JS in the browser: what the visitor saw, not what the server sent
                         gr.HTML('<span id="ask_first_frame" class="figure"></span>')
                         q_file = gr.File(label="The whole spoken answer (mp4)", interactive=False)
-                        with gr.Accordion("Watch the whole answer again", open=False, elem_id="ask_replay_box"):
-                            q_replay = gr.Video(label="The whole answer", interactive=False, visible=False,
-                                                elem_id="ask_replay", format="mp4", height=320)
+                        # with streaming the chunks play in the player above; the whole answer is kept here (and is
+                        # what a shared link reopens); without streaming the player above holds the whole answer
+                        with gr.Accordion("Watch the whole answer again", open=False, elem_id="ask_replay_box",
+                                          visible=streaming):
+                            q_replay = gr.Video(label="The whole answer", interactive=False, elem_id="ask_replay",
+                                                format="mp4", height=320)
                         with gr.Accordion("Details", open=False):
                             q_details = gr.JSON(label="answer")
-                        gr.DeepLinkButton("Share a link to this answer")
+                        _share_button("answer", settings.share_link_hours)
                 ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file, q_audio, q_notice, q_replay]
                 ask_inputs = [q_text, q_photo, q_model, q_engine, q_faq]
                 ask_fn = gradio_errors(h.ask)
@@ -495,7 +534,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         t_photo, t_video, t_noface = _avatar_inputs()
                         t_btn = gr.Button("Make the avatar speak", variant="primary")
                     with gr.Column():
-                        t_out, t_audio, t_info, t_notice, t_details = _avatar_result()
+                        t_out, t_audio, t_info, t_notice, t_details = _avatar_result("text", settings.share_link_hours)
                 t_outputs = [t_out, t_audio, t_info, t_notice, t_details]
                 gr.Examples([[SAY_ZH, "zh", str(DEFAULT_AVATAR)], [SAY_EN, "en", str(DEFAULT_AVATAR)]],
                             inputs=[t_text, t_lang, t_photo], outputs=t_outputs,
@@ -515,7 +554,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         a_photo, a_video, a_noface = _avatar_inputs()
                         a_btn = gr.Button("Lip-sync", variant="primary")
                     with gr.Column():
-                        a_out, a_saudio, a_info, a_notice, a_details = _avatar_result()
+                        a_out, a_saudio, a_info, a_notice, a_details = _avatar_result("audio", settings.share_link_hours)
                 a_outputs = [a_out, a_saudio, a_info, a_notice, a_details]
                 if speech_examples:
                     gr.Examples(speech_examples, inputs=[a_audio, a_photo], outputs=a_outputs,
@@ -547,7 +586,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                             c_outputs.append(gr.Video(label=f"Model {k + 1}", autoplay=True, format="mp4",
                                                       interactive=False))
                             c_outputs.append(gr.Markdown(elem_classes="figure"))
-                gr.DeepLinkButton("Share a link to this comparison")
+                _share_button("comparison", settings.share_link_hours)
                 _on_tab(c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine, c_models],
                                     c_outputs, api_name="compare", concurrency_id="render"), tabs, "compare")
 

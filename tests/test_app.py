@@ -347,12 +347,12 @@ def _chromium():
     return chromium
 
 
-def _open(browser, url: str):
-    """A fresh page on ``url``, once the app has rendered (a session heartbeat keeps the network busy, so
-    "network idle" never comes)."""
+def _open(browser, url: str, ready: str = "#question textarea"):
+    """A fresh page on ``url``, once the app has rendered ``ready`` (a session heartbeat keeps the network busy,
+    so "network idle" never comes)."""
     page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
     page.goto(url, wait_until="load")
-    page.wait_for_selector("#question textarea", timeout=60_000)
+    page.wait_for_selector(ready, timeout=60_000)
     return page
 
 
@@ -424,8 +424,23 @@ def test_browser_without_streaming_speaks_first_then_shows_the_whole_video(serve
     assert abs(video_s - speech_s) <= 0.2, (video_s, speech_s)  # ...and the whole video there to watch
 
 
+# What the share button copies: the page URL with this session's deep link.
+SHARE_LINK_JS = """async () => {
+    const r = await fetch('gradio_api/deep_link?session_hash=' + window.__gradio_session_hash__);
+    const u = new URL(window.location.href);
+    u.searchParams.set('deep_link', (await r.text()).replace(/^"|"$/g, ''));
+    return u.toString(); }"""
+
+# Play a restored <video> to its end (muted, so no autoplay policy applies); returns its duration in seconds.
+PLAY_TO_END_JS = """async (sel) => { const v = document.querySelector(sel); v.muted = true; v.playbackRate = 2;
+    await v.play(); await new Promise((ok) => { if (v.ended) ok(); else v.addEventListener('ended', ok); });
+    return v.duration; }"""
+
+
 @pytest.mark.browser
-def test_browser_shared_link_reopens_the_answer_on_its_tab(server):
+def test_browser_shared_links_reopen_each_result_on_its_tab_and_play(server):
+    import re
+
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
@@ -435,21 +450,31 @@ def test_browser_shared_link_reopens_the_answer_on_its_tab(server):
             page.get_by_label("Your question · 您的问题").fill("怎么办理社保卡？")
             page.get_by_role("button", name="Ask", exact=True).click()
             expect(page.locator("#ask_timing")).to_contain_text("done", timeout=240_000)
+            speech_s = float(re.search(r"\(([0-9.]+) s of speech\)", page.locator("#ask_timing").inner_text())[1])
             page.get_by_role("tab", name="Status").click()  # the visitor wandered off; the link still knows
-            # what the share button copies: the page URL with this session's deep link
-            link = page.evaluate("""async () => {
-                const r = await fetch('gradio_api/deep_link?session_hash=' + window.__gradio_session_hash__);
-                const u = new URL(window.location.href);
-                u.searchParams.set('deep_link', (await r.text()).replace(/^"|"$/g, ''));
-                return u.toString(); }""")
-            fresh = _open(browser, link)  # a new context: another visitor opening the shared link
+            ask_link = page.evaluate(SHARE_LINK_JS)
+            # then a Text → Avatar result in the same session: a second link, to that tab
+            page.get_by_role("tab", name="Text → Avatar").click()
+            page.get_by_label("What should the avatar say? (中文 / English)").fill("Hello there.")
+            page.get_by_role("button", name="Make the avatar speak").click()
+            expect(page.locator("#text_info")).to_contain_text("frames per second", timeout=240_000)
+            text_link = page.evaluate(SHARE_LINK_JS)
+
+            fresh = _open(browser, ask_link)  # a new context: another visitor opening the shared link
             expect(fresh.get_by_role("tab", name="Ask the assistant", selected=True)).to_be_visible()
             expect(fresh.locator("#answer")).to_contain_text("银行网点")
-            # Not asserted: the finished answer's video. Gradio's deep link did not restore the replay video's
-            # value in our runs (its src stays empty), so a shared Ask link reopens the answer text, not the video.
+            expect(fresh.locator("#ask_replay video")).to_have_count(1, timeout=30_000)  # opened for them
+            replay_s = fresh.evaluate(PLAY_TO_END_JS, "#ask_replay video")
             fresh.screenshot(path=str(ARTIFACTS / "app_shared_answer.png"), full_page=True)
+
+            other = _open(browser, text_link, ready="#text_info")
+            expect(other.get_by_role("tab", name="Text → Avatar", selected=True)).to_be_visible()
+            expect(other.locator("#text_video video")).to_have_count(1, timeout=30_000)
+            text_s = other.evaluate(PLAY_TO_END_JS, "#text_video video")
         finally:
             browser.close()
+    assert abs(replay_s - speech_s) <= 0.2, (replay_s, speech_s)  # the whole answer, played to its end
+    assert 0.5 < text_s < 5
 
 
 def app_module():

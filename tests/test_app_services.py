@@ -225,9 +225,9 @@ def test_ui_has_scriptable_tabs_and_names_unavailable_models(svc, offline_settin
     assert tabs[:4] == ["Ask the assistant", "Text → Avatar", "Audio → Avatar", "Compare models"] and "Status" in tabs
     radios = [b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.label == "Lip-sync model"]
     assert len(radios) == 3
-    for r in radios:  # nothing can run: the picker says so and names each model's variable
+    for r in radios:  # nothing can run: the picker says so, names each model and where to read what to set
         assert r.interactive is False and "answer is still spoken" in r.info
-        assert "DH_WAV2LIP384_CHECKPOINT" in r.info and "DH_LIVETALKING384_CHECKPOINT" in r.info
+        assert "Paper 384" in r.info and "Wav2Lip 384 + SAM" in r.info and "Status" in r.info
     compare = [b for b in demo.blocks.values() if isinstance(b, gr.CheckboxGroup)]
     assert compare and compare[0].value == ["wav2lip96", "wav2lip256", "livetalking384"]
     assert any(isinstance(b, gr.DeepLinkButton) for b in demo.blocks.values())
