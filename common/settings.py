@@ -52,6 +52,8 @@ class Settings:
     device: str = "cpu"
     max_audio_seconds: float = 300.0
     max_upload_mb: float = 200.0
+    # results (videos, speech) and shared links stay served this long, then Gradio's cache sweep removes them
+    share_link_hours: float = 24.0
     # prepared avatars (frames, face crops, encoder features) in memory, and the on-disk avatar cache
     avatar_memory_mb: float = 3000.0
     avatar_disk_mb: float = 2000.0
