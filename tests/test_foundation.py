@@ -87,7 +87,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_app_serves_http_on_loopback_within_30_seconds_and_logs_what_is_missing(tmp_path):
+def test_app_serves_http_on_loopback_logs_what_is_missing_and_still_speaks_the_answer(tmp_path):
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HUB_OFFLINE": "1", "DH_CACHE_DIR": str(tmp_path / "cache")}
@@ -113,6 +113,13 @@ def test_app_serves_http_on_loopback_within_30_seconds_and_logs_what_is_missing(
         deadline = time.monotonic() + 90
         while "start-up: Face detector" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.5)
+        # no lip-sync weights anywhere: an API client still gets the answer and its speech, without an error
+        from gradio_client import Client, handle_file
+
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        answer, _sugg, video, timing, details, full, audio, notice, _replay = client.predict(
+            "身份证丢了怎么补办？", handle_file(str(ROOT / "examples" / "astronaut_512.jpg")), None, "auto",
+            api_name="/ask")
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -120,6 +127,11 @@ def test_app_serves_http_on_loopback_within_30_seconds_and_logs_what_is_missing(
     assert f"127.0.0.1:{port}" in out  # binds to loopback by default and prints the address
     assert "start-up: Lip-sync: Wav2Lip 96: unavailable" in out and "DH_WAV2LIP96_CHECKPOINT" in out
     assert "start-up: Face detector" in out and "DH_S3FD_CHECKPOINT" in out
+    assert details["answered"] and details["text"] in answer and "spoken answer ready" in timing
+    assert not isinstance(video, str) and full is None and "DH_WAV2LIP96_CHECKPOINT" in notice  # a calm notice...
+    import soundfile as sf
+
+    assert sf.info(audio).duration > 1.0  # ...and the answer, spoken
 
 
 def test_caches_live_on_a_persistent_volume_when_one_is_mounted(tmp_path):
