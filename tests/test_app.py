@@ -357,10 +357,10 @@ def _open(browser, url: str, ready: str = "#question textarea"):
 
 
 def _launch(p):
+    from services.served import CHROMIUM_ARGS  # the same browser flags as the bench and the screenshots
+
     ARTIFACTS.mkdir(exist_ok=True)
-    return p.chromium.launch(executable_path=_chromium(), headless=True, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
+    return p.chromium.launch(executable_path=_chromium(), headless=True, args=list(CHROMIUM_ARGS))
 
 
 # Seconds of a media element actually played (sum of its played ranges).
