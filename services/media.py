@@ -117,20 +117,26 @@ def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s:
     return pieces
 
 
-def _video_seconds(path: Path) -> float:
-    """Exact length of a file's first video stream: end of its last frame minus start of its first (packet
-    timestamps read by ffmpeg's framecrc muxer; the bundled ffmpeg has no ffprobe)."""
+def _read_chunk(path: Path, sample_rate: int | None, channels: int, work: Path) -> tuple[float, np.ndarray | None]:
+    """One ffmpeg pass over a chunk: the exact length of its video (end of its last frame minus start of its
+    first, from packet timestamps: the bundled ffmpeg has no ffprobe) and, when ``sample_rate`` is given, its
+    audio as (T, C) float32 at that rate: every sample the file says it holds (the bundled ffmpeg trims an
+    encoder's priming and padding where the container records them), none when it has no audio."""
     from fractions import Fraction
 
     from wav2lip384.video import ffmpeg_exe
 
-    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy",
-                           "-f", "framecrc", "-"], capture_output=True, text=True, timeout=60)
+    crc, pcm = work / f"{path.stem}.framecrc", work / f"{path.stem}.f32"
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(path),
+           "-map", "0:v:0", "-c", "copy", "-f", "framecrc", str(crc)]
+    if sample_rate:
+        cmd += ["-map", "0:a:0?", "-f", "f32le", "-ac", str(channels), "-ar", str(sample_rate), str(pcm)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
-        raise RuntimeError(f"reading the frames of {Path(path).name} failed: {proc.stderr.strip()[-300:]}")
+        raise RuntimeError(f"reading {Path(path).name} failed: {proc.stderr.strip()[-300:]}")
     tb = Fraction(1, 1)
     start = end = None
-    for line in proc.stdout.splitlines():
+    for line in crc.read_text().splitlines():
         if line.startswith("#tb 0:"):
             tb = Fraction(line.split(":", 1)[1].strip())
         elif line and not line.startswith("#"):
@@ -140,20 +146,10 @@ def _video_seconds(path: Path) -> float:
             end = pts + dur if end is None else max(end, pts + dur)
     if start is None:
         raise RuntimeError(f"{Path(path).name} has no video frames")
-    return float((end - start) * tb)
-
-
-def _decode_audio(path: Path, sample_rate: int, channels: int) -> np.ndarray:
-    """A file's first audio stream as (T, C) float32 at ``sample_rate``: every sample the file says it holds
-    (the bundled ffmpeg trims an encoder's priming and padding where the container records them)."""
-    from wav2lip384.video import ffmpeg_exe
-
-    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
-                           "-f", "f32le", "-ac", str(channels), "-ar", str(sample_rate), "-"],
-                          capture_output=True, timeout=60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"decoding the audio of {Path(path).name} failed: {proc.stderr.decode(errors='replace')[-300:]}")
-    return np.frombuffer(proc.stdout, np.float32).reshape(-1, channels)
+    audio = None
+    if sample_rate and pcm.exists():
+        audio = np.fromfile(pcm, np.float32).reshape(-1, channels)
+    return float((end - start) * tb), audio
 
 
 def concat_videos(chunks: list[Path], out_path: Path) -> Path:
@@ -164,42 +160,37 @@ def concat_videos(chunks: list[Path], out_path: Path) -> Path:
     decoded samples back to back, encoded once (one AAC stream, so no priming or padding between chunks). A
     chunk's audio and video start together, so every chunk stays in sync in the joined file.
     """
+    import soundfile as sf
+
     from wav2lip384.video import ffmpeg_exe, probe
 
     chunks = [Path(c) for c in chunks]
     if not chunks:
         raise ValueError("no chunks to join")
     first = probe(chunks[0]).audio
-    listing = out_path.with_suffix(".txt")
-    lines = []
-    for c in chunks:
-        lines.append(f"file '{c.resolve().as_posix()}'\nduration {_video_seconds(c):.6f}\n")
-    listing.write_text("".join(lines), encoding="utf-8")
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
-    audio_path = None
-    if first:
-        import soundfile as sf
-
-        sr = int(first[0]["sample_rate"] or 16000)
-        ch = 2 if str(first[0]["channels"] or "").startswith("stereo") else 1
-        # (T, C) samples of every chunk in order; a chunk without audio is silent for its video
-        parts = []
-        for c in chunks:
-            if probe(c).audio:
-                parts.append(_decode_audio(c, sr, ch))
-            else:
-                parts.append(np.zeros((int(round(_video_seconds(c) * sr)), ch), np.float32))
-        audio_path = out_path.with_suffix(".audio.wav")
-        sf.write(str(audio_path), np.clip(np.concatenate(parts), -1.0, 1.0), sr, subtype="PCM_16")
-        cmd += ["-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
-    else:
-        cmd += ["-map", "0:v:0"]
-    cmd += ["-c:v", "copy", "-movflags", "+faststart", str(out_path)]
+    sr = int(first[0]["sample_rate"] or 16000) if first else None
+    ch = 2 if first and str(first[0]["channels"] or "").startswith("stereo") else 1
+    work = Path(tempfile.mkdtemp(prefix="concat-", dir=out_path.parent))
     try:
+        lines, parts = [], []
+        for c in chunks:
+            seconds, audio = _read_chunk(c, sr, ch, work)
+            lines.append(f"file '{c.resolve().as_posix()}'\nduration {seconds:.6f}\n")
+            if sr:  # a chunk without audio is silent for as long as its video
+                parts.append(audio if audio is not None and len(audio) else
+                             np.zeros((int(round(seconds * sr)), ch), np.float32))
+        listing = work / "chunks.txt"
+        listing.write_text("".join(lines), encoding="utf-8")
+        cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing)]
+        if sr:
+            sf.write(str(work / "audio.wav"), np.clip(np.concatenate(parts), -1.0, 1.0), sr, subtype="PCM_16")
+            cmd += ["-i", str(work / "audio.wav"), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+        else:
+            cmd += ["-map", "0:v:0"]
+        cmd += ["-c:v", "copy", "-movflags", "+faststart", str(out_path)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     finally:
-        if audio_path is not None:
-            audio_path.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"joining {len(chunks)} chunks failed: {proc.stderr.strip()[-300:]}")
     return out_path
