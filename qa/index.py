@@ -448,10 +448,11 @@ def shipped_mismatch(meta: dict | None, kb: KnowledgeBase, embedder: Embedder) -
         return f"the shipped file has format {meta.get('format')}, this code reads format {SHIPPED_FORMAT}"
     if meta.get("embedder") != embedder.fingerprint():
         return f"they were made by {meta.get('embedder')}, this embedder is {embedder.fingerprint()}"
-    if meta.get("kb_sha256") != kb.fingerprint():
+    kb_fp = kb.fingerprint()  # hashes every entry: once
+    if meta.get("kb_sha256") != kb_fp:
         return (f"the built-in KB changed since they were made ({meta.get('kb_entries')} entries, sha256 "
-                f"{str(meta.get('kb_sha256'))[:12]}; now {len(kb)} entries, sha256 {kb.fingerprint()[:12]})")
-    if meta.get("fingerprint") != shipped_fingerprint(kb.fingerprint(), embedder.fingerprint()):
+                f"{str(meta.get('kb_sha256'))[:12]}; now {len(kb)} entries, sha256 {kb_fp[:12]})")
+    if meta.get("fingerprint") != shipped_fingerprint(kb_fp, embedder.fingerprint()):
         return "the shipped fingerprint does not match its KB and embedder"
     return None
 
