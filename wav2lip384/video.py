@@ -7,7 +7,7 @@
   images) into RGB ``uint8`` frames (H, W, 3), piped, never via temporary files. Videos come out at one
   constant rate (:func:`nominal_fps`; ffmpeg's ``fps`` filter places every frame by its own timestamp), so
   a variable-frame-rate phone clip plays at its real speed: frame ``i`` is what was on screen at ``i / fps``.
-- :class:`VideoWriter` pipes raw RGB frames into ffmpeg, which encodes H.264 (yuv420p) and muxes AAC audio
+- :class:`VideoWriter` pipes raw RGB frames into ffmpeg, which encodes H.264 (yuv420p) and muxes AAC (or FLAC) audio
   from a file in the same process: no temporary AVI, no second mux pass, no ``shell=True``.
   ``fmt="mp4"`` writes a fast-start mp4 (playable while downloading); ``fmt="ts"`` an MPEG-TS segment that
   concatenates seamlessly with the next one (for streamed answers).
