@@ -425,16 +425,16 @@ class AppServices:
         # known and playback can start only when rendering is safely ahead of it (see release_at below).
         engines: list[str] = []
         waves: list[np.ndarray] = []
-        pieces: list[np.ndarray] = []
         with self._speak_lock:  # see _say
             spoken = list(self.tts().stream(_spoken(answer), lang=lang,
                                             engine=None if engine in (None, "", "auto") else engine))
-        for k, sp in enumerate(spoken):
+        for sp in spoken:
             engines.append(sp.engine)
-            wave = to_lipsync_audio(sp.wave, sp.sample_rate)
-            waves.append(wave)
-            pieces += split_speech(wave, 16000, first_s=self.first_chunk_s if k == 0 else self.chunk_s,
-                                   max_s=self.chunk_s)
+            waves.append(to_lipsync_audio(sp.wave, sp.sample_rate))
+        # cut the whole answer once (at pauses, on video-frame boundaries): every chunk but the last then holds
+        # as much audio as video, so no chunk start drifts between sound and mouth
+        pieces = (split_speech(np.concatenate(waves), 16000, first_s=self.first_chunk_s, max_s=self.chunk_s)
+                  if waves else [])
         t_speech = time.perf_counter() - t0
         engine_used = "+".join(sorted(set(engines)))
         total_s = sum(len(p) for p in pieces) / 16000.0
