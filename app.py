@@ -61,6 +61,7 @@ CSS = """
 .notice:empty, .block.notice:has(span.md:empty) {display: none;}
 .model-picker .info-text {color: var(--body-text-color); font-size: 0.95em;}
 body.dh-shared #ask_video:not(:has(video)) {display: none;}
+body.dh-waiting #ask_video video {visibility: hidden;}
 #status_table table {table-layout: auto; width: 100%;}
 #status_table td, #status_table th {word-break: normal; overflow-wrap: anywhere; hyphens: none;}
 footer {display: none !important;}
@@ -74,6 +75,9 @@ CLIENT_JS = """
   const out = () => document.querySelector('#ask_first_frame');
   const mark = () => {
     document.body.classList.remove('dh-shared');
+    // the previous answer's video goes away at once (a streamed player is only replaced by the next chunk)
+    document.body.classList.add('dh-waiting');
+    document.querySelectorAll('#ask_video video').forEach((v) => v.pause());
     window.__dhAskT0 = performance.now();
     window.__dhFirstFrameS = null;
     const el = out(); if (el) el.textContent = '';
@@ -83,6 +87,10 @@ CLIENT_JS = """
   }, true);
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && e.target.closest && e.target.closest('#question')) mark();
+  }, true);
+  // a new answer's video has data (streamed chunk or the whole video): show the player again
+  document.addEventListener('loadeddata', (e) => {
+    if (e.target instanceof HTMLMediaElement && e.target.closest('#ask_video')) document.body.classList.remove('dh-waiting');
   }, true);
   document.addEventListener('playing', (e) => {
     const v = e.target;
@@ -423,10 +431,11 @@ def _avatar_result(tab: str, share_hours: float):
     return out, audio, info, notice, details
 
 
-def _on_tab(event, tabs: gr.Tabs, tab_id: str):
-    """After a result, remember its tab in the session, so a shared link (Gradio deep link: the session's
-    component state) reopens on the tab the result was made in."""
-    return event.success(lambda: gr.Tabs(selected=tab_id), None, tabs, api_visibility="private", queue=False)
+def _remember_tab(trigger, tabs: gr.Tabs, tab_id: str):
+    """When a result is asked for, note its tab in the session, so a shared link (Gradio deep link: the session's
+    component state) reopens on the tab the result was made in. Runs at the click, while the visitor is on that
+    tab (no visible change); a note after the result would pull a visitor who has moved on back to this tab."""
+    return trigger(lambda: gr.Tabs(selected=tab_id), None, tabs, api_visibility="private", queue=False)
 
 
 def _config_markdown(settings: Settings) -> str:
@@ -508,19 +517,20 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file, q_audio, q_notice, q_replay]
                 ask_inputs = [q_text, q_photo, q_model, q_engine, q_faq]
                 ask_fn = gradio_errors(h.ask)
-                _on_tab(q_btn.click(ask_fn, ask_inputs, ask_outputs, api_name="ask", concurrency_id="render"), tabs, "ask")
-                _on_tab(q_text.submit(ask_fn, ask_inputs, ask_outputs, api_visibility="private",
-                                      concurrency_id="render"), tabs, "ask")
+                _remember_tab(q_btn.click, tabs, "ask")
+                q_btn.click(ask_fn, ask_inputs, ask_outputs, api_name="ask", concurrency_id="render")
+                _remember_tab(q_text.submit, tabs, "ask")
+                q_text.submit(ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render")
                 f_load.click(gradio_errors(h.load_faq), [f_file], [q_faq, f_status, f_cal_box], api_visibility="private")
                 f_reset.click(h.built_in_faq, None, [q_faq, f_status, f_cal_box], api_visibility="private")
                 f_cal.click(gradio_errors(h.calibrate_faq), [q_faq, f_questions], [q_faq, f_status],
                             api_visibility="private")
-                _on_tab(q_voice_btn.click(gradio_errors(h.ask_voice), [q_voice, q_photo, q_model, q_engine, q_faq],
-                                          [q_text] + ask_outputs, api_name="ask_voice", concurrency_id="render"),
-                        tabs, "ask")
-                _on_tab(q_sugg.input(gradio_errors(h.ask_choice), [q_sugg, q_photo, q_model, q_engine, q_faq],
-                                     [q_text] + ask_outputs, api_visibility="private", concurrency_id="render"),
-                        tabs, "ask")
+                _remember_tab(q_voice_btn.click, tabs, "ask")
+                q_voice_btn.click(gradio_errors(h.ask_voice), [q_voice, q_photo, q_model, q_engine, q_faq],
+                                  [q_text] + ask_outputs, api_name="ask_voice", concurrency_id="render")
+                _remember_tab(q_sugg.input, tabs, "ask")
+                q_sugg.input(gradio_errors(h.ask_choice), [q_sugg, q_photo, q_model, q_engine, q_faq],
+                             [q_text] + ask_outputs, api_visibility="private", concurrency_id="render")
 
             with gr.Tab("Text → Avatar", id="text"):
                 with gr.Row():
@@ -540,9 +550,10 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                             inputs=[t_text, t_lang, t_photo], outputs=t_outputs,
                             fn=gradio_errors(h.example_text), cache_examples=True, cache_mode="lazy",
                             label="Examples (rendered once, then served from the cache)")
-                _on_tab(t_btn.click(gradio_errors(h.text_to_avatar),
-                                    [t_text, t_lang, t_engine, t_photo, t_video, t_model, t_noface], t_outputs,
-                                    api_name="text_to_avatar", concurrency_id="render"), tabs, "text")
+                _remember_tab(t_btn.click, tabs, "text")
+                t_btn.click(gradio_errors(h.text_to_avatar),
+                            [t_text, t_lang, t_engine, t_photo, t_video, t_model, t_noface], t_outputs,
+                            api_name="text_to_avatar", concurrency_id="render")
 
             with gr.Tab("Audio → Avatar", id="audio"):
                 with gr.Row():
@@ -560,8 +571,9 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                     gr.Examples(speech_examples, inputs=[a_audio, a_photo], outputs=a_outputs,
                                 fn=gradio_errors(h.example_audio), cache_examples=True, cache_mode="lazy",
                                 label="Examples (speech made by this project's TTS)")
-                _on_tab(a_btn.click(gradio_errors(h.audio_to_avatar), [a_audio, a_photo, a_video, a_model, a_noface],
-                                    a_outputs, api_name="audio_to_avatar", concurrency_id="render"), tabs, "audio")
+                _remember_tab(a_btn.click, tabs, "audio")
+                a_btn.click(gradio_errors(h.audio_to_avatar), [a_audio, a_photo, a_video, a_model, a_noface],
+                            a_outputs, api_name="audio_to_avatar", concurrency_id="render")
 
             with gr.Tab("Compare models", id="compare"):
                 gr.Markdown("The same speech and avatar through two or three lip-sync models, side by side: how long "
@@ -587,8 +599,9 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                                                       interactive=False))
                             c_outputs.append(gr.Markdown(elem_classes="figure"))
                 _share_button("comparison", settings.share_link_hours)
-                _on_tab(c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine, c_models],
-                                    c_outputs, api_name="compare", concurrency_id="render"), tabs, "compare")
+                _remember_tab(c_btn.click, tabs, "compare")
+                c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine, c_models],
+                            c_outputs, api_name="compare", concurrency_id="render")
 
             with gr.Tab("Status", id="status") as s_tab:
                 s_md = gr.Markdown(elem_id="status_table")

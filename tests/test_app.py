@@ -326,6 +326,15 @@ def test_browser_asks_a_question_sees_the_answer_and_switches_tabs(server):
             expect(page.get_by_text("Related questions")).to_be_visible()
             expect(page.locator("#ask_timing")).to_contain_text("done", timeout=120_000)  # whole answer rendered
             page.screenshot(path=str(ARTIFACTS / "app_ask.png"), full_page=True)
+            # a new question: the previous answer's video goes away at once, the new one shows when it plays
+            page.get_by_label("Your question · 您的问题").fill("怎么办理社保卡？")
+            page.get_by_role("button", name="Ask", exact=True).click()
+            old_video = page.evaluate("""() => { const v = document.querySelector('#ask_video video');
+                return {hidden: getComputedStyle(v).visibility === 'hidden', paused: v.paused}; }""")
+            expect(page.locator("#answer")).to_contain_text("银行网点", timeout=60_000)
+            page.wait_for_function("""() => { const v = document.querySelector('#ask_video video');
+                return v && v.readyState >= 2 && getComputedStyle(v).visibility === 'visible'; }""", timeout=120_000)
+            expect(page.locator("#ask_timing")).to_contain_text("done", timeout=120_000)
             page.get_by_role("tab", name="Compare models").click()
             expect(page.get_by_role("button", name="Compare", exact=True)).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "app_compare.png"), full_page=True)
@@ -338,6 +347,7 @@ def test_browser_asks_a_question_sees_the_answer_and_switches_tabs(server):
         {"seconds_click_to_answer_text": round(t_text, 3), "seconds_click_to_first_visible_frame": round(t_frame, 3),
          "model": "wav2lip96", "weights": "random (tests)"}, indent=1))
     assert t_text < t_frame
+    assert old_video == {"hidden": True, "paused": True}, old_video
 
 
 def _chromium():
