@@ -396,6 +396,7 @@ class Assistant:
             "index": self.index.index.describe(),
             "index_type": self.index.index.kind,
             "index_from_cache": self.index.from_cache,
+            "index_origin": self.index.origin,  # embedded | cache | shipped (qa/data/builtin_vectors)
             "index_seconds": round(self.index.build_seconds, 3),
             "views": list(self.config.index.views),
             "phrasings": len(self.index.phrasing_owner),

@@ -48,6 +48,9 @@ def detector_row(svc: AppServices) -> StatusItem:
                       "For S3FD set DH_S3FD_CHECKPOINT to a local s3fd.pth or make the Hub reachable.", desc)
 
 
+_ORIGIN = {"shipped": "the vectors shipped with the code", "cache": "the local cache", "embedded": "a fresh embedding"}
+
+
 def embedder_row(svc: AppServices) -> StatusItem:
     s = svc.settings
     if svc._assistant is None and not svc._assistant_error:
@@ -62,7 +65,8 @@ def embedder_row(svc: AppServices) -> StatusItem:
         return StatusItem("Question answering", False, "not loaded", f"{type(err).__name__}: {err}")
     active = f"{info.get('kb_size', '?')} questions in the knowledge base"
     details = (f"embedder {info.get('embedder', info.get('model', '?'))} · backend {info.get('backend', '?')} · "
-               f"{info.get('phrasings', 0)} user phrasings ({info.get('kb_source', '?')}) · index {info.get('index', '?')}")
+               f"{info.get('phrasings', 0)} user phrasings ({info.get('kb_source', '?')}) · index {info.get('index', '?')}"
+               f" built from {_ORIGIN.get(info.get('index_origin'), '?')}")
     if info.get("calibration"):
         details += f" · calibration: {info['calibration']}"
     return StatusItem("Question answering", True, active, "", details)
