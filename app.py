@@ -64,6 +64,7 @@ body.dh-shared #ask_video:not(:has(video)) {display: none;}
 body.dh-waiting #ask_video video {visibility: hidden;}
 #status_table table {table-layout: auto; width: 100%;}
 #status_table td, #status_table th {word-break: normal; overflow-wrap: anywhere; hyphens: none;}
+#status_table td:nth-child(1), #status_table td:nth-child(2) {min-width: 12em;}
 footer {display: none !important;}
 """
 
