@@ -5,7 +5,8 @@
 Starts ``app.py`` on a free loopback port with random weights of the real architectures for the models named
 (the Hub is not needed; the videos show a meaningless mouth, the layout and the figures are real) unless the
 ``DH_*_CHECKPOINT`` variables already point at weights, then drives headless Chromium through Playwright: asks a
-question and waits for the spoken answer, renders a model comparison, opens Status.
+question (once the start-up warm-up is done) and waits for the spoken answer, renders a model comparison,
+opens Status.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m and registry.get(m).env_var not in os.environ]
     settings = with_random_generators(Settings.from_env(), models, work)
     with served_app(settings, log_dir=work) as app, app_page(app.url) as page:
+        # as a visitor arriving a little after start-up sees it: the start-up warm-up (models, voice, first mel)
+        # has finished, so the figures are not those of a request racing it
+        deadline = time.monotonic() + 600
+        while "warm-up done" not in app.log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(1)
         page.get_by_label("Your question · 您的问题").fill("身份证丢了怎么补办？")
         page.get_by_role("button", name="Ask", exact=True).click()
         expect(page.locator("#ask_timing")).to_contain_text("s of speech", timeout=600_000)
