@@ -477,6 +477,10 @@ class AppServices:
                                         seconds_to_answer=t_answer, seconds_to_first_chunk=t_first,
                                         seconds_to_first_speech=t_speech, engine=engine_used, model=model)
                     held = []
+                else:  # held back: say how far along rendering is (the page shows it instead of a spinner)
+                    yield AskUpdate(answer=answer, seconds_to_answer=t_answer,
+                                    seconds_to_first_speech=t_speech, engine=engine_used, model=model,
+                                    rendered_seconds=rendered_s, total_seconds=total_s)
         except Exception as err:  # the answer stays useful: speak it, say what failed
             if isinstance(err, UserFacingError) and not _is_model_problem(err):
                 raise

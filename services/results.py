@@ -89,3 +89,7 @@ class AskUpdate:
     warnings: list[str] = field(default_factory=list)
     done: bool = False  # the last update of this answer
     speech_seconds: float | None = None  # length of the spoken answer (set on the last update)
+    # while chunks are held back (rendering is not yet safely ahead of playback): seconds of video rendered so far
+    # and of the whole answer, so the page can say how far along it is
+    rendered_seconds: float | None = None
+    total_seconds: float | None = None
