@@ -10,6 +10,7 @@ are an error (answers would be ambiguous); duplicate questions are kept and *rep
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -56,6 +57,12 @@ class KnowledgeBase:
 
     def fingerprint(self) -> str:
         """sha256 over the entries' content (order included): changes whenever any text changes."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        # computed once per KB object: the entries are frozen, and the index cache key, the shipped-vectors check
+        # and the calibration look-up all ask for it (~50 ms each for the 400-entry built-in KB)
         h = hashlib.sha256()
         for e in self.entries:
             h.update(json.dumps(asdict(e), ensure_ascii=False, sort_keys=True).encode("utf-8"))
