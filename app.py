@@ -297,10 +297,21 @@ class Handlers:
     # them. So every output the link must reopen gets a plain value on every step (the current one is repeated);
     # only the streaming player is skipped between chunks (its chunks are not for sharing: the whole answer is
     # the replay video).
+    @staticmethod
+    def _nothing_shown() -> dict:
+        """The shareable Ask outputs before an answer has any: no video, file, audio, notice or replay."""
+        return {"video": None, "download": None, "audio": None, "notice": "", "replay": None}
+
+    @staticmethod
+    def _ask_values(answer_md, sugg, video, timing: str, details: dict, shown: dict) -> tuple:
+        """The nine Ask outputs, in the order of ``ask_outputs`` in :func:`build_demo`."""
+        return (answer_md, sugg, video, timing, details, shown["download"], shown["audio"], shown["notice"],
+                shown["replay"])
+
     def _ask_cleared(self) -> tuple:
         """The Ask outputs while a new question is being answered: the previous answer is gone."""
-        return ("*Finding the answer…*", gr.update(choices=[], value=None, visible=False),
-                gr.skip() if self.streaming else None, "", {}, None, None, "", None)
+        return self._ask_values("*Finding the answer…*", gr.update(choices=[], value=None, visible=False),
+                                gr.skip() if self.streaming else None, "", {}, self._nothing_shown())
 
     def ask(self, question, photo, model, engine, faq=None, entry=None, lang="zh"):
         """Generator: the answer at once, then the spoken answer.
@@ -310,7 +321,7 @@ class Handlers:
         the whole video — chunks never replace each other mid-word.
         """
         streaming = self.streaming
-        shown = {"video": None, "download": None, "audio": None, "notice": "", "replay": None}
+        shown = self._nothing_shown()
         for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
                                       engine=engine, chunks=streaming, assistant=faq, entry=entry, lang=lang):
             cands = self._candidates(up.answer)
@@ -332,9 +343,9 @@ class Handlers:
                             video = shown["video"] = str(up.final_video)
             label = ("Did you mean… · 您是想问… (click one)" if getattr(up.answer, "outcome", "") == "clarify"
                      else "Related questions · 相关问题 (click to ask)")
-            yield (self._answer_md(up.answer), gr.update(choices=cands, value=None, visible=bool(cands), label=label),
-                   video, self._timing_md(up), self._details(up), shown["download"], shown["audio"], shown["notice"],
-                   shown["replay"])
+            yield self._ask_values(self._answer_md(up.answer),
+                                   gr.update(choices=cands, value=None, visible=bool(cands), label=label),
+                                   video, self._timing_md(up), self._details(up), shown)
 
     def ask_voice(self, audio, photo, model, engine, faq=None):
         """Generator: the recognised question first (shown, editable), then the same outputs as :meth:`ask`."""
@@ -439,11 +450,13 @@ def _avatar_result(tab: str, share_hours: float):
     return out, audio, info, notice, details
 
 
-def _remember_tab(trigger, tabs: gr.Tabs, tab_id: str):
-    """When a result is asked for, note its tab in the session, so a shared link (Gradio deep link: the session's
-    component state) reopens on the tab the result was made in. Runs at the click, while the visitor is on that
-    tab (no visible change); a note after the result would pull a visitor who has moved on back to this tab."""
-    return trigger(lambda: gr.Tabs(selected=tab_id), None, tabs, api_visibility="private", queue=False)
+def _on_render(trigger, tabs: gr.Tabs, tab_id: str, fn, inputs, outputs, **kwargs):
+    """A rendering event (they share the "render" concurrency limit) that also notes its tab in the session, so a
+    shared link (Gradio deep link: the session's component state) reopens on the tab the result was made in. The
+    note runs at the click, while the visitor is on that tab (no visible change); a note after the result would
+    pull a visitor who has moved on back to this tab."""
+    trigger(lambda: gr.Tabs(selected=tab_id), None, tabs, api_visibility="private", queue=False)
+    return trigger(fn, inputs, outputs, concurrency_id="render", **kwargs)
 
 
 def _config_markdown(settings: Settings) -> str:
@@ -525,24 +538,20 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file, q_audio, q_notice, q_replay]
                 ask_inputs = [q_text, q_photo, q_model, q_engine, q_faq]
                 ask_fn = gradio_errors(h.ask)
-                _remember_tab(q_btn.click, tabs, "ask")
-                q_btn.click(ask_fn, ask_inputs, ask_outputs, api_name="ask", concurrency_id="render",
-                            show_progress=ASK_PROGRESS)
-                _remember_tab(q_text.submit, tabs, "ask")
-                q_text.submit(ask_fn, ask_inputs, ask_outputs, api_visibility="private", concurrency_id="render",
-                              show_progress=ASK_PROGRESS)
+                _on_render(q_btn.click, tabs, "ask", ask_fn, ask_inputs, ask_outputs, api_name="ask",
+                           show_progress=ASK_PROGRESS)
+                _on_render(q_text.submit, tabs, "ask", ask_fn, ask_inputs, ask_outputs, api_visibility="private",
+                           show_progress=ASK_PROGRESS)
                 f_load.click(gradio_errors(h.load_faq), [f_file], [q_faq, f_status, f_cal_box], api_visibility="private")
                 f_reset.click(h.built_in_faq, None, [q_faq, f_status, f_cal_box], api_visibility="private")
                 f_cal.click(gradio_errors(h.calibrate_faq), [q_faq, f_questions], [q_faq, f_status],
                             api_visibility="private")
-                _remember_tab(q_voice_btn.click, tabs, "ask")
-                q_voice_btn.click(gradio_errors(h.ask_voice), [q_voice, q_photo, q_model, q_engine, q_faq],
-                                  [q_text] + ask_outputs, api_name="ask_voice", concurrency_id="render",
-                                  show_progress=ASK_PROGRESS)
-                _remember_tab(q_sugg.input, tabs, "ask")
-                q_sugg.input(gradio_errors(h.ask_choice), [q_sugg, q_photo, q_model, q_engine, q_faq],
-                             [q_text] + ask_outputs, api_visibility="private", concurrency_id="render",
-                             show_progress=ASK_PROGRESS)
+                _on_render(q_voice_btn.click, tabs, "ask", gradio_errors(h.ask_voice),
+                           [q_voice, q_photo, q_model, q_engine, q_faq], [q_text] + ask_outputs,
+                           api_name="ask_voice", show_progress=ASK_PROGRESS)
+                _on_render(q_sugg.input, tabs, "ask", gradio_errors(h.ask_choice),
+                           [q_sugg, q_photo, q_model, q_engine, q_faq], [q_text] + ask_outputs,
+                           api_visibility="private", show_progress=ASK_PROGRESS)
 
             with gr.Tab("Text → Avatar", id="text"):
                 with gr.Row():
@@ -562,10 +571,9 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                             inputs=[t_text, t_lang, t_photo], outputs=t_outputs,
                             fn=gradio_errors(h.example_text), cache_examples=True, cache_mode="lazy",
                             label="Examples (rendered once, then served from the cache)")
-                _remember_tab(t_btn.click, tabs, "text")
-                t_btn.click(gradio_errors(h.text_to_avatar),
-                            [t_text, t_lang, t_engine, t_photo, t_video, t_model, t_noface], t_outputs,
-                            api_name="text_to_avatar", concurrency_id="render")
+                _on_render(t_btn.click, tabs, "text", gradio_errors(h.text_to_avatar),
+                           [t_text, t_lang, t_engine, t_photo, t_video, t_model, t_noface], t_outputs,
+                           api_name="text_to_avatar")
 
             with gr.Tab("Audio → Avatar", id="audio"):
                 with gr.Row():
@@ -583,9 +591,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                     gr.Examples(speech_examples, inputs=[a_audio, a_photo], outputs=a_outputs,
                                 fn=gradio_errors(h.example_audio), cache_examples=True, cache_mode="lazy",
                                 label="Examples (speech made by this project's TTS)")
-                _remember_tab(a_btn.click, tabs, "audio")
-                a_btn.click(gradio_errors(h.audio_to_avatar), [a_audio, a_photo, a_video, a_model, a_noface],
-                            a_outputs, api_name="audio_to_avatar", concurrency_id="render")
+                _on_render(a_btn.click, tabs, "audio", gradio_errors(h.audio_to_avatar),
+                           [a_audio, a_photo, a_video, a_model, a_noface], a_outputs, api_name="audio_to_avatar")
 
             with gr.Tab("Compare models", id="compare"):
                 gr.Markdown("The same speech and avatar through two or three lip-sync models, side by side: how long "
@@ -611,9 +618,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                                                       interactive=False))
                             c_outputs.append(gr.Markdown(elem_classes="figure"))
                 _share_button("comparison", settings.share_link_hours)
-                _remember_tab(c_btn.click, tabs, "compare")
-                c_btn.click(gradio_errors(h.compare), [c_text, c_audio, c_photo, c_video, c_engine, c_models],
-                            c_outputs, api_name="compare", concurrency_id="render")
+                _on_render(c_btn.click, tabs, "compare", gradio_errors(h.compare),
+                           [c_text, c_audio, c_photo, c_video, c_engine, c_models], c_outputs, api_name="compare")
 
             with gr.Tab("Status", id="status") as s_tab:
                 s_md = gr.Markdown(elem_id="status_table")
