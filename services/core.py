@@ -97,11 +97,16 @@ class AppServices:
                                 max_chars=s.tts_max_chars)
             return self._tts
 
-    def _say(self, text: str, **kwargs):
+    def _say(self, text: str, lang: str | None, engine: str | None):
         """One synthesis at a time: ten concurrent espeak-ng calls returned empty speech or crashed the process in
         the soak test; speech is ~100x faster than lip-sync, so serialising it costs the renders nothing."""
         with self._speak_lock:
-            return self.tts().synthesize(text, **kwargs)
+            return self.tts().synthesize(text, lang=lang, engine=_chosen(engine))
+
+    def _say_sentences(self, text: str, lang: str | None, engine: str | None) -> list:
+        """The speech of each sentence, synthesised one request at a time (see :meth:`_say`)."""
+        with self._speak_lock:
+            return list(self.tts().stream(text, lang=lang, engine=_chosen(engine)))
 
     def recognizer(self):
         """The speech recogniser for spoken questions (loads its weights at the first transcription)."""
@@ -152,12 +157,12 @@ class AppServices:
         models = models if models is not None else (self.default_model(prefer=("wav2lip96", "wav2lip256")),)
         parts: list[tuple[str, Callable[[], Any]]] = [
             ("audio path", warm_audio), ("voice", lambda: warm_tts(self.tts())), ("assistant", self.assistant)]
-        parts += [(m, lambda m=m: self.pipeline(m)) for m in models if self.weights(m)[0]]
-        # one short render of the default avatar: face detection, crops, encoder features, the first run of each
-        # layer and the video writer are then paid (measured: the first chunk of the first answer took 10 s
-        # for 0.6 s of speech without this, 1.5 s with it)
-        parts += [(f"{m} on the default avatar", lambda m=m: self._warm_render(m)) for m in models
-                  if self.weights(m)[0]]
+        for m in (m for m in models if self.weights(m)[0]):
+            # the model, then one short render of the default avatar: face detection, crops, encoder features, the
+            # first run of each layer and the video writer are then paid (measured: the first chunk of the first
+            # answer took 10 s for 0.6 s of speech without this, 1.5 s with it)
+            parts += [(m, lambda m=m: self.pipeline(m)),
+                      (f"{m} on the default avatar", lambda m=m: self._warm_render(m))]
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         for name, load in parts:
@@ -233,8 +238,7 @@ class AppServices:
 
         if not (text or "").strip():
             raise UserFacingError("Please type the text the avatar should say. 请输入要朗读的文字。")
-        sp = self._say(text, lang=None if lang in (None, "", "auto") else lang,
-                       engine=None if engine in (None, "", "auto") else engine)
+        sp = self._say(text, _chosen(lang), engine)
         wave = to_lipsync_audio(sp.wave, sp.sample_rate)
         check_speech(wave, 16000, self.settings.max_audio_seconds, "synthesised speech")
         return wave, sp
@@ -387,7 +391,7 @@ class AppServices:
         return calibrate_with_questions(assistant, questions)
 
     def _speak_whole(self, text: str, lang: str | None, engine: str | None, out_dir: Path) -> tuple[Path, str]:
-        sp = self._say(text, lang=lang, engine=None if engine in (None, "", "auto") else engine)
+        sp = self._say(text, lang, engine)
         return write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav"), sp.engine
 
     @staticmethod
@@ -441,10 +445,7 @@ class AppServices:
         # known and playback can start only when rendering is safely ahead of it (see release_at below).
         engines: list[str] = []
         waves: list[np.ndarray] = []
-        with self._speak_lock:  # see _say
-            spoken = list(self.tts().stream(_spoken(answer), lang=lang,
-                                            engine=None if engine in (None, "", "auto") else engine))
-        for sp in spoken:
+        for sp in self._say_sentences(_spoken(answer), lang, engine):
             engines.append(sp.engine)
             waves.append(to_lipsync_audio(sp.wave, sp.sample_rate))
         # cut the whole answer once (at pauses, on video-frame boundaries): every chunk but the last then holds
@@ -501,8 +502,7 @@ class AppServices:
         """The whole spoken answer as audio at once (speech is ~100x faster than lip-sync), then the video."""
         from tts import to_lipsync_audio
 
-        sp = self._say(_spoken(answer), lang=getattr(answer, "lang", None),
-                       engine=None if engine in (None, "", "auto") else engine)
+        sp = self._say(_spoken(answer), getattr(answer, "lang", None), engine)
         t_speech = time.perf_counter() - t0
         audio = write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav")
         yield AskUpdate(answer=answer, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech, audio=audio,
@@ -525,6 +525,11 @@ class AppServices:
 def _spoken(answer) -> str:
     """What the avatar says: the answer, or the assistant's short spoken form of a "did you mean" / "don't know"."""
     return getattr(answer, "speech", "") or answer.text
+
+
+def _chosen(option: str | None) -> str | None:
+    """A voice or language picked in the UI, None for "auto" (or nothing): the TTS then decides."""
+    return None if option in (None, "", "auto") else option
 
 
 def release_at(total_s: float, rate: float, margin_s: float) -> float:
