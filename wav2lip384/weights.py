@@ -668,14 +668,20 @@ def hub_cached_file(repo: str, filename: str) -> HubCachedFile | None:
         return None
     path = Path(cached)
     snapshot = path.parents[len(Path(filename).parts) - 1]  # .../snapshots/<commit>
+    return HubCachedFile(path, snapshot.name, _blob_name(path))
+
+
+def _blob_name(path: str | os.PathLike) -> str:
+    """The name of the Hugging Face cache blob ``path`` is (a snapshot's link resolved; "" for any other file,
+    e.g. a snapshot holding a copy where symlinks are unsupported)."""
     real = Path(os.path.realpath(path))
-    return HubCachedFile(path, snapshot.name, real.name if real != path and real.parent.name == "blobs" else "")
+    return real.name if real.parent.name == "blobs" else ""
 
 
 def hub_blob_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a file in the Hugging Face cache, read off its blob's name ("" for any other file)."""
-    real = Path(os.path.realpath(path))
-    return real.name if real.parent.name == "blobs" and _SHA256_NAME.fullmatch(real.name) else ""
+    name = _blob_name(path)
+    return name if _SHA256_NAME.fullmatch(name) else ""
 
 
 class FileHashes:
