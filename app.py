@@ -35,6 +35,7 @@ from services import (
     VideoResult,
 )
 from services.status import details_markdown, missing_parts
+from services.uploads import FileDataGuard, FilePolicy, RefusedFile, gradio_upload_folder
 from wav2lip384 import registry
 
 log = logging.getLogger("app")
@@ -134,10 +135,43 @@ def streaming_available() -> bool:
 
 
 
+# Handler arguments that name a file the handler will open: each is checked against the app's file policy
+# (services/uploads.py) before the handler runs. The guard at the door (FileDataGuard) already refused such
+# requests; this is the second line, for anything that reaches a handler another way.
+FILE_ARGS = frozenset({"photo", "video", "audio", "path", "questions"})
+_FILES: list[FilePolicy] = []  # the policy of the app being served (set by build_demo)
+
+
+def file_policy(services: AppServices | None = None) -> FilePolicy:
+    """Where files a request names may lie: Gradio's upload folder (uploads and its copies of our results), the
+    app's examples, Gradio's cached examples and the services' own output folder."""
+    roots = [gradio_upload_folder(), EXAMPLES, Path(os.environ.get("GRADIO_EXAMPLES_CACHE") or ".gradio").resolve()]
+    if services is not None:
+        roots.append(services.dirs.root)
+    return FilePolicy(roots)
+
+
+def _check_files(fn, args, kwargs) -> None:
+    if not _FILES:
+        return
+    try:
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    except TypeError:
+        return
+    for name, value in bound.arguments.items():
+        if name in FILE_ARGS and value is not None and str(value).strip():
+            try:
+                _FILES[-1].check(value)
+            except RefusedFile as err:
+                log.warning("refused file argument %s of %s: %s", name, fn.__name__, err.reason)
+                raise
+
+
 def gradio_errors(fn):
     """Show UserFacingError messages verbatim in the UI (gr.Error); anything else as a short apology.
 
-    The app keeps serving either way. Works for plain functions and generators (streaming handlers).
+    The app keeps serving either way. Works for plain functions and generators (streaming handlers). File
+    arguments (FILE_ARGS) are checked against the file policy first.
     """
 
     def translate(err: Exception) -> gr.Error:
@@ -153,6 +187,7 @@ def gradio_errors(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
+                _check_files(fn, args, kwargs)
                 yield from fn(*args, **kwargs)
             except Exception as err:
                 raise translate(err) from err
@@ -162,6 +197,7 @@ def gradio_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            _check_files(fn, args, kwargs)
             return fn(*args, **kwargs)
         except Exception as err:
             raise translate(err) from err
@@ -634,13 +670,25 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
     return demo
 
 
-def launch_kwargs(settings: Settings) -> dict:
-    """Styling and server options for ``launch()`` (Gradio 6: theme/css belong to launch)."""
+# Never served or copied, whatever asks for them: system folders, the checkout's git data, the user's caches
+# (Hub token and weights) and keys. Our results live in the temp folder and examples/, never in these.
+BLOCKED_PATHS = ["/etc", "/proc", "/sys", "/dev", "/boot", str(Path(__file__).resolve().parent / ".git"),
+                 str(Path.home() / ".cache"), str(Path.home() / ".ssh"), str(Path.home() / ".config")]
+
+
+def launch_kwargs(settings: Settings, files: FilePolicy | None = None) -> dict:
+    """Styling and server options for ``launch()`` (Gradio 6: theme/css belong to launch). ``files``: the file
+    policy the guard at the door applies to every request body (services/uploads.py says why it is needed)."""
+    from starlette.middleware import Middleware
+
+    files = files or file_policy()
     return {"theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="blue"), "css": CSS, "js": CLIENT_JS,
             "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
             # refused while uploading, before anything is stored
-            "max_file_size": f"{settings.max_upload_mb:g}mb"}
+            "max_file_size": f"{settings.max_upload_mb:g}mb",
+            "blocked_paths": BLOCKED_PATHS + [str(Path(settings.cache_dir).expanduser())],
+            "app_kwargs": {"middleware": [Middleware(FileDataGuard, policy=files, log=log)]}}
 
 
 def queue(demo: gr.Blocks) -> gr.Blocks:
@@ -659,6 +707,7 @@ def main() -> None:
     services = AppServices(settings)
     atexit.register(services.close)
     demo = build_demo(settings, services)
+    _FILES[:] = [file_policy(services)]
 
     def start_up() -> None:
         # once, right after start-up: every part that fell back or is missing, with the variable to set; then
@@ -668,7 +717,7 @@ def main() -> None:
         services.warm_up()
 
     threading.Thread(target=start_up, name="warm-up", daemon=True).start()
-    queue(demo).launch(**launch_kwargs(settings))
+    queue(demo).launch(**launch_kwargs(settings, _FILES[-1]))
 
 
 if __name__ == "__main__":
