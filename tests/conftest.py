@@ -1,7 +1,9 @@
 """Fixtures shared by every test module.
 
 Real media live in ``../shared/data`` (never copied into the project); tests that need them take the
-``shared_data`` fixture and are skipped with a reason when it is absent.
+``shared_data`` fixture. Where that area is absent they are skipped with a reason on a developer's machine, and
+FAIL where ``DH_REQUIRE_SHARED=1`` (``.ci/run`` sets it): a CI run without the reference outputs must not be green
+with none of the conformance tests run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DH_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
+REQUIRE_SHARED = os.environ.get("DH_REQUIRE_SHARED", "") == "1"
+
+
+def missing_shared(what: str | Path) -> None:
+    """A file or folder of ``../shared`` a test needs is absent: fail under ``DH_REQUIRE_SHARED=1``, else skip."""
+    reason = f"{what} is absent (set DH_SHARED_DIR to point at the shared area)"
+    if REQUIRE_SHARED:
+        pytest.fail(f"DH_REQUIRE_SHARED=1 and {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +43,7 @@ def _offline_hub(monkeypatch):
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.skip(f"shared area {SHARED} is absent (set DH_SHARED_DIR to point at it)")
+        missing_shared(f"shared area {SHARED}")
     return SHARED
 
 
@@ -40,7 +51,7 @@ def shared_dir() -> Path:
 def shared_data(shared_dir) -> Path:
     data = shared_dir / "data"
     if not data.is_dir():
-        pytest.skip(f"real test media {data} are absent")
+        missing_shared(f"real test media {data}")
     return data
 
 
@@ -48,7 +59,7 @@ def shared_data(shared_dir) -> Path:
 def shared_kb(shared_dir) -> Path:
     kb = shared_dir / "kb"
     if not kb.is_dir():
-        pytest.skip(f"sample knowledge base {kb} is absent")
+        missing_shared(f"sample knowledge base {kb}")
     return kb
 
 
@@ -80,7 +91,7 @@ def reference_shapes(shared_dir):
     """Every tensor name and shape of the public Wav2Lip-96 generator and SyncNet checkpoints."""
     ref = shared_dir / "reference" / "wav2lip96_state_dict_shapes.json"
     if not ref.is_file():
-        pytest.skip(f"reference shape table {ref} is absent")
+        missing_shared(f"reference shape table {ref}")
     return json.loads(ref.read_text())
 
 

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import missing_shared
 
 from wav2lip384.models import build_model
 from wav2lip384.optimize import EXACT_ATOL, OptimizeConfig, optimize_generator
@@ -74,7 +75,7 @@ def deterministic_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def golden(shared_dir):
     path = shared_dir / "reference" / "golden" / "generator_golden_outputs.npz"
     if not path.is_file():
-        pytest.skip(f"golden outputs {path} are absent")
+        missing_shared(path)
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import missing_shared
 
 from wav2lip384.config import DiscriminatorConfig, GeneratorConfig, SyncNetConfig
 from wav2lip384.models import build_model
@@ -45,7 +46,7 @@ def community_shapes(shared_dir):
     """Tensor names/shapes (in order), parameters and GFLOP/frame of the public 256 and 384+SAM generators."""
     ref = shared_dir / "reference" / "community_generators_state_dict_shapes.json"
     if not ref.is_file():
-        pytest.skip(f"reference shape table {ref} is absent")
+        missing_shared(ref)
     return json.loads(ref.read_text())
 
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import missing_shared
 
 from wav2lip384 import preprocess as pp
 
@@ -20,7 +21,7 @@ def processed(shared_data, tmp_path_factory):
     videos = [shared_data / "video" / "retalking_face4.mp4", shared_data / "video" / "retalking_face2.mp4"]
     for v in videos:
         if not v.is_file():
-            pytest.skip(f"{v} is absent")
+            missing_shared(v)
     out = tmp_path_factory.mktemp("pp")
     # detection on frames downscaled to 320 px keeps this quick; the faces here are 300+ px wide
     report = pp.preprocess(videos, out, pp.PreprocessConfig(size=SIZE, detect_max_side=320), faces.build_detector())

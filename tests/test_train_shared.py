@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from conftest import missing_shared
 
 from wav2lip384 import preprocess as pp
 from wav2lip384.train import tiny
@@ -26,7 +27,7 @@ def test_one_video_run_logs_its_validation_split_and_the_sync_schedule(shared_da
 
     video = shared_data / "video" / "sadtalker_WDA_KatieHill_000.mp4"
     if not video.is_file():
-        pytest.skip(f"{video} is absent")
+        missing_shared(video)
     data = tmp_path / "data"
     report = pp.preprocess([video], data, pp.PreprocessConfig(size=tiny.TINY_SIZE, max_clip_s=3.0,
                                                               detect_max_side=320), faces.build_detector())
