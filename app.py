@@ -35,7 +35,7 @@ from services import (
     VideoResult,
 )
 from services.status import details_markdown, missing_parts
-from wav2lip384 import registry
+from wav2lip384.models import registry
 
 log = logging.getLogger("app")
 

@@ -175,7 +175,7 @@ def test_demo1_patch_stays_on_the_face_in_every_frame(shared_data):
     Reference: the offline Haar detector on every frame at 720 px (the old per-frame pass), keeping in each
     frame the detection nearest to the clip's median face (the woman sits still; false boxes are far away).
     """
-    from wav2lip384.video import open_video
+    from wav2lip384.media.video import open_video
 
     path = shared_data / "video" / "latentsync_demo1_woman_1080x1920.mp4"
     frames = list(open_video(path).frames)

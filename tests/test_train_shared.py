@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from wav2lip384 import preprocess as pp
+from wav2lip384.train import preprocess as pp
 from wav2lip384.train import tiny
 from wav2lip384.train.generator import GeneratorTask, GeneratorTrainConfig
 from wav2lip384.train.loop import TrainConfig, Trainer
