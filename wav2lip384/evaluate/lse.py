@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -502,7 +501,3 @@ def main(argv: list[str] | None = None) -> int:
                       max_seconds=args.max_seconds, device=settings.device)
     print(json.dumps(result, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -57,7 +57,6 @@ from wav2lip384.faces.detect import (  # noqa: F401
 )
 from wav2lip384.faces.track import (  # noqa: F401
     TrackConfig,
-    _scan,
     box_agreement,
     dominant_face,
     face_tracklets,
