@@ -36,7 +36,7 @@ from services import (
 )
 from services.status import details_markdown, missing_parts
 from services.uploads import FileDataGuard, FilePolicy, RefusedFile, gradio_upload_folder
-from wav2lip384 import registry
+from wav2lip384.models import registry
 
 log = logging.getLogger("app")
 

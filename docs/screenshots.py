@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.settings import Settings
     from services.served import app_page, served_app, with_random_generators
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="screenshots-"))

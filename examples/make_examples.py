@@ -173,8 +173,8 @@ def motion_frames(photo: np.ndarray, seconds: float = VIDEO_SECONDS, fps: int = 
 
 def make_video(out: Path = HERE / VIDEO, seconds: float = VIDEO_SECONDS, fps: int = VIDEO_FPS,
                crf: int = VIDEO_CRF) -> Path:
-    """H.264 (yuv420p, no audio) through the imageio-ffmpeg binary, frames piped in (wav2lip384.video)."""
-    from wav2lip384.video import VideoWriter
+    """H.264 (yuv420p, no audio) through the imageio-ffmpeg binary, frames piped in (wav2lip384.media.video)."""
+    from wav2lip384.media.video import VideoWriter
 
     photo = source_photo()
     h, w = photo.shape[:2]
@@ -190,7 +190,7 @@ def check_video(path: Path = HERE / VIDEO) -> tuple[float, float]:
     Raises if any frame has no face or more than one (the app would refuse such an avatar).
     """
     from wav2lip384.faces import HaarDetector, detect_faces
-    from wav2lip384.video import open_video
+    from wav2lip384.media.video import open_video
 
     det = detect_faces(HaarDetector(), list(open_video(path).frames))
     if det.missing or det.multi_face_frames:
@@ -219,7 +219,7 @@ def main() -> None:
     for path in (make_photo(), make_closeup(), make_video()):
         print(f"{path.name}: {path.stat().st_size / 1000:.0f} kB")
     print(f"{PHOTO}: face box (x1, y1, x2, y2) {detect_face(source_photo())}")
-    from wav2lip384.video import read_image
+    from wav2lip384.media.video import read_image
 
     print(f"{CLOSEUP}: face box (x1, y1, x2, y2) {detect_face(read_image(HERE / CLOSEUP))}")
     lo, hi = check_video()

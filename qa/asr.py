@@ -204,12 +204,12 @@ class SpeechRecognizer:
                 raise UserFacingError(f"The recording is longer than {self.max_seconds:g} s; please ask a shorter "
                                       "question.")
             if sr != SAMPLE_RATE:
-                from wav2lip384.audio import resample_mono
+                from common.audio import resample_mono
 
                 wav = resample_mono(wav, sr, SAMPLE_RATE)  # (m,)
             wav = np.nan_to_num(wav, nan=0.0, posinf=1.0, neginf=-1.0)
             return np.ascontiguousarray(wav, dtype=np.float32)
-        from wav2lip384.audio import load_audio
+        from common.audio import load_audio
 
         # ffmpeg decode: wav/mp3/m4a/ogg/webm as browsers record them; errors name the file, not server paths
         return load_audio(audio, sample_rate=SAMPLE_RATE, max_seconds=self.max_seconds)

@@ -19,7 +19,7 @@ from common.settings import Settings
 from services.core import DEFAULT_AVATAR, AppServices
 from services.served import app_page, served_app, with_random_generators
 from services.status import embedder_row, tts_row
-from wav2lip384 import registry
+from wav2lip384.models import registry
 
 
 def bench(settings: Settings, questions: list[str], avatar: Path, model: str = "wav2lip96", repeats: int = 1,

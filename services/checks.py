@@ -43,12 +43,8 @@ def check_speech(wave: np.ndarray, sr: int, max_seconds: float, name: str = "aud
 
 
 def count_faces(image: np.ndarray, detector) -> int:
-    """Faces the detector sees in one RGB frame (H, W, 3), large enough to matter.
+    """Faces the detector sees in one RGB frame (H, W, 3), large enough to matter: the pipeline's own rule
+    (:func:`wav2lip384.faces.count_faces`), so the upload check and the rendering agree on one image."""
+    from wav2lip384.faces import count_faces as faces_that_matter
 
-    Faces under a third of the largest one's width are ignored (a poster in the background is fine).
-    """
-    found = detector.detect_batch([np.ascontiguousarray(image)])[0]
-    if len(found) == 0:
-        return 0
-    widths = found[:, 2] - found[:, 0]
-    return int(np.sum(widths >= widths.max() / 3))
+    return faces_that_matter(detector.detect_batch([np.ascontiguousarray(image)])[0])

@@ -28,7 +28,7 @@ from services.checks import check_question, check_speech, check_upload_size, cou
 from services.media import RequestDirs, concat_videos, mouth_clarity, split_speech, write_wav
 from services.models import ModelCatalog
 from services.results import AskUpdate, StatusItem, VideoResult
-from wav2lip384 import registry
+from wav2lip384.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class AppServices:
         if audio is None or str(audio).strip() == "":
             raise UserFacingError("Record or upload your question first. 请先录制或上传您的问题。")
         from qa.asr import transcribe_file
-        from wav2lip384.video import check_media
+        from wav2lip384.media.video import check_media
 
         check_media(audio, kinds=("audio", "video"), what="spoken question")
         check_upload_size(audio, self.settings.max_upload_mb, "spoken question")
@@ -152,7 +152,7 @@ class AppServices:
         voice, the assistant's index and the default lip-sync model (its weights download here, with progress in
         Status). Returns seconds per part; a part that fails is logged and reported again at its first use."""
         from tts.warmup import warm_up as warm_tts
-        from wav2lip384.audio import warm_up as warm_audio
+        from wav2lip384.media.audio import warm_up as warm_audio
 
         models = models if models is not None else (self.default_model(prefer=("wav2lip96", "wav2lip256")),)
         parts: list[tuple[str, Callable[[], Any]]] = [
@@ -208,7 +208,7 @@ class AppServices:
         """Check an uploaded photo/video: type, size, readable, exactly one face in (the first frame of) it."""
         if avatar is None or str(avatar).strip() == "":
             raise UserFacingError("Choose an avatar: pick an example or upload a photo or video of one face.")
-        from wav2lip384.video import check_media, open_video, read_image
+        from wav2lip384.media.video import check_media, open_video, read_image
 
         path = Path(avatar)
         kind = check_media(path, kinds=("image", "video"), what="avatar")
@@ -246,8 +246,8 @@ class AppServices:
     def load_speech(self, audio: str | Path | None) -> np.ndarray:
         if audio is None or str(audio).strip() == "":
             raise UserFacingError("Upload or record some speech first. 请先上传或录制语音。")
-        from wav2lip384.audio import load_audio
-        from wav2lip384.video import check_media
+        from wav2lip384.media.audio import load_audio
+        from wav2lip384.media.video import check_media
 
         check_media(audio, kinds=("audio", "video"), what="audio")
         check_upload_size(audio, self.settings.max_upload_mb, "audio")

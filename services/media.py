@@ -53,7 +53,7 @@ def mouth_clarity(video: str | Path, max_frames: int = 12, detector=None) -> flo
     """
     import cv2
 
-    from wav2lip384.video import open_video
+    from wav2lip384.media.video import open_video
 
     stream = open_video(video, max_frames=max_frames)
     try:
@@ -124,7 +124,7 @@ def _read_chunk(path: Path, sample_rate: int | None, channels: int, work: Path) 
     encoder's priming and padding where the container records them), none when it has no audio."""
     from fractions import Fraction
 
-    from wav2lip384.video import ffmpeg_exe
+    from wav2lip384.media.video import ffmpeg_exe
 
     crc, pcm = work / f"{path.stem}.framecrc", work / f"{path.stem}.f32"
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(path),
@@ -162,7 +162,7 @@ def concat_videos(chunks: list[Path], out_path: Path) -> Path:
     """
     import soundfile as sf
 
-    from wav2lip384.video import ffmpeg_exe, probe
+    from wav2lip384.media.video import ffmpeg_exe, probe
 
     chunks = [Path(c) for c in chunks]
     if not chunks:

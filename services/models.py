@@ -1,6 +1,6 @@
 """The lip-sync models of the app: which ones can run here, and one loaded pipeline per model id.
 
-Model identity is a registry id (``wav2lip384.registry``); ``96`` / ``384`` are accepted as aliases. Nothing
+Model identity is a registry id (``wav2lip384.models.registry``); ``96`` / ``384`` are accepted as aliases. Nothing
 here downloads while answering "is it available?" (Status, pickers); weights are fetched when a model is first
 used (or by the start-up warm-up), with progress reported through a callback.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import ModelUnavailableError, UserFacingError
 from common.settings import Settings
-from wav2lip384 import registry
+from wav2lip384.models import registry
 
 if TYPE_CHECKING:
     from wav2lip384.weights import FileHashes, Provenance
@@ -144,7 +144,7 @@ class ModelCatalog:
     def avatar_store(self):
         with self._lock:
             if self._store is None:
-                from wav2lip384.avatar import AvatarStore
+                from wav2lip384.render.avatars import AvatarStore
 
                 # DH_AVATAR_MEMORY_MB / DH_AVATAR_DISK_MB bound every cached byte (frames, features; disk)
                 self._store = AvatarStore.from_settings(self.settings, self.cache_dir)  # -> cache_dir/avatars/
@@ -178,7 +178,7 @@ class ModelCatalog:
         with load_lock:
             pipe = self._pipes.get(model)
             if pipe is None:
-                from wav2lip384.pipeline import LipSyncPipeline
+                from wav2lip384.render.pipeline import LipSyncPipeline
 
                 try:
                     pipe = LipSyncPipeline.from_pretrained(

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common.settings import Settings
 from services.core import ROOT
-from wav2lip384 import registry
+from wav2lip384.models import registry
 
 APP = ROOT / "app.py"
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -132,7 +132,7 @@ def with_random_generators(settings: Settings, models: Sequence[str], folder: Pa
     ids = [registry.get(m).id for m in models]
     if not ids:
         return settings
-    code = ("import sys, torch; from wav2lip384 import registry; from wav2lip384.models import Wav2LipGenerator; "
+    code = ("import sys, torch; from wav2lip384.models import Wav2LipGenerator, registry; "
             "from wav2lip384.weights import save_pretrained; torch.manual_seed(int(sys.argv[2])); "
             "[save_pretrained(Wav2LipGenerator(registry.get(m).config()), sys.argv[1] + '/' + m) "
             "for m in sys.argv[3:]]")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from common.errors import UserFacingError
 from services.results import StatusItem
-from wav2lip384 import registry
+from wav2lip384.models import registry
 
 if TYPE_CHECKING:
     from services.core import AppServices

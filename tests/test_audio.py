@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 
 from common.errors import UserFacingError
-from wav2lip384.audio import frames_for_audio, load_audio, mel_windows, melspectrogram
-from wav2lip384.config import AudioConfig
+from wav2lip384.media.audio import frames_for_audio, load_audio, mel_windows, melspectrogram
+from wav2lip384.models.config import AudioConfig
 
 SR = 16000
 
@@ -116,7 +116,7 @@ def test_load_audio_of_a_video_file_takes_its_soundtrack(shared_data):
 
 
 def test_resample_mono_for_in_memory_audio():
-    from wav2lip384.audio import resample_mono
+    from wav2lip384.media.audio import resample_mono
 
     stereo = _tone(0.5, 48000, channels=2)  # (T, 2)
     for arr in (stereo, stereo.T):
@@ -126,7 +126,7 @@ def test_resample_mono_for_in_memory_audio():
 
 
 def test_the_training_alignment_offset_gives_trainings_windows():
-    from wav2lip384.audio import GENERATOR_WINDOW_OFFSET_S, mel_start, mel_windows, window_start
+    from wav2lip384.media.audio import GENERATOR_WINDOW_OFFSET_S, mel_start, mel_windows, window_start
     from wav2lip384.train.data import inference_window_start
 
     mel = np.arange(80 * 200, dtype=np.float32).reshape(80, 200)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import UserFacingError
-from wav2lip384 import bench
+from wav2lip384.bench import suite as bench
 
 
 def test_entry_names_map_to_registry_ids():

@@ -22,7 +22,7 @@ def haar():
 
 @pytest.fixture(scope="module")
 def video_frames():
-    from wav2lip384.video import open_video
+    from wav2lip384.media.video import open_video
 
     return list(open_video(EX / mk.VIDEO).frames)
 
@@ -38,7 +38,7 @@ def test_readme_lists_every_example_with_its_size_and_licence():
 
 def test_closeup_shows_a_face_of_at_least_384_px(haar):
     from wav2lip384.faces import detect_faces
-    from wav2lip384.video import read_image
+    from wav2lip384.media.video import read_image
 
     det = detect_faces(haar, [read_image(EX / mk.CLOSEUP)])
     box = det.boxes[0]  # (4,) x1, y1, x2, y2; NaN when no face
@@ -47,7 +47,7 @@ def test_closeup_shows_a_face_of_at_least_384_px(haar):
 
 def test_photo_is_the_full_512px_source_with_one_detectable_face(haar):
     from wav2lip384.faces import detect_faces, face_boxes
-    from wav2lip384.video import read_image, sniff_format
+    from wav2lip384.media.video import read_image, sniff_format
 
     path = EX / mk.PHOTO
     assert sniff_format(path) == "jpeg" and path.stat().st_size < 150_000
@@ -66,7 +66,7 @@ def test_photo_is_the_full_512px_source_with_one_detectable_face(haar):
 
 def test_video_avatar_plays_8s_at_25fps_without_sound_and_keeps_its_face(haar, video_frames):
     from wav2lip384.faces import detect_faces
-    from wav2lip384.video import probe
+    from wav2lip384.media.video import probe
 
     path = EX / mk.VIDEO
     assert path.stat().st_size < 1_500_000
@@ -102,7 +102,7 @@ def test_head_motion_is_periodic_and_small():
 
 
 def test_make_examples_recreates_the_images_and_the_videos_first_frame(tmp_path, video_frames):
-    from wav2lip384.video import read_image
+    from wav2lip384.media.video import read_image
 
     photo = read_image(mk.make_photo(tmp_path / mk.PHOTO))
     assert np.abs(photo.astype(np.int16) - read_image(EX / mk.PHOTO).astype(np.int16)).max() <= 1

@@ -149,7 +149,7 @@ def test_detect_faces_picks_the_largest_and_counts_faces():
 
 @pytest.mark.slow
 def test_haar_finds_the_faces_of_the_real_images(shared_data):
-    from wav2lip384.video import read_image
+    from wav2lip384.media.video import read_image
 
     det = F.HaarDetector()
     for name in ("face_recognition_obama.jpg", "sadtalker_happy.png"):

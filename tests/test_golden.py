@@ -21,7 +21,7 @@ import torch
 from conftest import missing_shared
 
 from wav2lip384.models import build_model
-from wav2lip384.optimize import EXACT_ATOL, OptimizeConfig, optimize_generator
+from wav2lip384.render.optimize import EXACT_ATOL, OptimizeConfig, optimize_generator
 
 pytestmark = pytest.mark.slow  # reads ../shared; the 172.7 M-parameter model takes a few seconds per pass
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from common.errors import UserFacingError
-from wav2lip384 import hub, weights
+from wav2lip384 import weights
+from wav2lip384.train import publish as hub
 from wav2lip384.train import tiny
 from wav2lip384.train.loop import TrainConfig, Trainer
 from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
@@ -98,11 +99,11 @@ def test_push_uses_hfapi_create_repo_and_upload_folder(trained, tmp_path, monkey
 @pytest.mark.slow
 def test_cli_push_offline_exits_2(trained, tmp_path):
     run, _ = trained
-    proc = subprocess.run([sys.executable, "-m", "wav2lip384.hub", "push", "--checkpoint", str(run / "last.pt"),
+    proc = subprocess.run([sys.executable, "-m", "wav2lip384.train.publish", "push", "--checkpoint", str(run / "last.pt"),
                            "--repo", "me/x"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
     assert proc.returncode == 2 and "not reachable" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "wav2lip384.hub", "stage", "--checkpoint", str(run / "last.pt"),
+    proc = subprocess.run([sys.executable, "-m", "wav2lip384.train.publish", "stage", "--checkpoint", str(run / "last.pt"),
                            "--out", str(tmp_path / "s")], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr

@@ -93,7 +93,7 @@ def _public_pth(model_id: str, path, seed: int = 0):
     ("livetalking384", "image/sadtalker_happy.png", 0.6),
 ])
 def test_cli_public_families_write_the_right_mp4(shared_data, tmp_path, capsys, monkeypatch, model_id, face, seconds):
-    from wav2lip384.video import open_video, probe
+    from wav2lip384.media.video import open_video, probe
 
     ckpt = _public_pth(model_id, tmp_path / f"{model_id}.pth")
     data, sr = sf.read(str(shared_data / "audio" / "wenet_aishell-BAC009S0724W0121_zh.wav"), dtype="float32")

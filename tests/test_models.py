@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import missing_shared
 
-from wav2lip384.config import DiscriminatorConfig, GeneratorConfig, SyncNetConfig
+from wav2lip384.models.config import DiscriminatorConfig, GeneratorConfig, SyncNetConfig
 from wav2lip384.models import build_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def test_summary_cli_prints_params_flops_and_tensors():
 def test_registry_numbers_are_those_of_the_built_models():
     """Every registry entry's architecture builds, at its input size, with the parameters and GFLOP/frame it
     states (counted on the meta device: nothing is allocated)."""
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
     from wav2lip384.models.__main__ import summarize
 
     for mid in registry.ids():

@@ -1,4 +1,4 @@
-"""Each optimised path of wav2lip384.optimize matches the plain eager generator within the stated tolerance.
+"""Each optimised path of wav2lip384.render.optimize matches the plain eager generator within the stated tolerance.
 
 Random weights on narrow copies of the real 96 and 384 layer tables (channels / 8, same resolutions, same
 layer pattern), with random BatchNorm statistics so that folding is really exercised.
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from wav2lip384 import faces as F
-from wav2lip384.config import GeneratorConfig
+from wav2lip384.models.config import GeneratorConfig
 from wav2lip384.models import Wav2LipGenerator
-from wav2lip384.optimize import (
+from wav2lip384.render.optimize import (
     BF16_MAX_DIFF_LEVELS,
     EXACT_ATOL,
     PLAIN,
@@ -153,7 +153,7 @@ def test_bf16_is_close_but_not_exact(case):
 
 def test_auto_precision_keeps_bf16_only_within_the_stated_tolerance(case, monkeypatch):
     """dtype="auto": bf16 where native and within bf16_max_diff levels of fp32 on these weights, else fp32."""
-    import wav2lip384.optimize as O
+    import wav2lip384.render.optimize as O
 
     size, g, mel, faces, ref = case
     monkeypatch.setattr(O, "native_bf16", lambda device: True)  # the branch taken on avx512_bf16/AMX CPUs
@@ -174,7 +174,7 @@ def test_auto_precision_keeps_bf16_only_within_the_stated_tolerance(case, monkey
     assert "within" in O.describe_precision(loose.precision) and "fp32" in O.describe_precision(none.precision)
 
 
-@pytest.mark.skipif(not __import__("wav2lip384.optimize", fromlist=["x"]).native_bf16(torch.device("cpu")),
+@pytest.mark.skipif(not __import__("wav2lip384.render.optimize", fromlist=["x"]).native_bf16(torch.device("cpu")),
                     reason="this CPU has no native bf16 (avx512_bf16/AMX): auto stays fp32")
 def test_auto_precision_on_the_real_architectures_is_bf16_within_one_level():
     """On this CPU, the real 96 generator (random weights) passes the check: pasted frames stay within 1 level."""
@@ -213,7 +213,7 @@ def test_plan_cuts_the_real_decoders_and_keeps_less_than_all_work():
 
 def test_sam_cut_keeps_the_attention_margin_in_cached_features():
     """The 384+SAM decoder: trimmed skips keep 3 rows (the 7x7 attention's padding) above the rows decoded."""
-    from wav2lip384.models.generator import plan_rows
+    from wav2lip384.models.rows import plan_rows
 
     plan = plan_rows(GeneratorConfig.for_arch("livetalking384_sam"), paste_first_row(384))
     assert plan.sam_margin == 3
@@ -233,7 +233,7 @@ def test_decode_is_the_one_implementation_and_options_live_on_the_model(case):
 
 # ------------------------------------------------------------------------------ original-style baseline
 def test_original_smoothing_is_the_forward_mean_of_five():
-    from wav2lip384.baseline import _original_smoothing
+    from wav2lip384.bench.baseline import _original_smoothing
 
     boxes = np.arange(7, dtype=np.float32)[:, None].repeat(4, axis=1)  # box i = (i, i, i, i)
     out = _original_smoothing(boxes)
@@ -245,8 +245,8 @@ def test_original_smoothing_is_the_forward_mean_of_five():
 def test_baseline_runs_the_original_strategy_end_to_end(tmp_path):
     import soundfile as sf
 
-    from wav2lip384.baseline import run_original_style
-    from wav2lip384.video import VideoWriter, probe
+    from wav2lip384.bench.baseline import run_original_style
+    from wav2lip384.media.video import VideoWriter, probe
 
     rng = np.random.default_rng(0)
     video = tmp_path / "face.mp4"
@@ -305,8 +305,8 @@ class _FixedBox(F.FaceDetector):
 @pytest.mark.slow
 def test_video_avatar_reuses_cached_encoder_features(tmp_path, monkeypatch):
     """Second request with the same video avatar: no face encoder call, and the same frames as without cache."""
-    from wav2lip384.pipeline import LipSyncPipeline
-    from wav2lip384.video import VideoWriter, open_video
+    from wav2lip384.render.pipeline import LipSyncPipeline
+    from wav2lip384.media.video import VideoWriter, open_video
 
     rng = np.random.default_rng(0)
     video = tmp_path / "face.mp4"

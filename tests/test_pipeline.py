@@ -14,8 +14,8 @@ import soundfile as sf
 
 from common.errors import UserFacingError
 from wav2lip384 import faces as F
-from wav2lip384.pipeline import LipSyncPipeline
-from wav2lip384.video import ffmpeg_exe, open_video, probe, read_image
+from wav2lip384.render.pipeline import LipSyncPipeline
+from wav2lip384.media.video import ffmpeg_exe, open_video, probe, read_image
 
 
 class BoxDetector(F.FaceDetector):
@@ -100,8 +100,8 @@ def test_photo_end_to_end_encoder_runs_once(tmp_path, gen96, monkeypatch):
 
 @pytest.mark.slow
 def test_stream_chunks_follow_the_audio_and_continue_frame_indices(tmp_path, gen96):
-    from wav2lip384.avatar import pingpong_index
-    from wav2lip384.video import VideoWriter
+    from wav2lip384.render.avatars import pingpong_index
+    from wav2lip384.media.video import VideoWriter
 
     frames = [np.full((80, 64, 3), 30 + 10 * i, np.uint8) for i in range(6)]
     with VideoWriter(tmp_path / "loop.mp4", 64, 80, 25) as w:
@@ -316,8 +316,8 @@ def test_from_pretrained_by_model_id_and_alias(tmp_path, gen96, one_torch_thread
 
 
 def test_inference_uses_the_training_alignment_of_mel_windows():
-    from wav2lip384.audio import GENERATOR_WINDOW_OFFSET_S, mel_windows, melspectrogram
-    from wav2lip384.pipeline import LipSyncPipeline
+    from wav2lip384.media.audio import GENERATOR_WINDOW_OFFSET_S, mel_windows, melspectrogram
+    from wav2lip384.render.pipeline import LipSyncPipeline
 
     rng = np.random.default_rng(0)
     wav = (0.1 * rng.standard_normal(16000)).astype(np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import missing_shared
 
-from wav2lip384 import preprocess as pp
+from wav2lip384.train import preprocess as pp
 
 SIZE = 96
 
@@ -46,8 +46,8 @@ def test_crops_are_square_at_the_requested_size(processed):
 def test_frame_count_matches_duration_and_audio(processed):
     import soundfile as sf
 
-    from wav2lip384.audio import load_audio
-    from wav2lip384.video import open_video
+    from wav2lip384.media.audio import load_audio
+    from wav2lip384.media.video import open_video
 
     out, report = processed
     manifest = json.loads((out / "manifest.json").read_text())
@@ -72,7 +72,7 @@ def test_frame_count_matches_duration_and_audio(processed):
 def test_clip_audio_is_the_recordings_audio_at_the_clip_position(processed):
     import soundfile as sf
 
-    from wav2lip384.audio import load_audio
+    from wav2lip384.media.audio import load_audio
 
     out, report = processed
     manifest = json.loads((out / "manifest.json").read_text())
@@ -100,7 +100,7 @@ def test_split_is_by_source_video(processed):
 def test_clips_without_a_face_are_dropped_and_counted(tmp_path):
     """A synthetic video with no face: every clip is dropped with reason 'face_lost', nothing silently."""
     from wav2lip384.faces import HaarDetector
-    from wav2lip384.video import VideoWriter
+    from wav2lip384.media.video import VideoWriter
 
     rng = np.random.default_rng(0)
     wav_path = tmp_path / "tone.wav"

@@ -50,7 +50,7 @@ def _video_avatar(path: Path, k: int) -> Path:
 
 
 def _mp4_ok(path: Path) -> None:
-    from wav2lip384.video import probe
+    from wav2lip384.media.video import probe
 
     info = probe(path)
     assert path.stat().st_size > 1000 and info.video and info.video[0]["width"] > 0 and info.audio, info
@@ -60,7 +60,7 @@ def _mp4_ok(path: Path) -> None:
 def soak_services(tmp_path_factory):
     import torch
 
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
     from wav2lip384.models import Wav2LipGenerator
     from wav2lip384.weights import save_pretrained
 

@@ -18,7 +18,7 @@ import torch
 from common.settings import Settings
 from services import AppServices
 from services.status import details_markdown, model_rows, status_markdown
-from wav2lip384 import registry
+from wav2lip384.models import registry
 from wav2lip384.weights import FileHashes, hub_blob_sha256, hub_cached_file, weights_provenance
 
 REV = "0123456789abcdef0123456789abcdef01234567"  # a commit id as the Hub gives it (40 hex)
@@ -147,14 +147,14 @@ def test_hub_cache_is_read_without_reading_the_file(hf_cache, monkeypatch):
     cached = hub_cached_file("owner/name", "checkpoints/deep/gen.pth")
     assert cached is not None and cached.revision == REV and cached.sha256 == sha and cached.git_sha1 == ""
     assert hub_blob_sha256(cached.path) == sha and hub_blob_sha256(hf_cache) == ""  # what a load records
-    monkeypatch.setattr("wav2lip384.weights.file_sha256", lambda p: pytest.fail("hashed a Hub LFS file"))
+    monkeypatch.setattr("wav2lip384.weights.provenance.file_sha256", lambda p: pytest.fail("hashed a Hub LFS file"))
     prov = weights_provenance("wav2lip96", "owner/name:checkpoints/deep/gen.pth", hashes=FileHashes())
     assert prov.sha256 == sha and prov.path == str(cached.path)
     assert hub_cached_file("owner/name", "absent.pth") is None and hub_cached_file("owner/other", "x.pth") is None
 
 
 def test_file_hashes_hash_once_per_unchanged_file_and_stay_bounded(tmp_path, monkeypatch):
-    import wav2lip384.weights as w
+    import wav2lip384.weights.provenance as w
 
     calls = []
     real = w.file_sha256
@@ -179,7 +179,7 @@ def test_a_large_local_file_is_hashed_once_when_its_model_first_loads(tmp_path, 
     no converted copy to carry the hash), and Status shows it from then on."""
     from types import SimpleNamespace
 
-    import wav2lip384.pipeline
+    import wav2lip384.render.pipeline
     from wav2lip384.weights import LoadInfo
 
     big = tmp_path / "big.safetensors"
@@ -190,7 +190,7 @@ def test_a_large_local_file_is_hashed_once_when_its_model_first_loads(tmp_path, 
     try:
         assert model_rows(svc)[0].details.startswith(f"your local weights: {big} · sha256 computed when first loaded")
         loaded = SimpleNamespace(load_info=LoadInfo("wav2lip96", str(big), str(big), "safetensors", 65 * 2**20))
-        monkeypatch.setattr(wav2lip384.pipeline.LipSyncPipeline, "from_pretrained", lambda **kw: loaded)
+        monkeypatch.setattr(wav2lip384.render.pipeline.LipSyncPipeline, "from_pretrained", lambda **kw: loaded)
         monkeypatch.setattr(svc.models, "detector", lambda: None)
         monkeypatch.setattr(svc.models, "avatar_store", lambda: None)
         assert svc.models.pipeline("wav2lip96") is loaded

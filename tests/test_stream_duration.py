@@ -25,7 +25,7 @@ import pytest
 
 from services.media import concat_videos, split_speech
 from wav2lip384 import faces as F
-from wav2lip384.pipeline import LipSyncPipeline
+from wav2lip384.render.pipeline import LipSyncPipeline
 
 FPS = 25
 SR = 16000
@@ -194,7 +194,7 @@ def test_gradio_stream_of_the_chunks_plays_as_long_as_the_speech(streamed, tmp_p
 
 def test_joined_answer_has_the_speech_exactly_and_every_frame(streamed, tmp_path):
     from services.media import _read_chunk
-    from wav2lip384.video import open_video, probe
+    from wav2lip384.media.video import open_video, probe
 
     chunks, pieces, speech_s = streamed["chunks"], streamed["pieces"], streamed["speech_s"]
     out = concat_videos(chunks, tmp_path / "answer.mp4")

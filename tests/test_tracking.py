@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from wav2lip384 import faces as F
+from wav2lip384.faces import track
 
 H, W = 240, 180
 FACE_W, FACE_H = 50, 60
@@ -175,7 +176,7 @@ def test_demo1_patch_stays_on_the_face_in_every_frame(shared_data):
     Reference: the offline Haar detector on every frame at 720 px (the old per-frame pass), keeping in each
     frame the detection nearest to the clip's median face (the woman sits still; false boxes are far away).
     """
-    from wav2lip384.video import open_video
+    from wav2lip384.media.video import open_video
 
     path = shared_data / "video" / "latentsync_demo1_woman_1080x1920.mp4"
     frames = list(open_video(path).frames)
@@ -185,7 +186,7 @@ def test_demo1_patch_stays_on_the_face_in_every_frame(shared_data):
     tr = F.track_faces(det, frames)
     per_frame_ms = (time.process_time() - t0) / len(frames) * 1000
     assert tr.missing == []
-    cands = [F._scan(det, f, F.DETECT_MAX_SIDE) for f in frames]
+    cands = [track._scan(det, f, F.DETECT_MAX_SIDE) for f in frames]
     largest = np.stack([F.largest_face(c) for c in cands])
     centre = np.median(largest, axis=0)
     ref = np.stack([c[np.argmin(centre_error(c[:, :4], np.repeat(centre[None], len(c), 0))), :4] for c in cands])

@@ -125,7 +125,7 @@ def test_syncnet_negatives_are_same_clip_shifts_with_near_misses_as_the_original
 
 
 def test_generator_mels_use_the_original_alignment_and_the_inference_rule(clips, expert):
-    from wav2lip384 import audio
+    from wav2lip384.media import audio
     from wav2lip384.train.data import INDIV_MEL_OFFSET, inference_window_start
 
     assert INDIV_MEL_OFFSET == -1

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import missing_shared
 
-from wav2lip384 import preprocess as pp
+from wav2lip384.train import preprocess as pp
 from wav2lip384.train import tiny
 from wav2lip384.train.generator import GeneratorTask, GeneratorTrainConfig
 from wav2lip384.train.loop import TrainConfig, Trainer

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from common.errors import UserFacingError
-from wav2lip384 import video as V
+from wav2lip384.media import video as V
 
 
 def _frames(n, h=64, w=80):

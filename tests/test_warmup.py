@@ -13,7 +13,7 @@ import pytest
 from tts import TTS, Engine, EngineStatus, Speech
 from tts.espeak import EspeakEngine
 from tts.warmup import warm_up as tts_warm_up
-from wav2lip384 import audio
+from wav2lip384.media import audio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_first_mel_in_a_fresh_process_is_fast_after_warm_up():
     """What the start-up thread buys: measured in a new interpreter, where librosa is not loaded yet."""
     code = textwrap.dedent("""
         import time, numpy as np
-        from wav2lip384 import audio
+        from wav2lip384.media import audio
         warm = audio.warm_up()
         t0 = time.perf_counter()
         audio.melspectrogram(np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.errors import UserFacingError
-from wav2lip384.config import GeneratorConfig, conv, deconv
+from wav2lip384.models.config import GeneratorConfig, conv, deconv
 from wav2lip384.models import build_model
 from wav2lip384.weights import (
     NO_384_WEIGHTS,
@@ -279,7 +279,7 @@ def _fake_hub(monkeypatch, tmp_path, files: dict, fail: Exception | None = None)
         return str(src)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
-    monkeypatch.setattr("wav2lip384.weights.hub_reachable", lambda: True)
+    monkeypatch.setattr("wav2lip384.weights.cache.hub_reachable", lambda: True)
     monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     return calls
 
@@ -320,7 +320,7 @@ def test_generator_status_never_downloads(monkeypatch, tmp_path):
     assert not st.available and st.model == "paper384" and "DH_WAV2LIP384_CHECKPOINT" in st.message
     st = generator_status("wav2lip96", tmp_path / "absent.pth")
     assert not st.available and "nothing usable" in st.message
-    monkeypatch.setattr("wav2lip384.weights.hub_reachable", lambda: True)
+    monkeypatch.setattr("wav2lip384.weights.load.hub_reachable", lambda: True)
     st = generator_status("wav2lip256")
     assert st.available and st.where == "hub" and "first use" in st.message
     with pytest.raises(UserFacingError, match="Unknown lip-sync model"):
@@ -361,8 +361,8 @@ def test_inference_modules_do_not_import_the_trainers():
     import subprocess
     import sys
 
-    code = ("import sys, wav2lip384.weights, wav2lip384.hub, wav2lip384.evaluate, wav2lip384.pipeline, "
-            "wav2lip384.infer, wav2lip384.bench; bad = [m for m in sys.modules if m.startswith('wav2lip384.train')]; "
+    code = ("import sys, wav2lip384.weights, wav2lip384.evaluate, wav2lip384.render.pipeline, "
+            "wav2lip384.infer, wav2lip384.bench.suite; bad = [m for m in sys.modules if m.startswith('wav2lip384.train')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
@@ -385,7 +385,7 @@ def test_first_load_keeps_the_sources_sha256_in_the_copy_so_later_starts_need_no
 
     from wav2lip384 import weights as w
 
-    monkeypatch.setattr(w, "generator_config", lambda model: tiny_generator_config())  # a 12x12 "wav2lip96"
+    monkeypatch.setattr(w.load, "generator_config", lambda model: tiny_generator_config())  # a 12x12 "wav2lip96"
     gen = build_model("generator", tiny_generator_config()).eval()
     src = tmp_path / "mine.pth"
     torch.save(_public_objects(gen.state_dict())["with_optimizer"], src)
@@ -395,7 +395,7 @@ def test_first_load_keeps_the_sources_sha256_in_the_copy_so_later_starts_need_no
     assert before.sha256 == "" and before.pending == "sha256 computed when first loaded"
     first = load_generator("wav2lip96", src, cache_dir=copies).load_info
     assert first.wrote_cache and first.source_sha256 == sha
-    monkeypatch.setattr(w, "file_sha256", lambda p: pytest.fail("hashed the source again"))
+    monkeypatch.setattr(w.load, "file_sha256", lambda p: pytest.fail("hashed the source again"))
     again = load_generator("wav2lip96", src, cache_dir=copies).load_info
     assert again.from_cache and again.source_sha256 == sha and again.hash_s == 0
     after = w.weights_provenance("wav2lip96", src, hashes=w.FileHashes(), cache_dir=copies, hash_now_bytes=0)

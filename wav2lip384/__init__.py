@@ -10,13 +10,13 @@ import importlib
 
 # public name -> submodule that defines it
 _LAZY = {
-    "AudioConfig": "wav2lip384.config",
-    "GeneratorConfig": "wav2lip384.config",
-    "SyncNetConfig": "wav2lip384.config",
-    "DiscriminatorConfig": "wav2lip384.config",
-    "load_audio": "wav2lip384.audio",
-    "melspectrogram": "wav2lip384.audio",
-    "mel_windows": "wav2lip384.audio",
+    "AudioConfig": "wav2lip384.models.config",
+    "GeneratorConfig": "wav2lip384.models.config",
+    "SyncNetConfig": "wav2lip384.models.config",
+    "DiscriminatorConfig": "wav2lip384.models.config",
+    "load_audio": "wav2lip384.media.audio",
+    "melspectrogram": "wav2lip384.media.audio",
+    "mel_windows": "wav2lip384.media.audio",
     "build_model": "wav2lip384.models",
     "Wav2LipGenerator": "wav2lip384.models",
     "SyncNet": "wav2lip384.models",
@@ -27,9 +27,9 @@ _LAZY = {
     "weights_provenance": "wav2lip384.weights",
     "save_pretrained": "wav2lip384.weights",
     "from_pretrained": "wav2lip384.weights",
-    "LipSyncPipeline": "wav2lip384.pipeline",
-    "LipSyncResult": "wav2lip384.pipeline",
-    "AvatarCache": "wav2lip384.avatar",
+    "LipSyncPipeline": "wav2lip384.render.pipeline",
+    "LipSyncResult": "wav2lip384.render.pipeline",
+    "AvatarCache": "wav2lip384.render.avatars",
     "square_crop_box": "wav2lip384.faces",
     "build_detector": "wav2lip384.faces",
 }

@@ -4,7 +4,7 @@
         [--batch-size N] [--no-smooth] [--pads T B L R] [--device cpu] [--fps 25] [--passthrough-no-face]
 
 ``--model`` is a registry id: wav2lip96 (default), wav2lip256, livetalking384, paper384; ``96`` and ``384`` are
-aliases of wav2lip96 and paper384. Each model gets its own crop and pads (``wav2lip384.registry``).
+aliases of wav2lip96 and paper384. Each model gets its own crop and pads (``wav2lip384.models.registry``).
 Defaults come from the environment through :class:`common.settings.Settings` (the model's weights variable,
 e.g. ``DH_WAV2LIP256_CHECKPOINT``; ``DH_S3FD_CHECKPOINT``, ``DH_CACHE_DIR``, ``DH_DEVICE``,
 ``DH_MAX_AUDIO_SECONDS``). The output mp4 has the avatar's frame size, the speech's duration and the speech as
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from common.settings import Settings
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     settings = Settings.from_env()
     spec = registry.get(args.model)  # unknown ids: a clear error listing the known ones
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserFacingError("--batch-size must be at least 1.")
     from pathlib import Path
 
-    from wav2lip384.pipeline import LipSyncPipeline
-    from wav2lip384.video import check_media
+    from wav2lip384.render.pipeline import LipSyncPipeline
+    from wav2lip384.media.video import check_media
 
     # check the inputs before loading any model: a wrong path fails in a second, not after a download
     check_media(args.face, kinds=("image", "video"), what="face/avatar file")

@@ -1,6 +1,6 @@
 """``python -m wav2lip384.models --summary``: parameters, GFLOPs per frame and state-dict tensors as JSON.
 
-Generators are listed by registry id (``wav2lip384.registry``: wav2lip96, wav2lip256, livetalking384, paper384),
+Generators are listed by registry id (``wav2lip384.models.registry``: wav2lip96, wav2lip256, livetalking384, paper384),
 plus the SyncNet and discriminator at 96 and 384. Models are built and run on torch's ``meta`` device: shapes
 and FLOPs without allocating or computing anything, so the 172.7 M-parameter model costs nothing here.
 
@@ -72,7 +72,7 @@ def summarize(kind: str, size_or_arch: int | str, with_tensors: bool = True) -> 
 
 def generator_table(models: dict) -> list[dict]:
     """One row per registry id (for people): id, architecture, input, parameters (M), GFLOP/frame, licence."""
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     rows = []
     for mid in registry.ids():
@@ -94,9 +94,9 @@ def measure_speed(model_id: str, batch: int = 4, reps: int = 3, seed: int = 0) -
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
     from wav2lip384.models import build_model
-    from wav2lip384.optimize import DEFAULT, optimize_generator
+    from wav2lip384.render.optimize import DEFAULT, optimize_generator
 
     spec = registry.get(model_id)
     torch.manual_seed(seed)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary:
         parser.print_help()
         return 0
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     models = {f"generator_{mid}": {"registry_id": mid, **summarize("generator", registry.get(mid).arch,
                                                                    with_tensors=not args.no_tensors)}

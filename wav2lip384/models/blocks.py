@@ -1,4 +1,4 @@
-"""The three layer wrappers of Wav2Lip, built from :class:`~wav2lip384.config.ConvSpec`, and the SAM step.
+"""The three layer wrappers of Wav2Lip, built from :class:`~wav2lip384.models.config.ConvSpec`, and the SAM step.
 
 Without autograd (inference) the residual addition and the ReLU run in place on the convolution's fresh output:
 same arithmetic, but no new full-size tensor per layer (at 384x384 each one is a fresh, page-faulted buffer).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wav2lip384.config import ConvSpec
+from wav2lip384.models.config import ConvSpec
 
 
 class ConvBNReLU(nn.Module):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wav2lip384.config import DiscriminatorConfig
+from wav2lip384.models.config import DiscriminatorConfig
 from wav2lip384.models.blocks import build_sequential
 
 

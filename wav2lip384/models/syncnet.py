@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wav2lip384.config import SyncNetConfig
+from wav2lip384.models.config import SyncNetConfig
 from wav2lip384.models.blocks import build_sequential
 
 

@@ -2,13 +2,13 @@
 
 Workflow (GPU recommended; everything also runs on a CPU, slowly, and ``--tiny`` runs 32 px models)::
 
-    python -m wav2lip384.preprocess --videos RECORDINGS/ --out DATA384 --size 384
+    python -m wav2lip384.train.preprocess --videos RECORDINGS/ --out DATA384 --size 384
     python -m wav2lip384.train syncnet   --data DATA384 --size 384 --out RUNS/sync384
     python -m wav2lip384.train generator --data DATA384 --size 384 --syncnet RUNS/sync384/last.pt \\
         --out RUNS/gen384 [--gan]
     torchrun --nproc_per_node 4 -m wav2lip384.train ...        # the same, data-parallel (DDP)
     python -m wav2lip384.evaluate --video RESULT.mp4 --reference REAL.mp4 --project-syncnet RUNS/sync384/last.pt
-    python -m wav2lip384.hub push --checkpoint RUNS/gen384/last.pt --repo OWNER/NAME
+    python -m wav2lip384.train.publish push --checkpoint RUNS/gen384/last.pt --repo OWNER/NAME
 
 The full recipe (multi-GPU, the paper's 300 min, costs, Hub upload) is ``wav2lip384/train/README.md``;
 ``--dry-run`` prints a run's hours of data, steps per epoch, memory per GPU and time per epoch.

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="task", required=True)
     for name in ("syncnet", "generator"):
         s = sub.add_parser(name)
-        s.add_argument("--data", help="output folder of `python -m wav2lip384.preprocess` (required, except for "
+        s.add_argument("--data", help="output folder of `python -m wav2lip384.train.preprocess` (required, except for "
                                        "--dry-run --hours)")
         s.add_argument("--size", type=int, choices=(96, 384), default=96)
         s.add_argument("--out", help="folder for metrics.jsonl, checkpoints/, last.pt, export/ (required to train)")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.errors import UserFacingError
 
     if not args.data and not (args.dry_run and args.hours):
-        raise UserFacingError("--data is required (the output folder of `python -m wav2lip384.preprocess`); "
+        raise UserFacingError("--data is required (the output folder of `python -m wav2lip384.train.preprocess`); "
                               "only --dry-run --hours H plans without data")
     if args.task == "generator" and not args.syncnet and not args.dry_run:
         raise UserFacingError("--syncnet is required: the expert SyncNet trained first "

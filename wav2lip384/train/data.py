@@ -1,4 +1,4 @@
-"""Datasets over preprocessed clips (the output of ``python -m wav2lip384.preprocess``).
+"""Datasets over preprocessed clips (the output of ``python -m wav2lip384.train.preprocess``).
 
 Layout read here (written by ``preprocess.py``)::
 
@@ -50,7 +50,7 @@ def read_manifest(data_dir: str | Path) -> dict:
     data_dir = Path(data_dir)
     path = data_dir / "manifest.json"
     if not path.is_file():
-        raise UserFacingError(f"{data_dir} has no manifest.json: run `python -m wav2lip384.preprocess --videos DIR "
+        raise UserFacingError(f"{data_dir} has no manifest.json: run `python -m wav2lip384.train.preprocess --videos DIR "
                               f"--out {data_dir}` first")
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -137,7 +137,7 @@ class ClipStore:
         """(n_mel_frames, 80) float32 Wav2Lip mel of clip k (time first, as the original's crop code)."""
         m = self.mels.get(k)
         if m is None:
-            from wav2lip384 import audio
+            from wav2lip384.media import audio
 
             wav = audio.load_audio(self.clips[k].dir / "audio.wav")
             m = np.ascontiguousarray(audio.melspectrogram(wav).T, dtype=np.float32)
@@ -164,7 +164,7 @@ class ClipStore:
 
     def mel_window(self, k: int, frame: int) -> np.ndarray | None:
         """(1, 80, 16) mel window starting at video frame ``frame``, or None if it runs past the audio."""
-        from wav2lip384.audio import mel_start
+        from wav2lip384.media.audio import mel_start
 
         m = self.mel(k)
         if frame < 0:
@@ -235,7 +235,7 @@ class _Base:
 # original's offset of -1 frame (``GenSampling.indiv_mel_offset``); it is recorded in the exported model's
 # training.json as ``mel_frame_offset``.
 #
-# Inference today (``wav2lip384/audio.py`` ``mel_windows``, called by ``pipeline.LipSyncPipeline._mel_windows``
+# Inference today (``wav2lip384/media/audio.py`` ``mel_windows``, called by ``pipeline.LipSyncPipeline._mel_windows``
 # with ``n_frames = frames_for_audio(...)``): frame i gets the window starting at ``mel_start(i, fps) =
 # int(80 * i / fps)`` (offset 0, the original ``inference.py``'s ``int(i * 80 / fps)``), right-aligned at the
 # end. The original repository has the same mismatch between its training (-1) and inference (0) code: a
@@ -256,7 +256,7 @@ def inference_window_start(frame: int, fps: float = FPS, offset_frames: int = IN
     At other rates the offset is a time (one 25 fps frame = 40 ms): ``int(80 * (frame / fps + offset / 25))``.
     Clamped at 0 (the first frame has no earlier audio; training never draws it).
     """
-    from wav2lip384.audio import mel_start
+    from wav2lip384.media.audio import mel_start
 
     if abs(fps - FPS) < 1e-9:
         return max(0, mel_start(frame + offset_frames, FPS))

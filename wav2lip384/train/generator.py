@@ -59,12 +59,12 @@ class GeneratorTrainConfig:
     disc_model: dict[str, Any] | None = None  # DiscriminatorConfig.to_dict() override
 
     def generator_config(self):
-        from wav2lip384.config import GeneratorConfig
+        from wav2lip384.models.config import GeneratorConfig
 
         return GeneratorConfig.from_dict(self.model) if self.model else GeneratorConfig.for_size(self.size)
 
     def disc_config(self):
-        from wav2lip384.config import DiscriminatorConfig
+        from wav2lip384.models.config import DiscriminatorConfig
 
         return DiscriminatorConfig.from_dict(self.disc_model) if self.disc_model else DiscriminatorConfig.for_size(
             self.size)

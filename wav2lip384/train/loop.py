@@ -33,7 +33,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-CHECKPOINT_FORMAT = "wav2lip384-train-checkpoint/1"
+from wav2lip384.weights.checkpoints import TRAINING_CHECKPOINT_FORMAT, read_training_checkpoint
+
+CHECKPOINT_FORMAT = TRAINING_CHECKPOINT_FORMAT
 
 
 @dataclass(frozen=True)
@@ -169,20 +171,8 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 _to_device = to_device
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint (``weights_only``: tensors and plain Python values only)."""
-    from common.errors import UserFacingError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserFacingError(f"training checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, not a torch file...
-        raise UserFacingError(f"{path} is not a readable training checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserFacingError(f"{path} is not a checkpoint written by wav2lip384.train")
-    return ckpt
+# the ONE reader of training checkpoints (inference converts them with it too)
+load_checkpoint = read_training_checkpoint
 
 
 class Trainer:

@@ -113,7 +113,7 @@ def measure_step_cost(task) -> StepCost:
 
 def _expert_config_for(task):
     """The expert's architecture for a generator task: the standard SyncNet of its size (tiny for tiny runs)."""
-    from wav2lip384.config import SyncNetConfig
+    from wav2lip384.models.config import SyncNetConfig
 
     if task.cfg.model is not None:
         from wav2lip384.train import tiny

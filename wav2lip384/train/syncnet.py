@@ -34,7 +34,7 @@ class SyncNetTrainConfig:
     model: dict[str, Any] | None = None  # SyncNetConfig.to_dict() override (tiny runs); None: for_size(size)
 
     def model_config(self):
-        from wav2lip384.config import SyncNetConfig
+        from wav2lip384.models.config import SyncNetConfig
 
         return SyncNetConfig.from_dict(self.model) if self.model else SyncNetConfig.for_size(self.size)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wav2lip384.config import (
+from wav2lip384.models.config import (
     DiscriminatorConfig,
     GeneratorConfig,
     SyncNetConfig,

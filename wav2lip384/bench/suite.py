@@ -7,7 +7,7 @@
 Every configuration runs in its own subprocess (one after the other), so its ``peak_rss_mb`` is that process's
 ``ru_maxrss`` and no configuration warms caches for another. Top-level entries (pipeline entries have ``fps`` =
 frames of output video per second of wall time for one whole request, audio decode to mux, same clip and speech):
-- ``baseline_96_original_style``: :mod:`wav2lip384.baseline`, the original ``inference.py`` strategy (all frames
+- ``baseline_96_original_style``: :mod:`wav2lip384.bench.baseline`, the original ``inference.py`` strategy (all frames
   read first, fixed ``--box`` as in the issue's measurement, full face encoder every frame, eager fp32, batch
   128, hard paste, per-frame resize, temp AVI then ffmpeg mux).
 - ``ours_<M>_video`` / ``ours_<M>_photo`` with ``<M>`` = ``96`` (wav2lip96), ``384`` (paper384), ``256``
@@ -60,7 +60,7 @@ import numpy as np
 from common.cli import user_errors_exit_2
 from common.errors import UserFacingError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 DEFAULT_VIDEO = SHARED_DATA / "video" / "retalking_face2.mp4"
 DEFAULT_AUDIO = SHARED_DATA / "audio" / "wenet_aishell-BAC009S0724W0121_zh.wav"
 
@@ -87,7 +87,7 @@ MODEL_TOKENS = {"96": "wav2lip96", "384": "paper384", "256": "wav2lip256"}
 
 def model_id(token: str) -> str:
     """``"96"`` -> wav2lip96, ``"384"`` -> paper384, ``"256"`` -> wav2lip256, registry ids as they are."""
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     return MODEL_TOKENS.get(token) or registry.canonical_id(token)
 
@@ -146,7 +146,7 @@ def _inputs(work: Path, video: Path, audio: Path, seconds: float | None) -> tupl
     import cv2
     import soundfile as sf
 
-    from wav2lip384.video import open_video
+    from wav2lip384.media.video import open_video
 
     data, sr = sf.read(str(audio), dtype="float32", always_2d=True)
     clip = work / "speech.wav"
@@ -162,7 +162,7 @@ def _inputs(work: Path, video: Path, audio: Path, seconds: float | None) -> tupl
 
 
 def _warm_mel() -> None:
-    from wav2lip384.audio import melspectrogram
+    from wav2lip384.media.audio import melspectrogram
 
     melspectrogram(np.zeros(8000, np.float32) + 1e-3)  # librosa's one-off JIT, not part of any request
 
@@ -170,7 +170,7 @@ def _warm_mel() -> None:
 def _pixel_diff(pipe, plain_gen, face: Path, clip: Path, n: int) -> int:
     """Max |optimised - plain eager| (0..255) over the pasted frames of the first ``n`` output frames (same
     crops and speech, through the pipeline's public ``prepare`` / ``mel_windows`` / ``pasted_frames``)."""
-    from wav2lip384.audio import load_audio
+    from wav2lip384.media.audio import load_audio
 
     wav = load_audio(clip, sample_rate=16000)
     prep = pipe.prepare(face, len(wav) / 16000)
@@ -206,15 +206,15 @@ def run_one(name: str, video: Path, audio: Path, seconds: float | None, settings
 
 
 def _spec(model: str, settings) -> str | None:
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     return registry.get(model).weights_spec(settings) or registry.get(model).default_weights or None
 
 
 def _run_baseline(video: Path, clip: Path, work: Path, settings) -> tuple[dict, str]:
     from wav2lip384 import faces as F
-    from wav2lip384.baseline import PADS, run_original_style
-    from wav2lip384.video import open_video
+    from wav2lip384.bench.baseline import PADS, run_original_style
+    from wav2lip384.media.video import open_video
 
     gen, desc = load_generator_or_random("wav2lip96", _spec("wav2lip96", settings))
     # the fixed --box of the issue's measurement: the padded face box of the first frame (not timed)
@@ -235,8 +235,8 @@ def _run_baseline(video: Path, clip: Path, work: Path, settings) -> tuple[dict, 
 
 
 def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, work: Path, settings):
-    from wav2lip384.optimize import OptimizeConfig
-    from wav2lip384.pipeline import LipSyncPipeline
+    from wav2lip384.render.optimize import OptimizeConfig
+    from wav2lip384.render.pipeline import LipSyncPipeline
 
     name, _, extra = name.partition("+")  # "ours_384_video+fp32" / "+bf16" / "+compile": the default config plus that
     kind, token, avatar = name.split("_")  # e.g. "ours", "livetalking384", "video"
@@ -253,7 +253,7 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
         res = pipe(face, clip if avatar == "video" else short, work / "cold.mp4")
         cold = res.n_frames / (time.perf_counter() - t0)
     else:  # plain entries: prepare the avatar (decode + detection) without a whole first request
-        from wav2lip384.audio import load_audio
+        from wav2lip384.media.audio import load_audio
 
         pipe.prepare(face, len(load_audio(clip, sample_rate=16000)) / 16000)
     t0 = time.perf_counter()
@@ -273,7 +273,7 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     nominal_full, nominal_photo = flops_per_frame(gen)
     from dataclasses import replace
 
-    from wav2lip384.optimize import optimize_generator
+    from wav2lip384.render.optimize import optimize_generator
 
     # FLOPs of the same transforms without compile (a compiled call pads batch 1 to its static batch)
     # (without compile: the pipeline's own model; building another copy would add a model's size to peak_rss_mb)
@@ -299,8 +299,8 @@ def bench_levers(gen, *, model: str | None = None, quick: bool = False, with_com
     """The generator alone, one lever at a time, on the same random inputs; diffs vs plain eager fp32."""
     import torch
 
-    from wav2lip384.optimize import DEFAULT, PLAIN, OptimizeConfig, optimize_generator, paste_first_row
-    from wav2lip384.pipeline import DEFAULT_BATCH
+    from wav2lip384.render.optimize import DEFAULT, PLAIN, OptimizeConfig, optimize_generator, paste_first_row
+    from wav2lip384.render.pipeline import DEFAULT_BATCH
 
     s = gen.img_size
     batch = DEFAULT_BATCH.get(model, 32 if s <= 96 else 8)  # the pipeline's batch for this model

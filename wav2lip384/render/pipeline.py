@@ -38,8 +38,8 @@ import numpy as np
 
 from common.errors import UserFacingError
 from wav2lip384 import faces as F
-from wav2lip384.avatar import Avatar, AvatarCache, CropSet
-from wav2lip384.video import VideoWriter, check_media
+from wav2lip384.render.avatars import Avatar, AvatarCache, CropSet
+from wav2lip384.media.video import VideoWriter, check_media
 
 DEFAULT_FPS = 25.0  # photo avatars (and the rate the models were trained at)
 # frames per generator call on CPU, by registry id (larger gains little and costs memory: the 384 models keep
@@ -59,7 +59,7 @@ class LipSyncResult:
     height: int
     timings: dict[str, float]
     detector: str
-    model: str  # registry id (wav2lip384.registry), e.g. "wav2lip256"
+    model: str  # registry id (wav2lip384.models.registry), e.g. "wav2lip256"
     avatar_kind: str = "video"
     warnings: list[str] = field(default_factory=list)
     avatar_cached: bool = False  # the avatar's face detections came from the cache
@@ -125,7 +125,7 @@ def _weights_fingerprint(generator) -> str:
 def _registry_entry(generator, model):
     """The registry entry of ``model``, else the one whose architecture is the generator's, else (a generator of
     another architecture, e.g. trained by ``wav2lip384.train``) the trainable entry of its size, else None."""
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     if model is not None:
         return registry.get(model)
@@ -159,13 +159,13 @@ class LipSyncPipeline:
         """
         import torch
 
-        from wav2lip384.optimize import DEFAULT, PLAIN, describe_precision, optimize_generator
+        from wav2lip384.render.optimize import DEFAULT, PLAIN, describe_precision, optimize_generator
 
         if on_no_face not in ("error", "passthrough"):
             raise ValueError("on_no_face must be 'error' or 'passthrough'")
         self.device = torch.device(device)
         self.dtype = dtype or torch.float32
-        # ``optimize``: None = the default transforms of wav2lip384.optimize (BN folded into the convolutions,
+        # ``optimize``: None = the default transforms of wav2lip384.render.optimize (BN folded into the convolutions,
         # channels_last, lower-half decoding, bf16 where native and verified); False = plain eager fp32; or an
         # OptimizeConfig. Lower-half decoding leaves the rows
         # above the paste mask unset, so it is used with the feathered paste-back only.
@@ -228,7 +228,7 @@ class LipSyncPipeline:
         """
         import torch
 
-        from wav2lip384 import registry
+        from wav2lip384.models import registry
         from wav2lip384.weights import load_generator
 
         entry = registry.get(size if size is not None else model)
@@ -292,7 +292,7 @@ class LipSyncPipeline:
         return {"bytes": sum(s.nbytes for s in slots), "frames": set().union(*(s.indices for s in slots))}
 
     def _feature_key(self, boxes: np.ndarray):
-        from wav2lip384.avatar import FeatureKey
+        from wav2lip384.render.avatars import FeatureKey
 
         return FeatureKey.of(self._feature_model, self.dtype, boxes)
 
@@ -396,7 +396,7 @@ class LipSyncPipeline:
         return str(root)
 
     def _speech(self, audio: AudioInput, work: Path, name: str = "speech.wav", limit_total: float = 0.0) -> _Speech:
-        from wav2lip384.audio import load_audio, resample_mono
+        from wav2lip384.media.audio import load_audio, resample_mono
 
         remaining = self.max_audio_seconds - limit_total
         if isinstance(audio, tuple):
@@ -429,7 +429,7 @@ class LipSyncPipeline:
         return _Speech(wav16, mux)
 
     def _mel_windows(self, wav16: np.ndarray, fps: float, n_frames: int | None = None) -> np.ndarray:
-        from wav2lip384.audio import GENERATOR_WINDOW_OFFSET_S, frames_for_audio, mel_windows, melspectrogram
+        from wav2lip384.media.audio import GENERATOR_WINDOW_OFFSET_S, frames_for_audio, mel_windows, melspectrogram
 
         n = n_frames or frames_for_audio(len(wav16), fps)
         # frame i is driven by the window starting 40 ms earlier: the alignment the generators were trained with

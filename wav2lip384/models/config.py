@@ -3,7 +3,7 @@
 Architectures are described as *data* (tuples of :class:`ConvSpec`), so one definition of each network
 (`wav2lip384.models`) builds both the original 96x96 variant and the paper's 384x384 variant:
 
-- ``GeneratorConfig.for_arch(name)`` -> every generator the product knows (``wav2lip384.registry`` names them):
+- ``GeneratorConfig.for_arch(name)`` -> every generator the product knows (``wav2lip384.models.registry`` names them):
   ``"wav2lip96"`` the public Wav2Lip generator (loads ``wav2lip_gan.pth`` key-for-key), ``"paper384"`` the paper's
   generator (appendices 2 and 3), ``"wav2lip_v2_256"`` the community 256x256 Wav2Lip-v2 and
   ``"livetalking384_sam"`` the community 384x384 generator with spatial attention (SAM) before every skip
@@ -25,7 +25,7 @@ IntPair = int | tuple[int, int]
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Audio: the original Wav2Lip ``hparams.py`` values. ``wav2lip384.audio`` is the only code that uses them.
+# Audio: the original Wav2Lip ``hparams.py`` values. ``wav2lip384.media.audio`` is the only code that uses them.
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AudioConfig:
@@ -166,7 +166,7 @@ class GeneratorConfig:
 
     @classmethod
     def for_arch(cls, name: str) -> GeneratorConfig:
-        """A named architecture: one of :data:`GENERATOR_ARCHS` (``wav2lip384.registry`` says which is which)."""
+        """A named architecture: one of :data:`GENERATOR_ARCHS` (``wav2lip384.models.registry`` says which is which)."""
         try:
             return GENERATOR_ARCHS[name]
         except KeyError:
@@ -496,7 +496,7 @@ _DISC_384 = DiscriminatorConfig(
 )
 
 
-# Registry used by weights.py (config.json -> config class).
+# Registry used by wav2lip384.weights (config.json -> config class).
 CONFIG_CLASSES: dict[str, type] = {
     "generator": GeneratorConfig,
     "syncnet": SyncNetConfig,

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,20 +216,20 @@ def face_track(path: str | Path, detector, *, max_seconds: float | None = None) 
     import cv2
     from scipy.signal import medfilt
 
-    from wav2lip384 import audio as audio_mod
+    from wav2lip384.media import audio as audio_mod
     from wav2lip384 import faces
-    from wav2lip384.preprocess import SAMPLES_PER_FRAME, _count_frames, _frame_map
-    from wav2lip384.video import check_media, open_video
+    from wav2lip384.media.audio import SAMPLES_PER_FRAME
+    from wav2lip384.media.video import check_media, count_frames, frame_map, open_video
 
     check_media(path, kinds=("video",), what="video")
     wav = audio_mod.load_audio(path, max_seconds=None)
-    src_fps, n_src = _count_frames(Path(path))
+    src_fps, n_src = count_frames(Path(path))
     n = int(min(np.floor(n_src / src_fps * FPS + 1e-6), len(wav) // SAMPLES_PER_FRAME))
     if max_seconds:
         n = min(n, int(max_seconds * FPS))
     if n <= 0:
         raise UserFacingError(f"{Path(path).name}: no frames with audio to evaluate")
-    fmap = _frame_map(src_fps, n_src, n)
+    fmap = frame_map(src_fps, n_src, n)
     wanted: dict[int, list[int]] = {}
     for k, j in enumerate(fmap):
         wanted.setdefault(int(j), []).append(k)
@@ -366,7 +365,7 @@ def project_sync(model, crops_bgr: np.ndarray, wav: np.ndarray, vshift: int = VS
     import cv2
     import torch
 
-    from wav2lip384 import audio as audio_mod
+    from wav2lip384.media import audio as audio_mod
     from wav2lip384.models.syncnet import SyncNet
 
     size = model.config.img_size
@@ -502,7 +501,3 @@ def main(argv: list[str] | None = None) -> int:
                       max_seconds=args.max_seconds, device=settings.device)
     print(json.dumps(result, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

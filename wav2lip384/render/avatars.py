@@ -49,7 +49,7 @@ import numpy as np
 
 from common.errors import UserFacingError
 from wav2lip384 import faces as F
-from wav2lip384.video import check_media, open_video, probe, read_image
+from wav2lip384.media.video import check_media, open_video, probe, read_image
 
 DEFAULT_MAX_AVATAR_SECONDS = 60.0
 DEFAULT_MAX_FRAME_BYTES = 2_000_000_000  # per avatar: ~320 frames of 1080x1920

@@ -12,7 +12,7 @@ Exact within a stated tolerance (on by default, see :class:`OptimizeConfig`):
                      with 0 (or with a given image) and are never shown by the feathered paste. With SAM
                      (the community 384) the attention's 7x7 convolution reads 3 more skip rows above the
                      cut, which cached (trimmed) features keep; the 4x4 / 3x3 valid bottleneck layers sit
-                     below 12x12, where no cut is made (``models.generator.plan_rows``).
+                     below 12x12, where no cut is made (``models.rows.plan_rows``).
   - threads          ``torch.set_num_threads`` / interop threads (``apply_threads``).
   - ``channels_last``  NHWC memory format (oneDNN's preferred layout for convolutions); same arithmetic.
   - ``inference_mode``  the pipeline runs the model under ``torch.inference_mode`` (already the case).
@@ -49,7 +49,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from wav2lip384.models.generator import Wav2LipGenerator, plan_rows
+from wav2lip384.models.generator import Wav2LipGenerator
+from wav2lip384.models.rows import plan_rows
 
 # Tolerance we promise for the exact transforms, on outputs in [0, 1] (fp32). BN folding changes the order
 # of float operations only; 1e-4 is ~0.03 of one 8-bit grey level.
@@ -128,7 +129,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def plan_lower_half(config, first_row: int) -> tuple[int, int, float]:
     """Where the decoder is cut for output rows >= ``first_row`` to be exact: (decoder block index, rows dropped
     at that block's input, MAC fraction kept in the cut layers). From the layer tables only
-    (:func:`wav2lip384.models.generator.plan_rows`, which also accounts for SAM's attention convolution)."""
+    (:func:`wav2lip384.models.rows.plan_rows`, which also accounts for SAM's attention convolution)."""
     plan = plan_rows(config, first_row)
     return plan.cut_block, plan.cut_offset, plan.kept_fraction
 

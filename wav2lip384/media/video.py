@@ -372,3 +372,21 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def frame_map(src_fps: float, n_src: int, n_out: int) -> np.ndarray:
+    """Source frame index shown at each 25 fps timestamp k/25 (nearest-earlier, like ffmpeg's fps filter)."""
+    idx = np.floor(np.arange(n_out) * (src_fps / 25) + 1e-6).astype(np.int64)
+    return np.minimum(idx, max(n_src - 1, 0))
+
+
+def count_frames(path: Path) -> tuple[float, int]:
+    """(fps, number of decoded frames) of a video, counted by decoding it."""
+    stream = open_video(path)
+    n = 0
+    try:
+        for _ in stream.frames:
+            n += 1
+    finally:
+        stream.close()
+    return stream.fps, n

@@ -79,8 +79,8 @@ def run_original_style(face_video: str | os.PathLike, audio_path: str | os.PathL
     import cv2
     import torch
 
-    from wav2lip384.audio import load_audio, mel_windows, melspectrogram
-    from wav2lip384.video import ffmpeg_exe, open_video
+    from wav2lip384.media.audio import load_audio, mel_windows, melspectrogram
+    from wav2lip384.media.video import ffmpeg_exe, open_video
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -1,103 +1,20 @@
-"""Audio for lip-sync: decode any upload to 16 kHz mono, Wav2Lip's mel spectrogram, per-frame mel windows.
+"""Audio for lip-sync: Wav2Lip's mel spectrogram and per-frame mel windows. Decoding (``load_audio``) and the one
+resampler (``resample_mono``) live in :mod:`common.audio` and are re-exported here.
 
-This module is the one owner of the mel settings (:class:`wav2lip384.config.AudioConfig`); training,
+This module is the one owner of the mel settings (:class:`wav2lip384.models.config.AudioConfig`); training,
 inference and evaluation all call it, so the features a model was trained on are the features it sees.
-
-Decoding goes through the ffmpeg binary shipped by ``imageio-ffmpeg`` (no system ffmpeg needed), called
-with an argument list through pipes (never a shell). ffmpeg reads wav/mp3/m4a/aac/flac/ogg/opus and the
-audio track of video files, downmixes and resamples in one pass.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserFacingError
-from wav2lip384.config import AudioConfig
+from common.audio import DEFAULT_MAX_SECONDS, ffmpeg_exe, load_audio, resample_mono  # noqa: F401  (re-exported)
+from wav2lip384.models.config import AudioConfig
 
-DEFAULT_MAX_SECONDS = 300.0
-_DECODE_TIMEOUT_S = 300.0
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Decoding
-# ---------------------------------------------------------------------------------------------------------
-def _ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def load_audio(path: str | os.PathLike, *, sample_rate: int = 16000,
-               max_seconds: float | None = DEFAULT_MAX_SECONDS) -> np.ndarray:
-    """Decode an audio (or video) file to mono float32 samples in [-1, 1] at ``sample_rate``.
-
-    Raises :class:`UserFacingError` for a missing, empty, unreadable or non-audio file, for a file without
-    any sound, and for audio longer than ``max_seconds`` (``None`` = no limit).
-    """
-    p = Path(os.fspath(path)).expanduser()
-    name = p.name
-    if not p.is_file():
-        raise UserFacingError(f"Audio file {name!r} was not found.")
-    if p.stat().st_size == 0:
-        raise UserFacingError(f"Audio file {name!r} is empty (0 bytes).")
-
-    cmd = [_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-           "-i", str(p.resolve()),
-           "-map", "0:a:0",  # first audio stream; a clear error when there is none
-           "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(int(sample_rate)),
-           # Downmix = mean of the channels (as librosa.load / the original Wav2Lip); ffmpeg's default
-           # stereo->mono matrix is 0.707*(L+R), which exceeds [-1, 1] on loud audio.
-           "-rematrix_maxval", "1.0"]
-    if max_seconds is not None:
-        # Decode a little past the limit only: enough to tell "too long" without decoding hours of audio.
-        cmd += ["-t", f"{float(max_seconds) + 1.0:.3f}"]
-    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=_DECODE_TIMEOUT_S,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        raise UserFacingError(f"Decoding audio file {name!r} took longer than {_DECODE_TIMEOUT_S:.0f} s; "
-                              "please upload a shorter or simpler file.") from None
-    if proc.returncode != 0:
-        detail = _last_line(proc.stderr).replace(str(p.resolve()), name)  # no server paths in user messages
-        if "matches no streams" in detail:
-            raise UserFacingError(f"File {name!r} contains no audio track.")
-        raise UserFacingError(f"Could not read {name!r} as audio: it is damaged or not an audio file "
-                              f"(wav, mp3, m4a, flac, ogg, ...). ffmpeg said: {detail}")
-    wav = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-    if wav.size == 0:
-        raise UserFacingError(f"Audio file {name!r} contains no sound samples.")
-    if max_seconds is not None and wav.size > int(round(max_seconds * sample_rate)) + sample_rate // 100:
-        raise UserFacingError(f"Audio file {name!r} is longer than the maximum of {max_seconds:g} s; "
-                              "please upload a shorter clip.")
-    if not np.all(np.isfinite(wav)):
-        wav = np.nan_to_num(wav, nan=0.0, posinf=1.0, neginf=-1.0)
-    return wav
-
-
-def _last_line(stderr: bytes) -> str:
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else "no details"
-
-
-def resample_mono(wav: np.ndarray, orig_sr: int, target_sr: int = 16000) -> np.ndarray:
-    """In-memory audio (e.g. TTS output, (T,) or (T, C) / (C, T)) -> mono float32 at ``target_sr``."""
-    import librosa
-
-    x = np.asarray(wav, dtype=np.float32)
-    if x.ndim == 2:  # channels on the shorter axis
-        x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)
-    if x.ndim != 1:
-        raise ValueError(f"expected (T,) or 2-D audio, got shape {x.shape}")
-    if orig_sr != target_sr:
-        x = librosa.resample(x, orig_sr=orig_sr, target_sr=target_sr)
-    return x.astype(np.float32, copy=False)
+SAMPLES_PER_FRAME = 16000 // 25  # 640 samples of 16 kHz speech per 25 fps video frame
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -154,7 +71,7 @@ def warm_up(cfg: AudioConfig = AudioConfig()) -> float:
     tone = (0.1 * np.sin(2 * np.pi * 220.0 * np.arange(n) / cfg.sample_rate)).astype(np.float32)  # (n,)
     melspectrogram(tone, cfg)  # (80, 1 + n // hop)
     resample_mono(tone, cfg.sample_rate, cfg.sample_rate // 2)
-    _ffmpeg_exe()  # locates (and on first use unpacks/checks) the bundled ffmpeg binary load_audio runs
+    ffmpeg_exe()  # locates (and on first use unpacks/checks) the bundled ffmpeg binary load_audio runs
     return time.perf_counter() - t0
 
 

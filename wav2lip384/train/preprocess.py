@@ -1,13 +1,13 @@
-"""Turn talking-head recordings into training clips: ``python -m wav2lip384.preprocess --videos DIR --out DIR``.
+"""Turn talking-head recordings into training clips: ``python -m wav2lip384.train.preprocess --videos DIR --out DIR``.
 
 Per source video (paper §2.1.1 and §2.1.3):
-1. audio -> 16 kHz mono (``wav2lip384.audio.load_audio``, the same decoder as inference);
+1. audio -> 16 kHz mono (``wav2lip384.media.audio.load_audio``, the same decoder as inference);
 2. sentence-length clips: cut at pauses in the speech (non-silent stretches from ``librosa.effects.split``;
    a gap of at least ``min_pause_s`` is a pause; cuts at the middle of pauses; clips shorter than
    ``min_clip_s`` merge into a neighbour; clips longer than ``max_clip_s`` are cut at their quietest frame);
    all cut points sit on 25 fps frame boundaries, so a clip of N frames has exactly N * 640 audio samples;
 3. frames resampled to 25 fps: for each 25 fps timestamp the source frame on screen at that moment (what
-   ffmpeg's ``fps`` filter does), read through ``wav2lip384.video.open_video``;
+   ffmpeg's ``fps`` filter does), read through ``wav2lip384.media.video.open_video``;
 4. faces: the inference detector (``faces.build_detector``: S3FD when its weights are available, else the
    offline fallback; the report names it), the same pads and smoothing (per clip) and the paper's
    bottom-edge square crop (``faces.square_crop_box``) resized to ``--size`` (``faces.crop_face``);
@@ -45,10 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserFacingError
+from wav2lip384.media.audio import SAMPLES_PER_FRAME  # 640: 16 kHz at 25 fps
+from wav2lip384.media.video import frame_map as _frame_map
 
 FPS = 25
 SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 MANIFEST_FORMAT = "wav2lip384-clips/1"
 
 
@@ -214,25 +215,6 @@ def _source_name(path: Path, taken: set[str]) -> str:
     return name
 
 
-def _frame_map(src_fps: float, n_src: int, n_out: int) -> np.ndarray:
-    """Source frame index shown at each 25 fps timestamp k/25 (nearest-earlier, like ffmpeg's fps filter)."""
-    idx = np.floor(np.arange(n_out) * (src_fps / FPS) + 1e-6).astype(np.int64)
-    return np.minimum(idx, max(n_src - 1, 0))
-
-
-def _count_frames(path: Path) -> tuple[float, int]:
-    from wav2lip384.video import open_video
-
-    stream = open_video(path)
-    n = 0
-    try:
-        for _ in stream.frames:
-            n += 1
-    finally:
-        stream.close()
-    return stream.fps, n
-
-
 # ----------------------------------------------------------------------------------------------- one video
 def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: PreprocessConfig) -> tuple[
         VideoReport, list[dict]]:
@@ -240,9 +222,9 @@ def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: Prep
     import cv2
     import soundfile as sf
 
-    from wav2lip384 import audio as audio_mod
+    from wav2lip384.media import audio as audio_mod
     from wav2lip384 import faces
-    from wav2lip384.video import open_video
+    from wav2lip384.media.video import open_video
 
     wav = audio_mod.load_audio(path, max_seconds=None)  # (T,) float32 16 kHz mono
     n_max = len(wav) // SAMPLES_PER_FRAME  # 25 fps frames the audio covers
@@ -415,7 +397,7 @@ def find_videos(folder: str | Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     from common.settings import Settings
 
-    p = argparse.ArgumentParser(prog="python -m wav2lip384.preprocess", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m wav2lip384.train.preprocess", description=__doc__.split("\n")[0])
     p.add_argument("--videos", required=True, help="a folder of recordings (searched recursively; SPEAKER/video.mp4 sub-folders name "
                         "the speakers for the validation split) or one file")
     p.add_argument("--out", required=True)

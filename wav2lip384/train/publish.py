@@ -1,4 +1,4 @@
-"""Publish trained weights: ``python -m wav2lip384.hub push --checkpoint C --repo OWNER/NAME``.
+"""Publish trained weights: ``python -m wav2lip384.train.publish push --checkpoint C --repo OWNER/NAME``.
 
 ``C`` is a training checkpoint (``last.pt`` / ``checkpoints/step_*.pt`` of ``python -m wav2lip384.train``) or
 its ``export/`` folder. The uploaded folder is exactly what the inference side loads
@@ -9,7 +9,7 @@ its ``export/`` folder. The uploaded folder is exactly what the inference side l
     training.json       data summary, steps, last train/validation metrics (machine-readable)
     README.md           model card: data, steps, metrics, how to load, limitations
 
-``python -m wav2lip384.hub stage --checkpoint C --out DIR`` writes the same folder without uploading (to check
+``python -m wav2lip384.train.publish stage --checkpoint C --out DIR`` writes the same folder without uploading (to check
 it, or to upload by other means). Authentication is huggingface_hub's own (``huggingface-cli login`` or its
 token variable). Offline, ``push`` stages the folder and then fails with a clear message saying where it is.
 """
@@ -66,7 +66,7 @@ def model_card(info: dict[str, Any], config: dict[str, Any], repo_id: str, evalu
         "",
         "## Training data",
         "",
-        f"- Preprocessed with `python -m wav2lip384.preprocess` at {data.get('size', '?')} px, {data.get('fps', 25)} fps "
+        f"- Preprocessed with `python -m wav2lip384.train.preprocess` at {data.get('size', '?')} px, {data.get('fps', 25)} fps "
         f"(sentence clips, paper bottom-edge square face crops, 16 kHz mono audio).",
         f"- Train: {tr.get('clips', '?')} clips, {tr.get('frames', '?')} frames "
         f"({(tr.get('frames') or 0) / 25:.1f} s) from {len(tr.get('sources', []))} source videos.",
@@ -122,7 +122,7 @@ TRAINING_INFO = "training.json"  # written beside an export/ folder by `python -
 
 def data_summary(data_dir: str | Path) -> dict[str, Any]:
     """Clip/frame counts per split of a preprocessed dataset, read from the ``manifest.json`` that
-    ``python -m wav2lip384.preprocess`` writes (read here so publishing needs nothing of the trainers)."""
+    ``python -m wav2lip384.train.preprocess`` writes (read here so publishing needs nothing of the trainers)."""
     try:
         m = json.loads((Path(data_dir).resolve() / "manifest.json").read_text(encoding="utf-8"))
         out: dict[str, Any] = {"size": m["size"], "fps": m.get("fps", 25)}
@@ -202,7 +202,7 @@ def push(checkpoint: str | Path, repo_id: str, *, private: bool = False, evaluat
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m wav2lip384.hub", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m wav2lip384.train.publish", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("push", "stage"):
         s = sub.add_parser(name)

@@ -3,7 +3,7 @@
 Model identity travels through the app, the services, the pipeline, the CLIs and the bench as one of these ids
 (``"wav2lip96"``, ``"wav2lip256"``, ``"livetalking384"``, ``"paper384"``), never as an int size. ``96`` and ``384``
 stay accepted as aliases of ``wav2lip96`` and ``paper384`` (:func:`get`). Adding a model = one entry below plus
-its architecture in :mod:`wav2lip384.config` (``GeneratorConfig.for_arch``).
+its architecture in :mod:`wav2lip384.models.config` (``GeneratorConfig.for_arch``).
 
 Crop policies (what the face crop fed to the model looks like):
 - ``"stretch"``: the original Wav2Lip's detector box with pads (top, bottom, left, right) = (0, 10, 0, 0), resized
@@ -49,7 +49,7 @@ class ModelSpec:
 
     def config(self):
         """The architecture as a ``GeneratorConfig`` (frozen data)."""
-        from wav2lip384.config import GeneratorConfig
+        from wav2lip384.models.config import GeneratorConfig
 
         return GeneratorConfig.for_arch(self.arch)
 
