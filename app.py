@@ -606,7 +606,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                                         f"used for this browser tab only; limits {settings.faq_max_mb:g} MB and "
                                         f"{settings.faq_max_entries} entries.")
                             f_file = gr.File(label="Your FAQ", file_types=[".csv", ".jsonl", ".json"],
-                                             type="filepath")
+                                             type="filepath", elem_id="faq_file")
                             with gr.Row():
                                 f_load = gr.Button("Use my FAQ")
                                 f_reset = gr.Button("Back to the built-in FAQ")
@@ -717,7 +717,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 with gr.Row():
                     with gr.Column():
                         # ticked when a page loads: the models that can run here (Handlers.pickers)
-                        c_models = gr.CheckboxGroup(_compare_choices(None), value=[], label="Models (two or three)")
+                        c_models = gr.CheckboxGroup(_compare_choices(None), value=[], label="Models (two or three)",
+                                                    elem_id="compare_models")
                         c_text = gr.Textbox(label="Text to speak", value=SAY_ZH, lines=2, max_length=1000)
                         c_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                            label="…or speech (used instead of the text)")
