@@ -310,8 +310,8 @@ class AppServices:
         return VideoResult(path=None, model=spec.id, model_title=spec.title, img_size=spec.img_size,
                            seconds=time.perf_counter() - t0, fps=0.0, n_frames=0, duration_s=len(wave) / 16000.0,
                            render_fps=0.0, engine=engine, audio_path=audio,
-                           notice=notice.format(what="the speech"), problem=problem, source=self.models.checkpoint(spec.id),
-                           license=spec.license)
+                           notice=notice.format(what="the speech"), problem=problem,
+                           source=self.models.checkpoint(spec.id), license=spec.license)
 
     def render(self, model: str | int, avatar: Path, wave: np.ndarray, out_dir: Path, t0: float,
                progress: Callable | None = None, engine: str = "", clarity: bool = False,
@@ -324,6 +324,7 @@ class AppServices:
         res = pipe(face=avatar, audio=(wave, 16000), out_path=out, progress=progress, on_no_face=on_no_face)
         seconds = time.perf_counter() - t0
         lipsync_s = float((getattr(res, "timings", None) or {}).get("total") or seconds)
+        warnings = list(getattr(res, "warnings", []) or [])
         return VideoResult(
             path=Path(res.output_path), model=spec.id, model_title=spec.title, img_size=spec.img_size,
             seconds=seconds, fps=float(res.fps), n_frames=int(res.n_frames), duration_s=float(res.duration_s),
@@ -332,7 +333,8 @@ class AppServices:
             detector=str(getattr(res, "detector", "")), engine=engine, precision=str(getattr(res, "precision", "")),
             timings={k: float(v) for k, v in (getattr(res, "timings", None) or {}).items()
                      if isinstance(v, (int, float))},
-            warnings=list(getattr(res, "warnings", []) or []), source=self.models.checkpoint(spec.id),
+            warnings=[w for w in warnings if not _for_the_operator(w)],
+            notes=[w for w in warnings if _for_the_operator(w)], source=self.models.checkpoint(spec.id),
             license=spec.license)
 
     def _render_or_speech(self, model: str, avatar: Path, wave: np.ndarray, out_dir: Path, t0: float,
@@ -591,6 +593,12 @@ def release_at(total_s: float, rate: float, margin_s: float) -> float:
     one buffers more of the answer first. Never more than the whole answer."""
     need = max(margin_s, total_s - rate * max(total_s - margin_s, 0.0))
     return min(need, total_s)
+
+
+def _for_the_operator(warning: str) -> bool:
+    """A pipeline note about how this server is set up (which face detector runs), not about the visitor's input:
+    Status shows it (Face detector row); the result keeps it in its details."""
+    return "detector" in warning.lower()
 
 
 def _is_model_problem(err: UserFacingError) -> bool:

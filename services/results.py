@@ -37,6 +37,7 @@ class VideoResult:
     precision: str = ""  # the generator's compute dtype (bf16 only where native and verified)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # everything the pipeline had to adjust, in plain words
+    notes: list[str] = field(default_factory=list)  # what is for the operator (e.g. the face detector): details only
     audio_path: Path | None = None  # the speech as audio (always set for text input)
     notice: str = ""  # why there is no video (lip-sync unavailable), said once, calmly and in plain words
     problem: str = ""  # the technical reason behind the notice (repo, file, variable): details and log only
@@ -66,6 +67,8 @@ class VideoResult:
                "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
         if self.problem:
             out["lipsync_problem"] = self.problem
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
     def as_dict(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ AVATAR = ROOT / "examples" / "astronaut_512.jpg"
 TABS = ("Ask the assistant", "Text → Avatar", "Audio → Avatar", "Compare models")
 # What a visitor must never read outside Status -> Details: settings, Hub repos and files, levels, decoder words
 TECHNICAL = re.compile(r"DH_[A-Z]|[\w.-]+/[\w.-]+:[\w/.-]+|\bowner/name\b|dBFS|Traceback|ffmpeg said|camenduru|"
-                       r"Kedreamix|Pypa/|__type__|JSONDecodeError|\.pth\b")
+                       r"Kedreamix|Pypa/|__type__|JSONDecodeError|\.pth\b|S3FD|OpenCV")
 
 
 def _chromium() -> str:
