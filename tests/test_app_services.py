@@ -366,3 +366,44 @@ def test_a_did_you_mean_click_answers_that_entry_without_asking_again(svc):
     assert "Did you mean" in first[0] and first[1]["choices"] == [("A?", "#en:a"), ("B?", "#en:b")]
     picked = next(h.ask_choice("#en:b", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     assert picked[0] == "B?" and "answer of b" in picked[1] and svc._assistant.asked == ["something vague"]
+
+
+def test_an_example_row_is_made_once_per_model_and_again_when_its_files_are_gone(svc):
+    import shutil
+    import threading
+
+    from services.results import VideoResult
+
+    made = []
+
+    def make():
+        made.append(1)
+        out = svc.dirs.new("example-")
+        (out / "speech.wav").write_bytes(b"RIFF")
+        return VideoResult(path=None, model="wav2lip96", model_title="Wav2Lip 96", img_size=96, seconds=0.0, fps=0.0,
+                           n_frames=0, duration_s=1.0, render_fps=0.0, audio_path=out / "speech.wav")
+
+    threads = [threading.Thread(target=svc.example, args=(("audio", 0, "wav2lip96"), make)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = svc.example(("audio", 0, "wav2lip96"), make)
+    assert len(made) == 1  # four clicks at once and one more: made once
+    svc.example(("audio", 0, "wav2lip256"), make)
+    assert len(made) == 2  # another model: its own result
+    shutil.rmtree(first.audio_path.parent)  # swept after keep_outputs_s
+    again = svc.example(("audio", 0, "wav2lip96"), make)
+    assert len(made) == 3 and again.audio_path.is_file()
+
+
+def test_visitor_messages_keep_decoder_words_and_settings_for_the_log():
+    from services.checks import visitor_message
+
+    msg = visitor_message("x.mp4 could not be read as media: moov atom not found")
+    assert msg.startswith("x.mp4 could not be read: it may be damaged") and "moov" not in msg
+    msg = visitor_message("Could not read 'a.ogg' as audio: it is damaged or not an audio file (wav, mp3, ...). "
+                          "ffmpeg said: Invalid data found when processing input")
+    assert msg.endswith("(wav, mp3, ...).") and "ffmpeg" not in msg
+    assert visitor_message("The file is too big (DH_MAX_UPLOAD_MB).") == "The file is too big."
+    assert visitor_message("No face found in the avatar a.png.") == "No face found in the avatar a.png."
