@@ -522,6 +522,8 @@ def _plain_ask_steps(steps, first: int):
             if isinstance(sugg, dict) else list(sugg or [])
         if not (isinstance(shown, dict) and shown.get("__type__") == "update"):
             video = shown
+        if values[first + 5]:  # the whole answer is ready (its download): that is the newest video now
+            video = values[first + 5]
         values[first + 2] = video
         yield tuple(values)
 
