@@ -406,6 +406,11 @@ class Handlers:
         for values in self.ask(text, photo, model, engine, faq):
             yield (text,) + values
 
+    def voice_check(self):
+        """At the click, outside the queue (which may be busy rendering): without a speech recogniser the answer
+        area says so at once; otherwise nothing changes here."""
+        return gr.skip() if self.svc.speech_recognition()[0] else f"*{ASR_UNAVAILABLE}*"
+
     # The public /ask and /ask_voice: the same steps as the page's, as plain values (an API client gets no
     # {"__type__": "update"}): the clickable questions as a list of strings, and in the place of the streamed
     # player the newest video (each chunk while streaming, then the whole answer).
@@ -652,6 +657,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 f_reset.click(h.built_in_faq, None, [q_faq, f_status, f_cal_box], api_visibility="private")
                 f_cal.click(gradio_errors(h.calibrate_faq), [q_faq, f_questions], [q_faq, f_status],
                             api_visibility="private")
+                q_voice_btn.click(h.voice_check, None, q_answer, queue=False, api_visibility="private",
+                                  show_progress="hidden")
                 _on_render(q_voice_btn.click, tabs, "ask", gradio_errors(h.ask_voice),
                            [q_voice, q_photo, q_model, q_engine, q_faq], [q_text] + ask_outputs,
                            api_visibility="private", api_name="ask_voice_in_page", show_progress=ASK_PROGRESS)

@@ -225,6 +225,7 @@ def test_a_voice_question_offline_returns_the_page_to_rest_with_the_reason(svc):
         str(ROOT / "examples" / "speech_en.ogg"), str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     assert len(steps) == 1  # one step: no "Finding the answer…" left behind
     assert steps[0][0] == "" and "not available on this server yet" in steps[0][1]
+    assert "not available on this server yet" in app.Handlers(svc).voice_check()  # at the click, outside the queue
     api = list(app.Handlers(svc, streaming=True).ask_voice_api(str(ROOT / "examples" / "speech_en.ogg"),
                                                                str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     assert "__type__" not in repr(api) and api[-1][2] == [] and api[-1][3] is None  # plain values for clients
