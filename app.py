@@ -26,7 +26,6 @@ from common.errors import UserFacingError
 from common.settings import Settings
 from services import (
     CLOSEUP_AVATAR,
-    COMPARE_DEFAULT,
     DEFAULT_AVATAR,
     EXAMPLE_VIDEO_AVATAR,
     EXAMPLES,
@@ -34,6 +33,8 @@ from services import (
     AskUpdate,
     VideoResult,
 )
+from services.checks import visitor_message
+from services.core import ASR_UNAVAILABLE, SpeechRecognitionUnavailable
 from services.status import details_markdown, missing_parts
 from services.uploads import FileDataGuard, FilePolicy, RefusedFile, gradio_upload_folder
 from wav2lip384.models import registry
@@ -55,10 +56,15 @@ QUESTIONS = [
 ]
 SAY_ZH = "您好，我是政务服务数字人，很高兴为您服务。"
 SAY_EN = "Hello, I am the public service assistant. How can I help you today?"
+# The example rows of the Text and Audio tabs (files shipped in examples/, so building the UI stats nothing).
+TEXT_EXAMPLES = [(SAY_ZH, "zh", str(DEFAULT_AVATAR)), (SAY_EN, "en", str(DEFAULT_AVATAR))]
+SPEECH_EXAMPLE_FILES = ("speech_en.ogg", "speech_zh.ogg")
+# the model each picker prefers (Ask, Text, Audio): answers stream, so speed first on the Ask tab
+PICKER_PREFERENCE = (registry.DEFAULT_MODEL, "wav2lip256", "wav2lip256")
 NO_FACE_CHOICES = [("stop with a message", "error"), ("leave those frames unchanged", "passthrough")]
 CSS = """
 .gradio-container {max-width: 1280px !important; margin: auto;}
-#title h1 {margin-bottom: 0;}
+#title h1 {margin-bottom: 0; word-break: keep-all;}  /* keep-all: no line break inside 数字人 on a phone */
 #answer {min-height: 6em;}
 .figure {font-size: 0.95em;}
 .notice {font-size: 1em; color: var(--body-text-color); background: var(--background-fill-secondary);
@@ -106,6 +112,16 @@ CLIENT_JS = """
     const what = v instanceof HTMLVideoElement ? 'First frame on your screen' : 'Answer audible';
     const el = out(); if (el) el.textContent = what + ' after ' + window.__dhFirstFrameS.toFixed(2) + ' s (measured in this browser)';
   }, true);
+  // No video to watch (lip-sync is not available here, or it failed): the speech plays by itself once loaded.
+  document.addEventListener('loadeddata', (e) => {
+    const a = e.target;
+    const box = a instanceof HTMLAudioElement && a.closest('#ask_audio, #text_audio, #audio_audio');
+    if (!box) return;
+    const tab = box.id.split('_')[0];
+    const v = document.querySelector('#' + tab + '_video video');
+    const noVideo = !v || !v.currentSrc || (tab === 'ask' && document.body.classList.contains('dh-waiting'));
+    if (noVideo && a.paused) a.play().catch(() => {});
+  }, true);
   // Opened from a shared link: the streamed player starts empty (chunks are not shared), so it is hidden until
   // the next question and the panel with the whole answer is opened instead.
   if (new URLSearchParams(window.location.search).has('deep_link')) {
@@ -133,6 +149,10 @@ def streaming_available() -> bool:
     return bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
 
 
+
+
+def speech_examples() -> list[tuple[str, str]]:
+    return [(str(EXAMPLES / n), str(DEFAULT_AVATAR)) for n in SPEECH_EXAMPLE_FILES]
 
 
 # Handler arguments that name a file the handler will open: each is checked against the app's file policy
@@ -178,10 +198,10 @@ def gradio_errors(fn):
         if isinstance(err, gr.Error):
             return err
         if isinstance(err, UserFacingError):
-            return gr.Error(str(err), print_exception=False)
-        log.exception("handler %s failed", fn.__name__)
-        return gr.Error(f"Something went wrong ({type(err).__name__}: {err}). The app is still running: "
-                        "try again, or see the Status tab.")
+            return gr.Error(visitor_message(str(err)), print_exception=False)
+        log.exception("handler %s failed", fn.__name__)  # the error's type and message: log only
+        return gr.Error("Something went wrong on our side. The app is still running: please try again, or see the "
+                        "Status tab.", print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -223,7 +243,7 @@ def _result_values(res: VideoResult) -> tuple:
     """(video, audio, figures, notice, details) of one rendered result."""
     notice = res.notice if res.path is None else ""
     return (None if res.path is None else str(res.path), None if res.audio_path is None else str(res.audio_path),
-            "" if res.path is None else res.summary(), notice, res.details() if res.path is not None else {})
+            "" if res.path is None else res.summary(), notice, res.details())
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -250,14 +270,33 @@ class Handlers:
                                        progress=_progress_cb(progress), on_no_face=on_no_face or "error")
         return _result_values(res)
 
-    def example_text(self, text, lang, photo):
-        return _result_values(self.svc.text_to_avatar(text, photo, self.svc.default_model(), lang=lang))
+    # An example row is rendered once per model (services keep it) and runs with the tab's chosen model. Gradio's
+    # own example cache cannot hold a result without a video (6.31 writes None as '' and fails to read it back:
+    # JSONDecodeError and error badges on every click), and would keep a speech-only result after weights arrive.
+    def example_text(self, row, model):
+        index = row[0] if isinstance(row, (tuple, list)) else int(row)
+        text, lang, photo = TEXT_EXAMPLES[index]
+        model = model or self.svc.default_model()
+        return _result_values(self.svc.example(("text", index, model), lambda: self.svc.text_to_avatar(
+            text, photo, model, lang=lang)))
 
-    def example_audio(self, audio, photo):
-        return _result_values(self.svc.audio_to_avatar(audio, photo, self.svc.default_model()))
+    def example_audio(self, row, model):
+        index = row[0] if isinstance(row, (tuple, list)) else int(row)
+        audio, photo = speech_examples()[index]
+        model = model or self.svc.default_model()
+        return _result_values(self.svc.example(("audio", index, model), lambda: self.svc.audio_to_avatar(
+            audio, photo, model)))
+
+    def pickers(self) -> tuple:
+        """At each page load: the three model pickers and the comparison's ticks, as this server is now (weights
+        found or gone since start-up, the Hub reachable again). Every model stays a valid choice."""
+        available = self.svc.available_models()
+        pickers = tuple(_picker_update(available, prefer) for prefer in PICKER_PREFERENCE)
+        ticks = gr.update(choices=_compare_choices(available), value=self.svc.compare_default() if available else [])
+        return pickers + (ticks,)
 
     def compare(self, text, audio, photo, video, engine, models, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress via this default)
-        chosen = list(models or COMPARE_DEFAULT)[:3]
+        chosen = list(models or self.svc.compare_default())[:3]
         out = self.svc.compare(self._avatar(photo, video), text=text, audio=audio, models=chosen, engine=engine,
                                progress=_progress_cb(progress))
         values: list = []  # plain values (not updates), so API clients get paths and text
@@ -267,7 +306,8 @@ class Handlers:
                 continue
             spec = registry.get(chosen[k])
             r = out[spec.id]
-            head = f"**{spec.title}** · {spec.img_size}×{spec.img_size} · licence: {spec.license or '—'}\n\n"
+            licence = (spec.license or "—").split(" (")[0]  # where the terms come from: Status -> Details
+            head = f"**{spec.title}** · {spec.img_size}×{spec.img_size} · licence: {licence}\n\n"
             if isinstance(r, str):
                 values += [None, f"{head}⚠️ {r}"]
             else:
@@ -308,7 +348,7 @@ class Handlers:
             "seconds_to_first_sentence_spoken": None if up.seconds_to_first_speech is None
             else round(up.seconds_to_first_speech, 3),
             "seconds_to_first_chunk": None if up.seconds_to_first_chunk is None else round(up.seconds_to_first_chunk, 3),
-            "notice": up.notice, "warnings": list(up.warnings),
+            "notice": up.notice, "lipsync_problem": up.problem, "warnings": list(up.warnings),
             "seconds_of_speech": None if up.speech_seconds is None else round(up.speech_seconds, 3),
         }
 
@@ -344,9 +384,10 @@ class Handlers:
         return (answer_md, sugg, video, timing, details, shown["download"], shown["audio"], shown["notice"],
                 shown["replay"])
 
-    def _ask_cleared(self) -> tuple:
-        """The Ask outputs while a new question is being answered: the previous answer is gone."""
-        return self._ask_values("*Finding the answer…*", gr.update(choices=[], value=None, visible=False),
+    def _ask_cleared(self, message: str = "*Finding the answer…*") -> tuple:
+        """The Ask outputs while a new question is being answered (or, with another ``message``, back at rest
+        with nothing being answered): the previous answer is gone."""
+        return self._ask_values(message, gr.update(choices=[], value=None, visible=False),
                                 gr.skip() if self.streaming else None, "", {}, self._nothing_shown())
 
     def ask(self, question, photo, model, engine, faq=None, entry=None, lang="zh"):
@@ -384,20 +425,50 @@ class Handlers:
                                    video, self._timing_md(up), self._details(up), shown)
 
     def ask_voice(self, audio, photo, model, engine, faq=None):
-        """Generator: the recognised question first (shown, editable), then the same outputs as :meth:`ask`."""
-        yield ("",) + self._ask_cleared()
-        text, _ = self.svc.transcribe(audio)
+        """Generator: the recognised question first (shown, editable), then the same outputs as :meth:`ask`.
+
+        Without a speech recogniser, or when nothing usable was recorded, it says so at once where the answer
+        would be and the page is back at rest (no error badge, no waiting for an answer that cannot come)."""
+        if not self.svc.speech_recognition()[0]:
+            yield ("",) + self._ask_cleared(f"*{ASR_UNAVAILABLE}*")
+            return
+        yield ("",) + self._ask_cleared("*Listening to your question…*")
+        try:
+            text, _ = self.svc.transcribe(audio)
+        except UserFacingError as err:  # bad recording, or the recogniser went away since the check above
+            message = ASR_UNAVAILABLE if isinstance(err, SpeechRecognitionUnavailable) else visitor_message(str(err))
+            yield ("",) + self._ask_cleared(f"*{message}*")
+            return
         for values in self.ask(text, photo, model, engine, faq):
             yield (text,) + values
 
-    def load_faq(self, path, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress via this default)
+    def voice_check(self):
+        """At the click, outside the queue (which may be busy rendering): without a speech recogniser the answer
+        area says so at once; otherwise nothing changes here."""
+        return gr.skip() if self.svc.speech_recognition()[0] else f"*{ASR_UNAVAILABLE}*"
+
+    # The public /ask and /ask_voice: the same steps as the page's, as plain values (an API client gets no
+    # {"__type__": "update"}): the clickable questions as a list of strings, and in the place of the streamed
+    # player the newest video (each chunk while streaming, then the whole answer).
+    def ask_api(self, question, photo, model, engine, faq=None):
+        yield from _plain_ask_steps(self.ask(question, photo, model, engine, faq), first=0)
+
+    def ask_voice_api(self, audio, photo, model, engine, faq=None):
+        yield from _plain_ask_steps(self.ask_voice(audio, photo, model, engine, faq), first=1)
+
+    def load_faq(self, path, current=None, progress=gr.Progress()):  # noqa: B008 (Gradio injects progress via this default)
+        """A problem with the file is said in the FAQ's status line (the FAQ in use stays): no error badge."""
         def cb(fraction, message=""):
             try:
                 progress(float(fraction), desc=message or "Indexing your FAQ")
             except Exception:  # progress is cosmetic
                 pass
 
-        faq = self.svc.load_faq(path, progress=cb)
+        try:
+            faq = self.svc.load_faq(path, progress=cb)
+        except UserFacingError as err:
+            still = "your previous FAQ" if current is not None else "the built-in public-service FAQ"
+            return current, f"⚠️ {visitor_message(str(err))} Still using {still}.", gr.update()
         n = len(faq.kb)
         how = ("Its answer / ask-back / don't-know thresholds are the documented defaults for an uncalibrated FAQ; "
                "calibrate them below with your own test questions." if not faq.calibration.calibrated
@@ -410,7 +481,10 @@ class Handlers:
         return None, "Using the built-in public-service FAQ.", gr.update(visible=False)
 
     def calibrate_faq(self, faq, questions):
-        new, report = self.svc.calibrate_faq(faq, questions)
+        try:
+            new, report = self.svc.calibrate_faq(faq, questions)
+        except UserFacingError as err:  # said in the status line, the FAQ in use stays
+            return faq, f"⚠️ {visitor_message(str(err))}"
         before, after = report["before"], report["after"]
         return new, (f"✓ Calibrated on {report['n_questions']} of your questions ({report['n_answerable']} "
                      f"answerable): right answers {before.get('accepted_correct', 0):.0%} → "
@@ -441,28 +515,66 @@ class Handlers:
 
 
 # ---------------------------------------------------------------------------------------------------- UI
-def _model_picker(svc: AppServices, prefer: str | None = None, label="Lip-sync model") -> gr.Radio:
-    """Every model whose weights resolve; the others are named with what to do (paper384: train your own)."""
-    available = svc.available_models()
-    missing = [registry.get(m) for m in registry.ids() if m not in available]
-    choices = [(f"{registry.get(m).title} · {registry.get(m).img_size}×{registry.get(m).img_size}", m)
-               for m in available]
-    value = prefer if prefer in available else (available[0] if available else None)
-    info = ("Bigger = sharper mouth, slower on a CPU." if available else "No lip-sync model can run here yet: "
-            "the answer is still spoken.")
-    if missing:  # names only: the Status tab says what to set for each
-        info += " Not available here: " + ", ".join(s.title for s in missing) + " (the Status tab says how to add them)."
-    return gr.Radio(choices=choices, value=value, label=label, info=info, interactive=bool(available),
+PICKER_INFO = "Bigger = sharper mouth, slower on a CPU."
+NOT_HERE = "not available here"
+
+
+def _model_choices(available: list[str] | None, size: str = "{0}×{0}") -> list[tuple[str, str]]:
+    """Every registry model, always (any id is a valid API value); its label says when it cannot run here
+    (``available`` None: not known yet, while the UI is built without looking at any file or the Hub)."""
+    out = []
+    for m in registry.ids():
+        spec = registry.get(m)
+        label = f"{spec.title} · {size.format(spec.img_size)}"
+        out.append((label if available is None or m in available else f"{label} ({NOT_HERE})", m))
+    return out
+
+
+def _compare_choices(available: list[str] | None) -> list[tuple[str, str]]:
+    return _model_choices(available, size="{0}")
+
+
+def _picker_info(available: list[str]) -> str:
+    if not available:
+        return "No lip-sync model can run on this server yet: you get the spoken answer."
+    if len(available) < len(registry.ids()):
+        return f"{PICKER_INFO} A model marked '{NOT_HERE}' gives the spoken answer only (the Status tab says more)."
+    return PICKER_INFO
+
+
+def _picker_update(available: list[str], prefer: str) -> dict:
+    value = prefer if prefer in available else (available[0] if available else prefer)
+    return gr.update(choices=_model_choices(available), value=value, info=_picker_info(available))
+
+
+def _model_picker(prefer: str, label="Lip-sync model") -> gr.Radio:
+    """Every registered model; which can run here is filled in when a page loads (``Handlers.pickers``)."""
+    return gr.Radio(choices=_model_choices(None), value=prefer, label=label, info=PICKER_INFO,
                     elem_classes="model-picker")
 
 
+def _plain_ask_steps(steps, first: int):
+    """The Ask steps with plain values where the page gets updates: ``first`` is the index of the answer."""
+    video = None
+    for values in steps:
+        values = list(values)
+        sugg, shown = values[first + 1], values[first + 2]
+        values[first + 1] = [c[0] if isinstance(c, (tuple, list)) else c for c in (sugg.get("choices") or [])] \
+            if isinstance(sugg, dict) else list(sugg or [])
+        if not (isinstance(shown, dict) and shown.get("__type__") == "update"):
+            video = shown
+        if values[first + 5]:  # the whole answer is ready (its download): that is the newest video now
+            video = values[first + 5]
+        values[first + 2] = video
+        yield tuple(values)
+
+
 def _avatar_inputs(default=DEFAULT_AVATAR):
-    photo = gr.Image(value=str(default) if default.exists() else None, type="filepath",
+    photo = gr.Image(value=str(default), type="filepath",
                      label="Avatar photo (one face)", sources=["upload", "webcam", "clipboard"], height=260)
     with gr.Accordion("…or a short video of one face (used instead of the photo)", open=False):
         video = gr.Video(label="Avatar video", sources=["upload"], height=220)
-        if EXAMPLE_VIDEO_AVATAR.exists():
-            gr.Examples([[str(EXAMPLE_VIDEO_AVATAR)]], inputs=[video], label="Example video avatar (made by this project)")
+        gr.Examples([[str(EXAMPLE_VIDEO_AVATAR)]], inputs=[video], label="Example video avatar (made by this project)")
         no_face = gr.Radio(NO_FACE_CHOICES, value="error", label="Frames where no face is found")
     return photo, video, no_face
 
@@ -506,9 +618,6 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
     h = Handlers(svc, streaming)
     streaming = h.streaming
     engines = ["auto"]  # engines are listed without loading the voice; the Status tab shows which one runs
-    speech_examples = [[str(EXAMPLES / n), str(DEFAULT_AVATAR)] for n in ("speech_en.ogg", "speech_zh.ogg")
-                       if (EXAMPLES / n).exists()]
-    compare_choices = [(f"{registry.get(m).title} · {registry.get(m).img_size}", m) for m in registry.ids()]
     keep_s = int(settings.share_link_hours * 3600)  # a shared link's media live as long as the link is promised
     with gr.Blocks(title=TITLE, delete_cache=(min(3600, keep_s), keep_s)) as demo:
         gr.Markdown(f"# {TITLE}\nAsk about ID cards, household registration, social insurance or vehicles — in "
@@ -521,8 +630,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         q_text = gr.Textbox(label="Your question · 您的问题", lines=2, max_length=500, elem_id="question",
                                             placeholder="e.g. 身份证丢了怎么补办？ / How do I apply for a residence permit?")
                         with gr.Row(equal_height=True):
-                            q_model = _model_picker(svc, prefer=registry.DEFAULT_MODEL)  # answers stream: speed first
-                            q_photo = gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None,
+                            q_model = _model_picker(PICKER_PREFERENCE[0])
+                            q_photo = gr.Image(value=str(DEFAULT_AVATAR),
                                                type="filepath", label="Avatar", height=140, scale=0)
                         q_btn = gr.Button("Ask", variant="primary", elem_id="ask_btn")
                         with gr.Accordion("…or ask by voice · 语音提问", open=False):
@@ -540,7 +649,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                                         f"used for this browser tab only; limits {settings.faq_max_mb:g} MB and "
                                         f"{settings.faq_max_entries} entries.")
                             f_file = gr.File(label="Your FAQ", file_types=[".csv", ".jsonl", ".json"],
-                                             type="filepath")
+                                             type="filepath", elem_id="faq_file")
                             with gr.Row():
                                 f_load = gr.Button("Use my FAQ")
                                 f_reset = gr.Button("Back to the built-in FAQ")
@@ -574,17 +683,32 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 ask_outputs = [q_answer, q_sugg, q_video, q_timing, q_details, q_file, q_audio, q_notice, q_replay]
                 ask_inputs = [q_text, q_photo, q_model, q_engine, q_faq]
                 ask_fn = gradio_errors(h.ask)
-                _on_render(q_btn.click, tabs, "ask", ask_fn, ask_inputs, ask_outputs, api_name="ask",
-                           show_progress=ASK_PROGRESS)
+                # the page's own events (private; named so that the public names below stay /ask and /ask_voice)
+                _on_render(q_btn.click, tabs, "ask", ask_fn, ask_inputs, ask_outputs, api_visibility="private",
+                           api_name="ask_in_page", show_progress=ASK_PROGRESS)
                 _on_render(q_text.submit, tabs, "ask", ask_fn, ask_inputs, ask_outputs, api_visibility="private",
-                           show_progress=ASK_PROGRESS)
-                f_load.click(gradio_errors(h.load_faq), [f_file], [q_faq, f_status, f_cal_box], api_visibility="private")
+                           api_name="ask_in_page_enter", show_progress=ASK_PROGRESS)
+                f_load.click(gradio_errors(h.load_faq), [f_file, q_faq], [q_faq, f_status, f_cal_box],
+                             api_visibility="private")
                 f_reset.click(h.built_in_faq, None, [q_faq, f_status, f_cal_box], api_visibility="private")
                 f_cal.click(gradio_errors(h.calibrate_faq), [q_faq, f_questions], [q_faq, f_status],
                             api_visibility="private")
+                q_voice_btn.click(h.voice_check, None, q_answer, queue=False, api_visibility="private",
+                                  show_progress="hidden")
                 _on_render(q_voice_btn.click, tabs, "ask", gradio_errors(h.ask_voice),
                            [q_voice, q_photo, q_model, q_engine, q_faq], [q_text] + ask_outputs,
-                           api_name="ask_voice", show_progress=ASK_PROGRESS)
+                           api_visibility="private", api_name="ask_voice_in_page", show_progress=ASK_PROGRESS)
+                # the public /ask and /ask_voice (API clients only; plain values, see Handlers.ask_api): the same
+                # inputs and outputs, but the clickable questions as a list and the newest video in a plain player
+                api_sugg = gr.JSON(visible=False, label="clickable questions")
+                api_video = gr.Video(visible=False, label="newest video", format="mp4")
+                api_outputs = [q_answer, api_sugg, api_video] + ask_outputs[3:]
+                api_ask, api_voice = gr.Button(visible=False), gr.Button(visible=False)
+                api_ask.click(gradio_errors(h.ask_api), ask_inputs, api_outputs, api_name="ask",
+                              concurrency_id="render", show_progress="hidden")
+                api_voice.click(gradio_errors(h.ask_voice_api), [q_voice, q_photo, q_model, q_engine, q_faq],
+                                [q_text] + api_outputs, api_name="ask_voice", concurrency_id="render",
+                                show_progress="hidden")
                 _on_render(q_sugg.input, tabs, "ask", gradio_errors(h.ask_choice),
                            [q_sugg, q_photo, q_model, q_engine, q_faq], [q_text] + ask_outputs,
                            api_visibility="private", show_progress=ASK_PROGRESS)
@@ -597,16 +721,16 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         with gr.Row():
                             t_lang = gr.Radio(["auto", "zh", "en"], value="auto", label="Language")
                             t_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
-                        t_model = _model_picker(svc, prefer="wav2lip256")
+                        t_model = _model_picker(PICKER_PREFERENCE[1])
                         t_photo, t_video, t_noface = _avatar_inputs()
                         t_btn = gr.Button("Make the avatar speak", variant="primary")
                     with gr.Column():
                         t_out, t_audio, t_info, t_notice, t_details = _avatar_result("text", settings.share_link_hours)
                 t_outputs = [t_out, t_audio, t_info, t_notice, t_details]
-                gr.Examples([[SAY_ZH, "zh", str(DEFAULT_AVATAR)], [SAY_EN, "en", str(DEFAULT_AVATAR)]],
-                            inputs=[t_text, t_lang, t_photo], outputs=t_outputs,
-                            fn=gradio_errors(h.example_text), cache_examples=True, cache_mode="lazy",
-                            label="Examples (rendered once, then served from the cache)")
+                t_examples = gr.Examples([list(row) for row in TEXT_EXAMPLES], inputs=[t_text, t_lang, t_photo],
+                                         label="Examples (each rendered once per model, then shown at once)")
+                _on_render(t_examples.dataset.click, tabs, "text", gradio_errors(h.example_text),
+                           [t_examples.dataset, t_model], t_outputs, api_visibility="private")
                 _on_render(t_btn.click, tabs, "text", gradio_errors(h.text_to_avatar),
                            [t_text, t_lang, t_engine, t_photo, t_video, t_model, t_noface], t_outputs,
                            api_name="text_to_avatar")
@@ -617,16 +741,17 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         a_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                            label="Speech (upload or record, up to "
                                                  f"{settings.max_audio_seconds:g} s)")
-                        a_model = _model_picker(svc, prefer="wav2lip256")
+                        a_model = _model_picker(PICKER_PREFERENCE[2])
                         a_photo, a_video, a_noface = _avatar_inputs()
                         a_btn = gr.Button("Lip-sync", variant="primary")
                     with gr.Column():
                         a_out, a_saudio, a_info, a_notice, a_details = _avatar_result("audio", settings.share_link_hours)
                 a_outputs = [a_out, a_saudio, a_info, a_notice, a_details]
-                if speech_examples:
-                    gr.Examples(speech_examples, inputs=[a_audio, a_photo], outputs=a_outputs,
-                                fn=gradio_errors(h.example_audio), cache_examples=True, cache_mode="lazy",
-                                label="Examples (speech made by this project's TTS)")
+                a_examples = gr.Examples([list(row) for row in speech_examples()], inputs=[a_audio, a_photo],
+                                         label="Examples (speech made by this project's voice; each rendered once "
+                                               "per model)")
+                _on_render(a_examples.dataset.click, tabs, "audio", gradio_errors(h.example_audio),
+                           [a_examples.dataset, a_model], a_outputs, api_visibility="private")
                 _on_render(a_btn.click, tabs, "audio", gradio_errors(h.audio_to_avatar),
                            [a_audio, a_photo, a_video, a_model, a_noface], a_outputs, api_name="audio_to_avatar")
 
@@ -636,8 +761,9 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                             "(*mouth sharpness*: higher means more detail around the lips).")
                 with gr.Row():
                     with gr.Column():
-                        c_models = gr.CheckboxGroup(compare_choices, value=list(COMPARE_DEFAULT),
-                                                    label="Models (two or three)")
+                        # ticked when a page loads: the models that can run here (Handlers.pickers)
+                        c_models = gr.CheckboxGroup(_compare_choices(None), value=[], label="Models (two or three)",
+                                                    elem_id="compare_models")
                         c_text = gr.Textbox(label="Text to speak", value=SAY_ZH, lines=2, max_length=1000)
                         c_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                            label="…or speech (used instead of the text)")
@@ -660,13 +786,14 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
             with gr.Tab("Status", id="status") as s_tab:
                 s_md = gr.Markdown(elem_id="status_table")
                 s_btn = gr.Button("Refresh")
-                with gr.Accordion("Details", open=False):
+                with gr.Accordion("Details", open=False):  # technical details (repos, files, settings) live here
                     s_details = gr.Markdown()
-                with gr.Accordion("Configuration (DH_* environment variables)", open=False):
-                    gr.Markdown(_config_markdown(settings))
+                    gr.Markdown("**Configuration** (DH_* environment variables)\n\n" + _config_markdown(settings))
                 s_btn.click(h.status, None, [s_md, s_details], api_name="status")
                 # filled when the tab is opened (a plain request, not the queue: nothing stays open at page load)
                 s_tab.select(h.status, None, [s_md, s_details], api_visibility="private", queue=False)
+        # what can run is looked at when a page loads, never while the UI is built (no file or Hub look-up then)
+        demo.load(h.pickers, None, [q_model, t_model, a_model, c_models], api_visibility="private", queue=False)
     return demo
 
 

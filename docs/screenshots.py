@@ -1,12 +1,14 @@
 """Screenshots of every tab of the app, as a visitor sees them, into docs/screenshots/.
 
     python docs/screenshots.py [--out docs/screenshots] [--models wav2lip96,wav2lip256]
+    HF_HUB_OFFLINE=1 python docs/screenshots.py --out docs/screenshots/fresh-clone --models ""
 
 Starts ``app.py`` on a free loopback port with random weights of the real architectures for the models named
 (the Hub is not needed; the videos show a meaningless mouth, the layout and the figures are real) unless the
-``DH_*_CHECKPOINT`` variables already point at weights, then drives headless Chromium through Playwright: asks a
-question (once the start-up warm-up is done) and waits for the spoken answer, renders a model comparison,
-opens Status.
+``DH_*_CHECKPOINT`` variables already point at weights (``--models ""``: none, as a fresh clone without the Hub
+is), then drives headless Chromium through Playwright: asks a question (once the start-up warm-up is done) and
+waits for the spoken answer, clicks the first example row of the Text and Audio tabs and waits for its result,
+renders a model comparison, opens Status, and shows the top of the page at a phone's width.
 """
 
 from __future__ import annotations
@@ -48,10 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         page.get_by_role("button", name="Ask", exact=True).click()
         expect(page.locator("#ask_timing")).to_contain_text("s of speech", timeout=600_000)
         page.screenshot(path=str(args.out / "ask.png"), full_page=True)
-        page.get_by_role("tab", name="Text → Avatar").click()
-        page.screenshot(path=str(args.out / "text.png"), full_page=True)
-        page.get_by_role("tab", name="Audio → Avatar").click()
-        page.screenshot(path=str(args.out / "audio.png"), full_page=True)
+        for tab, key in (("Text → Avatar", "text"), ("Audio → Avatar", "audio")):
+            page.get_by_role("tab", name=tab).click()
+            page.locator(".tr-body:visible").first.click()  # the first example row: rendered (or spoken) at once
+            page.wait_for_function(f"() => {{ const a = document.querySelector('#{key}_audio audio'); "
+                                   "return a && a.src; }", timeout=900_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(args.out / f"{key}.png"), full_page=True)
         page.get_by_role("tab", name="Compare models").click()
         page.get_by_role("button", name="Compare", exact=True).click()
         # the results' figures (all models' come at once); not the text "mouth sharpness", which the tab's
@@ -62,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         page.get_by_role("tab", name="Status").click()
         expect(page.locator("#status_table")).to_contain_text("Lip-sync", timeout=60_000)
         page.screenshot(path=str(args.out / "status.png"), full_page=True)
+        page.get_by_role("tab", name="Ask the assistant").click()
+        page.set_viewport_size({"width": 360, "height": 780})
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(args.out / "phone.png"))
     print(f"screenshots in {args.out}; app log {app.log}")
     return 0
 

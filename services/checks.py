@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import UserFacingError
+
+log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 500
 MIN_AUDIO_SECONDS = 0.3
@@ -26,7 +30,8 @@ def check_question(question: str | None) -> str:
 def check_upload_size(path: str | Path, max_mb: float, what: str) -> None:
     size_mb = Path(path).stat().st_size / 2**20
     if size_mb > max_mb:
-        raise UserFacingError(f"The {what} is {size_mb:.0f} MB; the limit is {max_mb:g} MB (DH_MAX_UPLOAD_MB).")
+        raise UserFacingError(f"The {what} is {size_mb:.0f} MB; the limit here is {max_mb:g} MB. Please use a smaller "
+                              "file.")
 
 
 def check_speech(wave: np.ndarray, sr: int, max_seconds: float, name: str = "audio") -> None:
@@ -35,11 +40,13 @@ def check_speech(wave: np.ndarray, sr: int, max_seconds: float, name: str = "aud
     if seconds < MIN_AUDIO_SECONDS:
         raise UserFacingError(f"The {name} is only {seconds:.2f} s long; record at least {MIN_AUDIO_SECONDS} s of speech.")
     if seconds > max_seconds + 0.05:
-        raise UserFacingError(f"The {name} is {seconds:.0f} s long; the limit is {max_seconds:g} s (DH_MAX_AUDIO_SECONDS).")
+        raise UserFacingError(f"The {name} is {seconds:.0f} s long; the limit here is {max_seconds:g} s. Please use a "
+                              "shorter one.")
     rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
     if not np.isfinite(rms) or rms < SILENCE_RMS:
-        raise UserFacingError(f"The {name} is silent (level {20 * np.log10(max(rms, 1e-12)):.0f} dBFS): "
-                              "there is no speech to lip-sync. Check the microphone or pick another file.")
+        log.info("%s is silent: RMS level %.0f dBFS", name, 20 * np.log10(max(rms, 1e-12)))
+        raise UserFacingError(f"The {name} is silent: there is no speech to lip-sync. Check the microphone or pick "
+                              "another file.")
 
 
 def count_faces(image: np.ndarray, detector) -> int:
@@ -48,3 +55,23 @@ def count_faces(image: np.ndarray, detector) -> int:
     from wav2lip384.faces import count_faces as faces_that_matter
 
     return faces_that_matter(detector.detect_batch([np.ascontiguousarray(image)])[0])
+
+
+# Technical tails the layers below add to a message a visitor reads (a decoder's own words, a setting's name):
+# kept in the log, cut from what is shown.
+_DECODER_SAID = re.compile(r"\s*(?:ffmpeg said:|could not be read as media:).*$", re.S)
+_SETTING = re.compile(r"\s*\((?:set )?DH_[A-Z0-9_]+[^)]*\)")
+
+
+def visitor_message(text: str) -> str:
+    """``text`` of a user-facing error in plain words: a decoder's message and setting names go to the log."""
+    plain = _SETTING.sub("", text)
+    said = _DECODER_SAID.search(plain)
+    if said:
+        head = plain[:said.start()].rstrip(" .:")
+        plain = (f"{head}." if "damaged" in head else
+                 f"{head} could not be read: it may be damaged, or not a photo, video or audio file. Please try "
+                 "another file.")
+    if plain != text:
+        log.info("shown to the visitor as %r: %s", plain, text)
+    return plain

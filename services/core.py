@@ -39,6 +39,17 @@ EXAMPLE_VIDEO_AVATAR = EXAMPLES / "astronaut_motion.mp4"
 CLOSEUP_AVATAR = EXAMPLES / "astronaut_closeup.jpg"  # face ~414 px: what the model comparison defaults to
 LANG_CHOICES = ("auto", "zh", "en")
 COMPARE_DEFAULT = ("wav2lip96", "wav2lip256", "livetalking384")
+# What a visitor reads when there is no video: what happened and what still works. Which weights are missing and
+# what to set is for the operator: Status -> Details, the result's details and the log.
+LIPSYNC_UNAVAILABLE = "Lip-sync is not available on this server yet — here is {what}."
+LIPSYNC_FAILED = "The video could not be finished — here is {what}."
+MODEL_UNAVAILABLE = "Not available on this server yet (the Status tab lists what can run)."
+ASR_UNAVAILABLE = ("Questions by voice are not available on this server yet — please type your question instead. "
+                   "语音提问暂不可用，请输入文字提问。")
+
+
+class SpeechRecognitionUnavailable(UserFacingError):
+    """Spoken questions cannot be understood here (no recogniser); typing still works."""
 
 
 class AppServices:
@@ -55,6 +66,9 @@ class AppServices:
         # one lock per part: a first-time index build (minutes on a Space) must not hold up the voice or video
         self._assistant_lock, self._tts_lock, self._asr_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self._speak_lock = threading.Lock()
+        self._examples_lock = threading.Lock()
+        self._example_locks: dict[tuple, threading.Lock] = {}
+        self._examples: dict[tuple, VideoResult] = {}
         self._assistant = None
         self._tts = None
         self._asr = None
@@ -117,10 +131,22 @@ class AppServices:
                 self._asr = SpeechRecognizer(self.settings.asr_model)
             return self._asr
 
+    def speech_recognition(self) -> tuple[bool, str]:
+        """(available, technical detail) of the speech recogniser, without loading or downloading it."""
+        try:
+            st = self.recognizer().status()
+        except Exception as err:  # an incomplete install: spoken questions are off, typing works
+            return False, f"{type(err).__name__}: {err}"
+        return bool(st.get("available")), str(st.get("detail", ""))
+
     def transcribe(self, audio: str | Path | None) -> tuple[str, str]:
         """A spoken question -> (text, language). Clear messages for no file, silence, or a missing model."""
         if audio is None or str(audio).strip() == "":
             raise UserFacingError("Record or upload your question first. 请先录制或上传您的问题。")
+        ok, detail = self.speech_recognition()
+        if not ok:  # said at once, before the recording is even read
+            log.info("spoken question refused: %s", detail)
+            raise SpeechRecognitionUnavailable(ASR_UNAVAILABLE)
         from qa.asr import transcribe_file
         from wav2lip384.media.video import check_media
 
@@ -144,8 +170,27 @@ class AppServices:
         available = self.available_models()
         return next((m for m in prefer if m in available), available[0] if available else registry.DEFAULT_MODEL)
 
+    def compare_default(self) -> list[str]:
+        """The models the comparison ticks: those that can run here (up to three), else the usual three."""
+        return self.available_models()[:3] or list(COMPARE_DEFAULT)
+
     def face_detector(self):
         return self.models.detector()
+
+    def example(self, key: tuple, make: Callable[[], VideoResult]) -> VideoResult:
+        """An example row's result, made once per ``key`` (row, model) and kept while its files live (request
+        directories are swept after ``keep_outputs_s``; then it is made again). Two first clicks make it once."""
+        with self._examples_lock:
+            lock = self._example_locks.setdefault(key, threading.Lock())
+        with lock:
+            res = self._examples.get(key)
+            files = [p for p in (res.path, res.audio_path) if p is not None] if res is not None else []
+            if res is None or not all(Path(p).is_file() for p in files):
+                res = self._examples[key] = make()
+            else:  # served again: its directory counts as fresh for the sweep
+                for d in {Path(p).parent for p in files}:
+                    d.touch(exist_ok=True)
+            return res
 
     def warm_up(self, models: tuple[str, ...] | None = None) -> dict[str, float]:
         """Pay every one-off cost now (app start-up runs this in a thread): the audio path (librosa/numba), the
@@ -256,13 +301,17 @@ class AppServices:
         return wave
 
     # ---- rendering ------------------------------------------------------------------------------------
-    def _speech_only(self, model: str, wave: np.ndarray, out_dir: Path, t0: float, notice: str,
-                     engine: str = "") -> VideoResult:
+    def _speech_only(self, model: str, wave: np.ndarray, out_dir: Path, t0: float, problem: str,
+                     engine: str = "", notice: str = LIPSYNC_UNAVAILABLE) -> VideoResult:
+        """The speech alone, with a plain notice for the visitor; ``problem`` (technical) goes to details/log."""
         spec = registry.get(model)
+        log.info("speech only (%s): %s", spec.id, problem)
         audio = write_wav(wave, 16000, out_dir / "speech.wav")
         return VideoResult(path=None, model=spec.id, model_title=spec.title, img_size=spec.img_size,
                            seconds=time.perf_counter() - t0, fps=0.0, n_frames=0, duration_s=len(wave) / 16000.0,
-                           render_fps=0.0, engine=engine, audio_path=audio, notice=notice)
+                           render_fps=0.0, engine=engine, audio_path=audio,
+                           notice=notice.format(what="the speech"), problem=problem,
+                           source=self.models.checkpoint(spec.id), license=spec.license)
 
     def render(self, model: str | int, avatar: Path, wave: np.ndarray, out_dir: Path, t0: float,
                progress: Callable | None = None, engine: str = "", clarity: bool = False,
@@ -275,6 +324,7 @@ class AppServices:
         res = pipe(face=avatar, audio=(wave, 16000), out_path=out, progress=progress, on_no_face=on_no_face)
         seconds = time.perf_counter() - t0
         lipsync_s = float((getattr(res, "timings", None) or {}).get("total") or seconds)
+        warnings = list(getattr(res, "warnings", []) or [])
         return VideoResult(
             path=Path(res.output_path), model=spec.id, model_title=spec.title, img_size=spec.img_size,
             seconds=seconds, fps=float(res.fps), n_frames=int(res.n_frames), duration_s=float(res.duration_s),
@@ -283,22 +333,23 @@ class AppServices:
             detector=str(getattr(res, "detector", "")), engine=engine, precision=str(getattr(res, "precision", "")),
             timings={k: float(v) for k, v in (getattr(res, "timings", None) or {}).items()
                      if isinstance(v, (int, float))},
-            warnings=list(getattr(res, "warnings", []) or []), source=self.models.checkpoint(spec.id),
+            warnings=[w for w in warnings if not _for_the_operator(w)],
+            notes=[w for w in warnings if _for_the_operator(w)], source=self.models.checkpoint(spec.id),
             license=spec.license)
 
     def _render_or_speech(self, model: str, avatar: Path, wave: np.ndarray, out_dir: Path, t0: float,
                           progress, engine: str, on_no_face: str) -> VideoResult:
         ok, msg = self.weights(model)
         if not ok:
-            return self._speech_only(model, wave, out_dir, t0, f"Lip-sync is unavailable: {msg}", engine)
+            return self._speech_only(model, wave, out_dir, t0, msg, engine)
         try:
             res = self.render(model, avatar, wave, out_dir, t0, progress, engine=engine, on_no_face=on_no_face)
         except UserFacingError as err:
             if not _is_model_problem(err):
                 raise  # bad input (no face, ...): the visitor can fix it, say so
-            return self._speech_only(model, wave, out_dir, t0, f"Lip-sync is unavailable: {err}", engine)
-        if engine:  # text input: the speech alone as well (a download, and what plays if the video cannot)
-            res.audio_path = write_wav(wave, 16000, out_dir / "speech.wav")
+            return self._speech_only(model, wave, out_dir, t0, str(err), engine)
+        # the speech alone as well, for text and audio input alike (a download, and what API clients get)
+        res.audio_path = write_wav(wave, 16000, out_dir / "speech.wav")
         return res
 
     def text_to_avatar(self, text: str, avatar: str | Path | None, model: str | int = "wav2lip96",
@@ -326,7 +377,7 @@ class AppServices:
         Each model is loaded before its clock starts, so the figures compare rendering, not loading. A model
         that cannot run gets an explanation string instead of a result.
         """
-        chosen = [registry.canonical_id(m) for m in (models or COMPARE_DEFAULT) if m not in (None, "")]
+        chosen = [registry.canonical_id(m) for m in (models or self.compare_default()) if m not in (None, "")]
         chosen = list(dict.fromkeys(chosen))
         if not 1 <= len(chosen) <= 3:
             raise UserFacingError("Choose one to three models to compare.")
@@ -340,10 +391,10 @@ class AppServices:
         out_dir = self.dirs.new("compare-")
         results: dict[str, VideoResult | str] = {}
         for m in chosen:
-            spec = registry.get(m)
             ok, msg = self.weights(m)
             if not ok:
-                results[m] = f"{spec.title} is unavailable: {msg}"
+                log.info("compare: %s not available: %s", m, msg)
+                results[m] = MODEL_UNAVAILABLE
                 continue
             try:
                 self.pipeline(m)
@@ -352,7 +403,8 @@ class AppServices:
             except UserFacingError as err:
                 if not _is_model_problem(err):
                     raise
-                results[m] = f"{spec.title} is unavailable: {err}"
+                log.warning("compare: %s could not run: %s", m, err)
+                results[m] = MODEL_UNAVAILABLE
         return results
 
     # ---- the assistant --------------------------------------------------------------------------------
@@ -421,19 +473,19 @@ class AppServices:
         lang = getattr(answer, "lang", None)
         out_dir = self.dirs.new("ask-")
         avatar_path, _ = self.check_avatar(avatar or DEFAULT_AVATAR)  # a bad upload is the visitor's to fix
-        ok, msg = self.weights(model)
-        notice = "" if ok else f"Lip-sync is unavailable: {msg}"
+        ok, problem = self.weights(model)
         pipe = None
         if ok:
             try:
                 pipe = self.pipeline(model)
             except UserFacingError as err:
-                notice = f"Lip-sync is unavailable: {err}"
+                problem = str(err)
         if pipe is None:
+            log.info("spoken answer only (%s): %s", model, problem)
             audio, used = self._speak_whole(_spoken(answer), lang, engine, out_dir)
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=used, model=model,
-                            notice=notice, done=True, seconds_to_first_speech=time.perf_counter() - t0,
-                            speech_seconds=self._seconds(audio))
+                            notice=LIPSYNC_UNAVAILABLE.format(what="the spoken answer"), problem=problem, done=True,
+                            seconds_to_first_speech=time.perf_counter() - t0, speech_seconds=self._seconds(audio))
             return
         if not chunks:
             yield from self._ask_audio_first(answer, avatar_path, model, engine, out_dir, t0, t_answer)
@@ -488,7 +540,7 @@ class AppServices:
             log.exception("lip-sync of the answer failed")
             audio = write_wav(np.concatenate(waves), 16000, out_dir / "answer.wav")
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=engine_used, model=model,
-                            notice=f"The video could not be made ({err}); here is the spoken answer.", done=True,
+                            notice=LIPSYNC_FAILED.format(what="the spoken answer"), problem=str(err), done=True,
                             seconds_to_first_chunk=t_first)
             return
         full = concat_videos(chunks, out_dir / "answer.mp4") if chunks else None
@@ -513,8 +565,9 @@ class AppServices:
         except UserFacingError as err:
             if not _is_model_problem(err):
                 raise
+            log.warning("lip-sync of the answer failed: %s", err)
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=sp.engine, model=model,
-                            notice=f"The video could not be made ({err}); here is the spoken answer.", done=True)
+                            notice=LIPSYNC_FAILED.format(what="the spoken answer"), problem=str(err), done=True)
             return
         yield AskUpdate(answer=answer, index=1, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech,
                         seconds_to_first_chunk=time.perf_counter() - t0, final_video=res.path, audio=audio,
@@ -540,6 +593,12 @@ def release_at(total_s: float, rate: float, margin_s: float) -> float:
     one buffers more of the answer first. Never more than the whole answer."""
     need = max(margin_s, total_s - rate * max(total_s - margin_s, 0.0))
     return min(need, total_s)
+
+
+def _for_the_operator(warning: str) -> bool:
+    """A pipeline note about how this server is set up (which face detector runs), not about the visitor's input:
+    Status shows it (Face detector row); the result keeps it in its details."""
+    return "detector" in warning.lower()
 
 
 def _is_model_problem(err: UserFacingError) -> bool:

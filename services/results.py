@@ -37,8 +37,10 @@ class VideoResult:
     precision: str = ""  # the generator's compute dtype (bf16 only where native and verified)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # everything the pipeline had to adjust, in plain words
+    notes: list[str] = field(default_factory=list)  # what is for the operator (e.g. the face detector): details only
     audio_path: Path | None = None  # the speech as audio (always set for text input)
-    notice: str = ""  # why there is no video (lip-sync unavailable), said once and calmly
+    notice: str = ""  # why there is no video (lip-sync unavailable), said once, calmly and in plain words
+    problem: str = ""  # the technical reason behind the notice (repo, file, variable): details and log only
     source: str = ""  # where the model's weights come from
     license: str = ""
 
@@ -60,9 +62,14 @@ class VideoResult:
 
     def details(self) -> dict[str, Any]:
         """Engineering details for the collapsed panel."""
-        return {"model": self.model, "weights": self.source, "license": self.license, "frames": self.n_frames,
-                "video_fps": self.fps, "face_detector": self.detector, "model_precision": self.precision,
-                "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
+        out = {"model": self.model, "weights": self.source, "license": self.license, "frames": self.n_frames,
+               "video_fps": self.fps, "face_detector": self.detector, "model_precision": self.precision,
+               "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
+        if self.problem:
+            out["lipsync_problem"] = self.problem
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,7 +92,8 @@ class AskUpdate:
     audio: Path | None = None  # the spoken answer as audio (set when lip-sync cannot run, and on the last update)
     engine: str = ""
     model: str = "wav2lip96"
-    notice: str = ""  # lip-sync unavailable / failed: the answer is still spoken (audio)
+    notice: str = ""  # lip-sync unavailable / failed: the answer is still spoken (audio); plain words
+    problem: str = ""  # the technical reason behind the notice: details and log only
     warnings: list[str] = field(default_factory=list)
     done: bool = False  # the last update of this answer
     speech_seconds: float | None = None  # length of the spoken answer (set on the last update)

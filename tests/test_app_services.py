@@ -63,7 +63,7 @@ def test_silent_short_and_long_speech_get_clear_messages():
         check_speech(np.zeros(sr, np.float32) + 1e-5, sr, max_seconds=10)
     with pytest.raises(UserFacingError, match="only 0.10 s"):
         check_speech(speech[: sr // 10], sr, max_seconds=10)
-    with pytest.raises(UserFacingError, match="limit is 0.5 s"):
+    with pytest.raises(UserFacingError, match="limit here is 0.5 s"):
         check_speech(speech, sr, max_seconds=0.5)
 
 
@@ -154,22 +154,28 @@ def test_missing_weights_are_reported_with_what_to_do_and_speech_still_delivered
     status = {it.part: it for it in svc.status()}
     paper = status["Lip-sync: Paper 384 (your weights)"]
     assert not paper.ok and paper.active == "not configured"
-    assert "DH_WAV2LIP384_CHECKPOINT" in paper.fix and "train" in paper.fix
+    # the table says it in plain words; which variable to set is in the row's details (Status -> Details, log)
+    assert "DH_WAV2LIP384_CHECKPOINT" in paper.details and "train" in paper.details and "trained" in paper.fix
     w96 = status["Lip-sync: Wav2Lip 96"]
-    assert not w96.ok and "DH_WAV2LIP96_CHECKPOINT" in w96.fix
-    assert "DH_WAV2LIP256_CHECKPOINT" in status["Lip-sync: Wav2Lip 256 (community)"].fix
-    assert {"Face detector", "Question answering", "Voice"} <= set(status)
+    assert not w96.ok and "DH_WAV2LIP96_CHECKPOINT" in w96.details and "still spoken" in w96.fix
+    assert "DH_WAV2LIP256_CHECKPOINT" in status["Lip-sync: Wav2Lip 256 (community)"].details
+    assert {"Face detector", "Question answering", "Voice", "Speech recognition (questions by voice)"} <= set(status)
     assert status["Voice"].ok  # espeak-ng works offline
-    assert "DH_S3FD_CHECKPOINT" in status["Face detector"].fix or "S3FD" in status["Face detector"].active
+    assert "DH_S3FD_CHECKPOINT" in status["Face detector"].details or "S3FD" in status["Face detector"].active
+    for it in status.values():  # the table a visitor reads: no settings, repos or files
+        assert "DH_" not in it.fix and "/" not in it.fix, it
     md = svc.status_markdown()
     assert md.startswith("| part | state | what to do |") and "| Lip-sync: Wav2Lip 96 | ⚠ unavailable |" in md
     assert svc.available_models() == []
-    # no lip-sync model can run: the speech is still delivered, with one calm notice naming the variable
+    # no lip-sync model can run: the speech is still delivered, with one calm notice in plain words; the variable
+    # to set is in the result's details
     res = svc.text_to_avatar("hello", DEFAULT_AVATAR, "384")
     assert res.path is None and res.audio_path.is_file() and res.model == "paper384"
-    assert "DH_WAV2LIP384_CHECKPOINT" in res.notice and res.summary().startswith("🔈 Speech only")
+    assert res.notice == "Lip-sync is not available on this server yet — here is the speech."
+    assert res.summary().startswith("🔈 Speech only") and "DH_WAV2LIP384_CHECKPOINT" in res.details()["lipsync_problem"]
     res = svc.audio_to_avatar(ROOT / "examples" / "speech_en.ogg", DEFAULT_AVATAR, 96)
-    assert res.path is None and "DH_WAV2LIP96_CHECKPOINT" in res.notice
+    assert res.path is None and res.audio_path.is_file() and "DH_" not in res.notice
+    assert "DH_WAV2LIP96_CHECKPOINT" in res.problem
     with pytest.raises(UserFacingError, match="Unknown lip-sync model"):
         svc.weights(128)
     with pytest.raises(UserFacingError, match="unsupported type"):  # bad input is still the visitor's to fix
@@ -191,14 +197,38 @@ def test_ask_without_lipsync_weights_still_speaks_the_answer(svc, tmp_path):
     assert ups[0].index == -1 and not ups[0].done
     last = ups[-1]
     assert last.done and last.final_video is None and last.audio.is_file() and last.audio.stat().st_size > 10_000
-    assert "DH_WAV2LIP96_CHECKPOINT" in last.notice
+    assert last.notice == "Lip-sync is not available on this server yet — here is the spoken answer."
+    assert "DH_WAV2LIP96_CHECKPOINT" in last.problem
 
 
-def test_a_spoken_question_without_a_reachable_recogniser_says_what_to_set(svc):
+def test_a_spoken_question_without_a_reachable_recogniser_says_so_at_once(svc):
+    from services.core import ASR_UNAVAILABLE
+
     with pytest.raises(UserFacingError, match="Record or upload"):
         svc.transcribe(None)
-    with pytest.raises(UserFacingError, match="DH_ASR_MODEL"):
+    ok, detail = svc.speech_recognition()
+    assert not ok and "DH_ASR_MODEL" in detail  # the operator's detail...
+    t0 = time.perf_counter()
+    with pytest.raises(UserFacingError) as err:
         svc.transcribe(ROOT / "examples" / "speech_en.ogg")
+    assert str(err.value) == ASR_UNAVAILABLE and "type your question" in ASR_UNAVAILABLE  # ...the visitor's words
+    assert time.perf_counter() - t0 < 2  # said at once: nothing loaded or read
+    row = {it.part: it for it in svc.status()}["Speech recognition (questions by voice)"]
+    assert not row.ok and "DH_ASR_MODEL" in row.details and "DH_" not in row.fix
+
+
+def test_a_voice_question_offline_returns_the_page_to_rest_with_the_reason(svc):
+    pytest.importorskip("gradio")
+    import app
+
+    steps = list(app.gradio_errors(app.Handlers(svc, streaming=True).ask_voice)(
+        str(ROOT / "examples" / "speech_en.ogg"), str(DEFAULT_AVATAR), "wav2lip96", "auto"))
+    assert len(steps) == 1  # one step: no "Finding the answer…" left behind
+    assert steps[0][0] == "" and "not available on this server yet" in steps[0][1]
+    assert "not available on this server yet" in app.Handlers(svc).voice_check()  # at the click, outside the queue
+    api = list(app.Handlers(svc, streaming=True).ask_voice_api(str(ROOT / "examples" / "speech_en.ogg"),
+                                                               str(DEFAULT_AVATAR), "wav2lip96", "auto"))
+    assert "__type__" not in repr(api) and api[-1][2] == [] and api[-1][3] is None  # plain values for clients
 
 
 def test_examples_are_small_and_documented():
@@ -214,23 +244,46 @@ def test_examples_are_small_and_documented():
 
 
 # ------------------------------------------------------------------------------------------ UI wiring
-def test_ui_has_scriptable_tabs_and_names_unavailable_models(svc, offline_settings):
+def test_ui_has_scriptable_tabs_and_names_unavailable_models(svc, offline_settings, monkeypatch):
     gr = pytest.importorskip("gradio")
     import app
+    from wav2lip384 import registry
 
+    looked = []
+    monkeypatch.setattr(type(svc.models), "weights", lambda self, m: looked.append(m) or (False, "x"))
     demo = app.build_demo(offline_settings, svc)
-    api_names = {dep.get("api_name") for dep in demo.config["dependencies"]}
-    assert {"text_to_avatar", "audio_to_avatar", "ask", "compare", "status"} <= api_names
+    assert looked == []  # building the UI looks at no weights file and asks no Hub
+    api = {dep.get("api_name"): dep for dep in demo.config["dependencies"]}
+    public = {n for n, dep in api.items() if dep.get("api_visibility", "public") == "public"}
+    assert {"text_to_avatar", "audio_to_avatar", "ask", "ask_voice", "compare", "status"} <= public
     tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
     assert tabs[:4] == ["Ask the assistant", "Text → Avatar", "Audio → Avatar", "Compare models"] and "Status" in tabs
     radios = [b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.label == "Lip-sync model"]
     assert len(radios) == 3
-    for r in radios:  # nothing can run: the picker says so, names each model and where to read what to set
-        assert r.interactive is False and "answer is still spoken" in r.info
-        assert "Paper 384" in r.info and "Wav2Lip 384 + SAM" in r.info and "Status" in r.info
+    for r in radios:  # every registry id is a valid value, whatever can run (API clients never get a validation error)
+        assert [v for _, v in r.choices] == registry.ids() and r.interactive is not False
     compare = [b for b in demo.blocks.values() if isinstance(b, gr.CheckboxGroup)]
-    assert compare and compare[0].value == ["wav2lip96", "wav2lip256", "livetalking384"]
+    assert compare and [v for _, v in compare[0].choices] == registry.ids() and compare[0].value == []
     assert any(isinstance(b, gr.DeepLinkButton) for b in demo.blocks.values())
+    # at page load: nothing can run, so the pickers say so, each model is marked, and nothing is ticked
+    *pickers, ticks = app.Handlers(svc).pickers()
+    assert looked  # now it looks
+    for p in pickers:
+        assert "spoken answer" in p["info"] and all("not available here" in label for label, _ in p["choices"])
+        assert p["value"] in registry.ids()
+    assert ticks["value"] == []
+
+
+def test_pickers_and_compare_tick_only_what_can_run(svc, monkeypatch):
+    pytest.importorskip("gradio")
+    import app
+
+    monkeypatch.setattr(type(svc.models), "weights", lambda self, m: (m == "wav2lip96", ""))
+    ask, text, audio, ticks = app.Handlers(svc).pickers()
+    assert ask["value"] == text["value"] == audio["value"] == "wav2lip96"  # the preferred 256 cannot run
+    assert ticks["value"] == ["wav2lip96"]
+    labels = dict((v, label) for label, v in text["choices"])
+    assert "not available" not in labels["wav2lip96"] and "not available here" in labels["wav2lip256"]
 
 
 def test_user_errors_become_gradio_errors_and_generators_too():
@@ -253,8 +306,17 @@ def test_user_errors_become_gradio_errors_and_generators_too():
     assert next(g) == 1
     with pytest.raises(gr.Error, match="silent"):
         next(g)
-    with pytest.raises(gr.Error, match="still running"):
+    with pytest.raises(gr.Error, match="still running") as err:
         gradio_errors(crash)()
+    assert "ZeroDivisionError" not in str(err.value) and "boom" not in str(err.value)  # that is for the log
+
+    def codec():
+        raise UserFacingError("Could not read 'a.ogg' as audio: it is damaged or not an audio file (wav, ...). "
+                              "ffmpeg said: Invalid data found when processing input")
+
+    with pytest.raises(gr.Error) as err:
+        gradio_errors(codec)()
+    assert "ffmpeg" not in str(err.value) and "damaged" in str(err.value)
 
 
 def test_ask_handler_refuses_an_empty_question_before_loading_anything(svc):
@@ -305,3 +367,44 @@ def test_a_did_you_mean_click_answers_that_entry_without_asking_again(svc):
     assert "Did you mean" in first[0] and first[1]["choices"] == [("A?", "#en:a"), ("B?", "#en:b")]
     picked = next(h.ask_choice("#en:b", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     assert picked[0] == "B?" and "answer of b" in picked[1] and svc._assistant.asked == ["something vague"]
+
+
+def test_an_example_row_is_made_once_per_model_and_again_when_its_files_are_gone(svc):
+    import shutil
+    import threading
+
+    from services.results import VideoResult
+
+    made = []
+
+    def make():
+        made.append(1)
+        out = svc.dirs.new("example-")
+        (out / "speech.wav").write_bytes(b"RIFF")
+        return VideoResult(path=None, model="wav2lip96", model_title="Wav2Lip 96", img_size=96, seconds=0.0, fps=0.0,
+                           n_frames=0, duration_s=1.0, render_fps=0.0, audio_path=out / "speech.wav")
+
+    threads = [threading.Thread(target=svc.example, args=(("audio", 0, "wav2lip96"), make)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = svc.example(("audio", 0, "wav2lip96"), make)
+    assert len(made) == 1  # four clicks at once and one more: made once
+    svc.example(("audio", 0, "wav2lip256"), make)
+    assert len(made) == 2  # another model: its own result
+    shutil.rmtree(first.audio_path.parent)  # swept after keep_outputs_s
+    again = svc.example(("audio", 0, "wav2lip96"), make)
+    assert len(made) == 3 and again.audio_path.is_file()
+
+
+def test_visitor_messages_keep_decoder_words_and_settings_for_the_log():
+    from services.checks import visitor_message
+
+    msg = visitor_message("x.mp4 could not be read as media: moov atom not found")
+    assert msg.startswith("x.mp4 could not be read: it may be damaged") and "moov" not in msg
+    msg = visitor_message("Could not read 'a.ogg' as audio: it is damaged or not an audio file (wav, mp3, ...). "
+                          "ffmpeg said: Invalid data found when processing input")
+    assert msg.endswith("(wav, mp3, ...).") and "ffmpeg" not in msg
+    assert visitor_message("The file is too big (DH_MAX_UPLOAD_MB).") == "The file is too big."
+    assert visitor_message("No face found in the avatar a.png.") == "No face found in the avatar a.png."
