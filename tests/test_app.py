@@ -298,7 +298,7 @@ def test_every_endpoint_takes_every_registry_id_and_keeps_serving(client, short_
     """wav2lip256 / livetalking384 have no weights here: a calm notice and the speech, never a validation error."""
     from gradio_client import handle_file
 
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     avatar = handle_file(str(DEFAULT_AVATAR))
     for model in registry.ids():

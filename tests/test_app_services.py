@@ -247,7 +247,7 @@ def test_examples_are_small_and_documented():
 def test_ui_has_scriptable_tabs_and_names_unavailable_models(svc, offline_settings, monkeypatch):
     gr = pytest.importorskip("gradio")
     import app
-    from wav2lip384 import registry
+    from wav2lip384.models import registry
 
     looked = []
     monkeypatch.setattr(type(svc.models), "weights", lambda self, m: looked.append(m) or (False, "x"))
