@@ -38,7 +38,7 @@ DEFAULT_AVATAR = EXAMPLES / "astronaut_512.jpg"
 EXAMPLE_VIDEO_AVATAR = EXAMPLES / "astronaut_motion.mp4"
 CLOSEUP_AVATAR = EXAMPLES / "astronaut_closeup.jpg"  # face ~414 px: what the model comparison defaults to
 LANG_CHOICES = ("auto", "zh", "en")
-COMPARE_DEFAULT = ("wav2lip96", "wav2lip256", "livetalking384")
+COMPARE_DEFAULT = registry.compare_default()  # the registry owns the UI defaults
 
 
 class AppServices:
@@ -88,13 +88,7 @@ class AppServices:
             if self._tts is None:
                 from tts import TTS
 
-                s = self.settings
-                self._tts = TTS(engine=s.tts_engine, gpt_sovits_url=s.gpt_sovits_url,
-                                gpt_sovits_ref_audio=s.gpt_sovits_ref_audio,
-                                gpt_sovits_prompt_text=s.gpt_sovits_prompt_text,
-                                gpt_sovits_prompt_lang=s.gpt_sovits_prompt_lang,
-                                cache_dir=str(self.cache_dir / "tts"), neural_model=s.tts_neural_model or None,
-                                max_chars=s.tts_max_chars)
+                self._tts = TTS.from_settings(self.settings, cache_dir=self.cache_dir / "tts")
             return self._tts
 
     def _say(self, text: str, lang: str | None, engine: str | None):
@@ -139,7 +133,7 @@ class AppServices:
     def pipeline(self, model: str | int, progress=None):
         return self.models.pipeline(model, progress)
 
-    def default_model(self, prefer: tuple[str, ...] = ("wav2lip256", "wav2lip96", "livetalking384")) -> str:
+    def default_model(self, prefer: tuple[str, ...] = registry.preferred("render")) -> str:
         """The model examples render with: the first available of ``prefer``, else the registry default."""
         available = self.available_models()
         return next((m for m in prefer if m in available), available[0] if available else registry.DEFAULT_MODEL)
@@ -154,7 +148,7 @@ class AppServices:
         from tts.warmup import warm_up as warm_tts
         from wav2lip384.media.audio import warm_up as warm_audio
 
-        models = models if models is not None else (self.default_model(prefer=("wav2lip96", "wav2lip256")),)
+        models = models if models is not None else (self.default_model(prefer=registry.preferred("answer")),)
         parts: list[tuple[str, Callable[[], Any]]] = [
             ("audio path", warm_audio), ("voice", lambda: warm_tts(self.tts())), ("assistant", self.assistant)]
         for m in (m for m in models if self.weights(m)[0]):

@@ -38,13 +38,13 @@ import numpy as np
 
 from common.errors import UserFacingError
 from wav2lip384 import faces as F
+from wav2lip384.models import registry
 from wav2lip384.render.avatars import Avatar, AvatarCache, CropSet
 from wav2lip384.media.video import VideoWriter, check_media
 
 DEFAULT_FPS = 25.0  # photo avatars (and the rate the models were trained at)
-# frames per generator call on CPU, by registry id (larger gains little and costs memory: the 384 models keep
-# ~20 MB of encoder features per frame in flight)
-DEFAULT_BATCH = {"wav2lip96": 32, "wav2lip256": 16, "livetalking384": 8, "paper384": 8}
+# frames per generator call on CPU, by registry id: the registry's ``batch`` (the one place for it)
+DEFAULT_BATCH = {spec.id: spec.batch for spec in registry.MODELS.values()}
 
 AudioInput = str | os.PathLike | tuple[np.ndarray, int]
 
