@@ -521,7 +521,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         q_text = gr.Textbox(label="Your question · 您的问题", lines=2, max_length=500, elem_id="question",
                                             placeholder="e.g. 身份证丢了怎么补办？ / How do I apply for a residence permit?")
                         with gr.Row(equal_height=True):
-                            q_model = _model_picker(svc, prefer=registry.DEFAULT_MODEL)  # answers stream: speed first
+                            q_model = _model_picker(svc, prefer=registry.preferred("answer")[0])  # answers stream: speed first
                             q_photo = gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None,
                                                type="filepath", label="Avatar", height=140, scale=0)
                         q_btn = gr.Button("Ask", variant="primary", elem_id="ask_btn")
@@ -597,7 +597,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         with gr.Row():
                             t_lang = gr.Radio(["auto", "zh", "en"], value="auto", label="Language")
                             t_engine = gr.Dropdown(engines, value="auto", label="Voice", visible=False)
-                        t_model = _model_picker(svc, prefer="wav2lip256")
+                        t_model = _model_picker(svc, prefer=registry.preferred("render")[0])
                         t_photo, t_video, t_noface = _avatar_inputs()
                         t_btn = gr.Button("Make the avatar speak", variant="primary")
                     with gr.Column():
@@ -617,7 +617,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                         a_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                            label="Speech (upload or record, up to "
                                                  f"{settings.max_audio_seconds:g} s)")
-                        a_model = _model_picker(svc, prefer="wav2lip256")
+                        a_model = _model_picker(svc, prefer=registry.preferred("render")[0])
                         a_photo, a_video, a_noface = _avatar_inputs()
                         a_btn = gr.Button("Lip-sync", variant="primary")
                     with gr.Column():

@@ -28,7 +28,8 @@ from pathlib import Path
 PERSISTENT_VOLUME = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it
 WEIGHTS_VARIABLE = re.compile(r"DH_[A-Z0-9_]+_CHECKPOINT")  # a lip-sync model's weights (module docstring)
 # field annotation -> how its variable's text is read
-_CONVERT = {"str": str, "int": int, "float": float, "bool": lambda raw: raw.strip().lower() in ("1", "true", "yes", "on")}
+_CONVERT = {"str": str, "int": int, "float": float,
+            "bool": lambda raw: raw.strip().lower() in ("1", "true", "yes", "on")}
 
 
 def _default_cache(persistent: Path = PERSISTENT_VOLUME) -> str:

@@ -295,7 +295,7 @@ class AppServices:
             res.audio_path = write_wav(wave, 16000, out_dir / "speech.wav")
         return res
 
-    def text_to_avatar(self, text: str, avatar: str | Path | None, model: str | int = "wav2lip96",
+    def text_to_avatar(self, text: str, avatar: str | Path | None, model: str | int = registry.DEFAULT_MODEL,
                        lang: str | None = "auto", engine: str | None = "auto", progress: Callable | None = None,
                        on_no_face: str = "error") -> VideoResult:
         t0 = time.perf_counter()
@@ -304,7 +304,7 @@ class AppServices:
         wave, sp = self.synthesize(text, lang, engine)
         return self._render_or_speech(model, avatar_path, wave, self.dirs.new(), t0, progress, sp.engine, on_no_face)
 
-    def audio_to_avatar(self, audio: str | Path | None, avatar: str | Path | None, model: str | int = "wav2lip96",
+    def audio_to_avatar(self, audio: str | Path | None, avatar: str | Path | None, model: str | int = registry.DEFAULT_MODEL,
                         progress: Callable | None = None, on_no_face: str = "error") -> VideoResult:
         t0 = time.perf_counter()
         model = registry.canonical_id(model)
@@ -394,7 +394,7 @@ class AppServices:
 
         return float(sf.info(str(path)).duration)
 
-    def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = "wav2lip96",
+    def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = registry.DEFAULT_MODEL,
                    engine: str | None = "auto", speak: bool = True, chunks: bool = True,
                    assistant=None, entry: str | None = None, lang: str = "zh") -> Iterator[AskUpdate]:
         """Answer at once, then the spoken answer as video chunks, sentence by sentence.

@@ -7,6 +7,7 @@ Layers (README "Where things live"): common/ -> wav2lip384/, qa/, tts/ (independ
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -64,3 +65,43 @@ def test_every_inference_module_is_under_the_training_contract():
     missing = sorted(found - NOT_INFERENCE - listed)
     assert not missing, f"add these to the inference-without-training contract in pyproject.toml: {missing}"
     assert not (listed & NOT_INFERENCE)
+
+
+def _model_id_literals(tree: ast.AST, ids: set[str]) -> list[tuple[int, str]]:
+    """Where a model id is used as data outside the registry: compared against, a dict key or value, an element of a
+    literal tuple/list/set, a keyword argument or a parameter default (docstrings and messages do not count)."""
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            found = [node.left, *node.comparators]
+        elif isinstance(node, ast.Dict):
+            found = [k for k in node.keys if k is not None] + node.values
+        elif isinstance(node, ast.Tuple | ast.List | ast.Set):
+            found = node.elts
+        elif isinstance(node, ast.keyword):
+            found = [node.value]
+        elif isinstance(node, ast.arguments):
+            found = [d for d in node.defaults + node.kw_defaults if d is not None]
+        else:
+            continue
+        hits += [(c.lineno, c.value) for c in found if isinstance(c, ast.Constant) and c.value in ids]
+    return hits
+
+
+def test_the_registry_is_the_only_place_for_model_facts():
+    """Adding a model = one registry entry (+ config data, + its test rows): no other product module may hold a
+    per-model fact (a batch table, a default model, a special case ``if model == "paper384"``, a picker default).
+    ``models/config.py`` is exempt: its keys are architecture names, some of which equal a model id."""
+    from wav2lip384.models import registry
+
+    ids = set(registry.ids())
+    exempt = {"wav2lip384/models/registry.py", "wav2lip384/models/config.py"}
+    files = [ROOT / "app.py", *(p for d in ("services", "wav2lip384", "qa", "tts", "common")
+                                for p in sorted((ROOT / d).rglob("*.py")))]
+    found = []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        if rel not in exempt:
+            found += [f"{rel}:{line}: {value}" for line, value in
+                      _model_id_literals(ast.parse(path.read_text(encoding="utf-8")), ids)]
+    assert not found, "per-model facts outside wav2lip384/models/registry.py:\n" + "\n".join(found)

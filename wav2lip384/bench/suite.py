@@ -82,7 +82,7 @@ def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype: str = "fp32")
 
 
 # short names in entry names -> registry ids ("ours_256_video"); any registry id or alias works as well
-MODEL_TOKENS = {"96": "wav2lip96", "384": "paper384", "256": "wav2lip256"}
+from wav2lip384.models.registry import ALIASES as MODEL_TOKENS  # noqa: E402 (the registry owns the short names)
 
 
 def model_id(token: str) -> str:

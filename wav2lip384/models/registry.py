@@ -2,8 +2,8 @@
 model's facts: its architecture, default weights and the variable that overrides them, batch, crop, UI defaults.
 
 Model identity travels through the app, the services, the pipeline, the CLIs and the bench as one of these ids
-(``"wav2lip96"``, ``"wav2lip256"``, ``"livetalking384"``, ``"paper384"``), never as an int size. ``96`` and ``384``
-stay accepted as aliases of ``wav2lip96`` and ``paper384`` (:func:`get`).
+(``"wav2lip96"``, ``"wav2lip256"``, ``"livetalking384"``, ``"paper384"``), never as an int size. ``96``, ``256`` and
+``384`` stay accepted as aliases of ``wav2lip96``, ``wav2lip256`` and ``paper384`` (:data:`ALIASES`, :func:`get`).
 
 Adding a model:
 1. one :class:`ModelSpec` entry below (its weights variable ``DH_<NAME>_CHECKPOINT`` needs no settings field:
@@ -14,7 +14,7 @@ Adding a model:
    ``../shared/reference/golden``) and the key-for-key shapes in ``tests/test_weights.py`` (when the public
    checkpoint's shapes are in ``../shared/reference``); ``tests/test_models.py`` checks ``params_m``/``gflops``.
 Nothing else: the pipeline's batch, the pickers, the Compare tab, Status, the weights loader, the CLIs and the
-bench read this table. (``tests/test_models.py::test_registry_is_the_only_place_for_model_facts`` checks that no
+bench read this table (``tests/test_layers.py::test_the_registry_is_the_only_place_for_model_facts`` checks that no
 other module names a model id as a special case.)
 
 Crop policies (what the face crop fed to the model looks like; implemented in :mod:`wav2lip384.faces.crop`):
@@ -164,7 +164,8 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 
-ALIASES = {"96": "wav2lip96", "384": "paper384"}
+# short names (CLIs, bench entry names such as "ours_256_video"); 96 and 384 are the sizes the paper names
+ALIASES = {"96": "wav2lip96", "256": "wav2lip256", "384": "paper384"}
 DEFAULT_MODEL = "wav2lip96"
 
 

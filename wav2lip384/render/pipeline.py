@@ -211,7 +211,7 @@ class LipSyncPipeline:
 
     # ---------------------------------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, model: str | int = "wav2lip96", checkpoint: str | os.PathLike | None = None, *,
+    def from_pretrained(cls, model: str | int = registry.DEFAULT_MODEL, checkpoint: str | os.PathLike | None = None, *,
                         size: int | None = None,
                         detector_checkpoint: str | None = F.DEFAULT_S3FD_CHECKPOINT, device: str = "cpu",
                         dtype=None, cache_dir: str | os.PathLike | None = None,
