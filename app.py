@@ -8,6 +8,8 @@ Every event has an ``api_name`` (``/text_to_avatar``, ``/audio_to_avatar``, ``/a
 so the app can be scripted with ``gradio_client`` (see README.md). Building the UI does no I/O beyond asking the
 services which models are available (no download, no model load).
 """
+# size-reason: the Gradio UI: the Blocks layout and the event wiring (helper U is moving the presentation out; issue
+#   22).
 
 from __future__ import annotations
 
@@ -501,6 +503,8 @@ def _config_markdown(settings: Settings) -> str:
 
 
 def build_demo(settings: Settings, services: AppServices | None = None, streaming: bool | None = None) -> gr.Blocks:
+    # size-reason: the Blocks layout is one nested `with` tree (tabs, rows, columns) that Gradio builds in order;
+    #   cutting it hides the page's structure.
     """The whole UI. ``streaming`` None = stream the Ask tab's video when the system ffmpeg + ffprobe exist."""
     svc = services or AppServices(settings)
     h = Handlers(svc, streaming)

@@ -9,6 +9,7 @@ are swept at the next request and all of them at exit.
 Degrade, never break: when lip-sync cannot run (no weights, the Hub unreachable, a model failing), the visitor
 still gets the answer text and the spoken answer as audio, with one calm notice of what is missing.
 """
+# size-reason: AppServices, the application's use cases; being split by use case (helper U, issue 22).
 
 from __future__ import annotations
 
@@ -397,6 +398,8 @@ class AppServices:
     def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = registry.DEFAULT_MODEL,
                    engine: str | None = "auto", speak: bool = True, chunks: bool = True,
                    assistant=None, entry: str | None = None, lang: str = "zh") -> Iterator[AskUpdate]:
+        # size-reason: one generator that yields the answer, then each spoken chunk, then the joined video; its states
+        #   (speech, chunks, fallback to speech only) share locals across yields.
         """Answer at once, then the spoken answer as video chunks, sentence by sentence.
 
         The first update carries the answer only (shown immediately); each next one a playable chunk; the last

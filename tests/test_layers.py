@@ -105,3 +105,10 @@ def test_the_registry_is_the_only_place_for_model_facts():
             found += [f"{rel}:{line}: {value}" for line, value in
                       _model_id_literals(ast.parse(path.read_text(encoding="utf-8")), ids)]
     assert not found, "per-model facts outside wav2lip384/models/registry.py:\n" + "\n".join(found)
+
+
+def test_long_modules_and_functions_say_why():
+    """No module over ~500 lines and no function over ~80 without a ``size-reason:`` at its top (.ci/sizes.py)."""
+    done = subprocess.run([sys.executable, str(ROOT / ".ci" / "sizes.py")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, "split these, or write a `# size-reason: ...` line at their top:\n" + done.stdout

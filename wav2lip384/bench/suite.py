@@ -41,6 +41,8 @@ public weights already in the Hugging Face cache); otherwise random weights of t
 cost), and ``weights`` says so. The bench uses only the pipeline's public API (``prepare``, ``mel_windows``,
 ``pasted_frames``, ``feature_cache``).
 """
+# size-reason: every benchmark entry of `python -m wav2lip384.bench` with its report; apart from the runtime, never
+#   imported by it.
 
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ Steps of one request (each timed in ``LipSyncResult.timings``):
 Models see BGR images in [0, 1], like the original Wav2Lip (its public weights were trained on OpenCV's BGR
 frames, and our training data loader follows the same convention); frames everywhere else are RGB.
 """
+# size-reason: LipSyncPipeline: the rendering steps in order (module docstring); the transforms are already apart in
+#   optimize.py and the store in avatars.py.
 
 from __future__ import annotations
 

@@ -88,6 +88,8 @@ def _init_distributed(device: str) -> int:
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
+    # size-reason: the command line's dispatch: one branch per sub-command, each a few lines of argument checks and one
+    #   call.
     from common.settings import Settings
 
     args = build_parser().parse_args(argv)
