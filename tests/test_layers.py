@@ -112,3 +112,25 @@ def test_long_modules_and_functions_say_why():
     done = subprocess.run([sys.executable, str(ROOT / ".ci" / "sizes.py")], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, "split these, or write a `# size-reason: ...` line at their top:\n" + done.stdout
+
+
+def test_readme_where_things_live_matches_the_tree():
+    """Every package and module of the layers is named in README's "Where things live", and every path the
+    section names in backticks exists."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Where things live"):]
+    tree = section[section.index("```\nwav2lip384/"):]
+    tree = tree[:tree.index("```", 4)]
+    for sub in sorted(p for p in (ROOT / "wav2lip384").iterdir() if (p / "__init__.py").is_file()):
+        assert f"  {sub.name}/" in tree, f"wav2lip384/{sub.name}/ missing from README's tree"
+        for module in sorted(sub.glob("*.py")):
+            if module.stem not in ("__init__", "__main__"):
+                assert module.stem in tree, f"wav2lip384/{sub.name}/{module.name} missing from README's tree"
+    for pkg in ("services", "common", "qa", "tts"):
+        for module in sorted((ROOT / pkg).glob("*.py")):
+            if module.stem not in ("__init__", "__main__"):
+                assert f"`{module.name}`" in section, f"{pkg}/{module.name} missing from README's Where things live"
+    for path in set(re.findall(r"`((?:app|services|common|qa|tts|wav2lip384|docs|tests|\.ci)[\w/.]*)`", section)):
+        assert (ROOT / path.rstrip("/")).exists(), f"README names {path}, absent"
