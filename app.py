@@ -498,7 +498,8 @@ def _on_render(trigger, tabs: gr.Tabs, tab_id: str, fn, inputs, outputs, **kwarg
 
 
 def _config_markdown(settings: Settings) -> str:
-    rows = "\n".join(f"| `{k}` | `{v or '(not set)'}` |" for k, v in settings.describe().items())
+    config = {**registry.weights_settings(settings), **settings.describe()}  # model weights: the registry's
+    rows = "\n".join(f"| `{k}` | `{v or '(not set)'}` |" for k, v in config.items())
     return f"| variable | value |\n|---|---|\n{rows}"
 
 

@@ -36,7 +36,8 @@ from common.errors import UserFacingError
 from wav2lip384.faces.crop import CROP_POLICIES, DEFAULT_PADS
 
 __all__ = ["CROP_POLICIES", "ModelSpec", "MODELS", "ALIASES", "DEFAULT_MODEL", "canonical_id", "get", "ids",
-           "preferred", "compare_default", "weights_variables", "unknown_weights_variables"]
+           "preferred", "compare_default", "weights_variables", "weights_settings",
+           "unknown_weights_variables"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,12 @@ def compare_default() -> tuple[str, ...]:
 def weights_variables() -> dict[str, str]:
     """{variable: model id} of every model's weights variable (for status pages and the README check)."""
     return {s.env_var: s.id for s in MODELS.values()}
+
+
+def weights_settings(settings) -> dict[str, str]:
+    """{variable: weights spec in effect} for every model under ``settings`` (the registry default unless the
+    deployment set the variable): what a configuration panel shows next to ``settings.describe()``."""
+    return {s.env_var: s.weights_spec(settings) for s in MODELS.values()}
 
 
 def unknown_weights_variables(settings) -> list[str]:
