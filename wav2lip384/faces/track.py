@@ -244,9 +244,8 @@ def _roi_detect(detector: FaceDetector, frame: np.ndarray, box: np.ndarray, cfg:
 def track_faces(detector: FaceDetector, frames: Sequence[np.ndarray], config: TrackConfig | None = None, *,
                 seed: np.ndarray | None = None, seed_frame: np.ndarray | None = None,
                 progress: Callable[[int], None] | None = None) -> Detections:
-    # size-reason: one algorithm in four numbered steps (docstring) that share the per-frame arrays; the helpers it
-    #   calls (dominant_face, match_candidate, _scan) are already apart, and cutting the steps into functions would pass
-    #   eight arrays between them.
+    # size-reason: one algorithm in four numbered steps (docstring); its two closures (scan, choose) and the steps
+    #   share the per-frame arrays (boxes, counts, scans, rejected); the parts that stand alone are already apart.
     """The followed face in every frame of ``frames`` (all one size): keyframe detection + optical flow.
 
     1. The face to follow is the one seen most often in whole-frame scans of the first keyframes
