@@ -48,7 +48,9 @@ class ModelSpec:
     img_size: int  # square model input/output side
     env_var: str  # the variable that overrides the weights: DH_<NAME>_CHECKPOINT (common.settings reads it)
     default_weights: str  # 'owner/name:path/in/repo', a local path, or "" (none published)
-    batch: int  # frames per generator call on CPU (the pipeline's default; larger gains little, costs memory)
+    # frames per generator call on CPU, the pipeline's default (larger gains little and costs memory: the 384
+    # models keep ~20 MB of encoder features per frame in flight)
+    batch: int
     crop: str  # "stretch" | "square" (module docstring)
     pads: tuple[int, int, int, int]  # detector-box pads (top, bottom, left, right) in pixels of the frame
     output: str  # output activation of the last layer
