@@ -8,6 +8,8 @@ Every event has an ``api_name`` (``/text_to_avatar``, ``/audio_to_avatar``, ``/a
 so the app can be scripted with ``gradio_client`` (see README.md). Building the UI does no I/O beyond asking the
 services which models are available (no download, no model load).
 """
+# size-reason: the Gradio UI: the Blocks layout and the event wiring (helper U is moving the presentation out; issue
+#   22).
 
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ SAY_EN = "Hello, I am the public service assistant. How can I help you today?"
 TEXT_EXAMPLES = [(SAY_ZH, "zh", str(DEFAULT_AVATAR)), (SAY_EN, "en", str(DEFAULT_AVATAR))]
 SPEECH_EXAMPLE_FILES = ("speech_en.ogg", "speech_zh.ogg")
 # the model each picker prefers (Ask, Text, Audio): answers stream, so speed first on the Ask tab
-PICKER_PREFERENCE = (registry.DEFAULT_MODEL, "wav2lip256", "wav2lip256")
+PICKER_PREFERENCE = (registry.preferred("answer")[0], registry.preferred("render")[0], registry.preferred("render")[0])
 NO_FACE_CHOICES = [("stop with a message", "error"), ("leave those frames unchanged", "passthrough")]
 CSS = """
 .gradio-container {max-width: 1280px !important; margin: auto;}
@@ -608,11 +610,14 @@ def _on_render(trigger, tabs: gr.Tabs, tab_id: str, fn, inputs, outputs, **kwarg
 
 
 def _config_markdown(settings: Settings) -> str:
-    rows = "\n".join(f"| `{k}` | `{v or '(not set)'}` |" for k, v in settings.describe().items())
+    config = {**registry.weights_settings(settings), **settings.describe()}  # model weights: the registry's
+    rows = "\n".join(f"| `{k}` | `{v or '(not set)'}` |" for k, v in config.items())
     return f"| variable | value |\n|---|---|\n{rows}"
 
 
 def build_demo(settings: Settings, services: AppServices | None = None, streaming: bool | None = None) -> gr.Blocks:
+    # size-reason: the Blocks layout is one nested `with` tree (tabs, rows, columns) that Gradio builds in order;
+    #   cutting it hides the page's structure.
     """The whole UI. ``streaming`` None = stream the Ask tab's video when the system ffmpeg + ffprobe exist."""
     svc = services or AppServices(settings)
     h = Handlers(svc, streaming)

@@ -4,15 +4,32 @@
 down as plain arguments / config dataclasses. Library code below never reads ``os.environ`` itself
 (exception: :mod:`common.hub` honours huggingface_hub's own ``HF_HUB_OFFLINE`` / ``HF_ENDPOINT``).
 Every variable is listed in README.md.
+
+Importing this module has no side effects: the defaults that depend on the machine (``cache_dir``: is a
+persistent volume mounted?) are computed when a ``Settings`` is made, not at import.
+
+Lip-sync weights: each model of ``wav2lip384.models.registry`` owns its default weights and the variable that
+overrides them (``DH_<NAME>_CHECKPOINT``). This module does not import the registry (the foundation imports nothing
+of ours), so it does not list the models either: :meth:`Settings.from_env` reads every ``DH_<NAME>_CHECKPOINT``
+variable that is not one of the fields below into ``lipsync_weights`` ({variable: value}), and the registry's
+``ModelSpec.weights_spec(settings)`` takes the value when set (empty = the model switched off) or its default.
+Adding a model therefore adds no field here; ``wav2lip384.models.registry.unknown_weights_variables`` names a
+variable that no model reads (a typo).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 PERSISTENT_VOLUME = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it
+WEIGHTS_VARIABLE = re.compile(r"DH_[A-Z0-9_]+_CHECKPOINT")  # a lip-sync model's weights (module docstring)
+# field annotation -> how its variable's text is read
+_CONVERT = {"str": str, "int": int, "float": float,
+            "bool": lambda raw: raw.strip().lower() in ("1", "true", "yes", "on")}
 
 
 def _default_cache(persistent: Path = PERSISTENT_VOLUME) -> str:
@@ -25,11 +42,10 @@ def _default_cache(persistent: Path = PERSISTENT_VOLUME) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    # --- lip-sync weights: a local file path or 'owner/name:path/in/repo' ---
-    wav2lip96_checkpoint: str = "camenduru/Wav2Lip:checkpoints/wav2lip_gan.pth"
-    wav2lip256_checkpoint: str = "Kedreamix/Linly-Talker:checkpoints/wav2lipv2.pth"  # model id wav2lip256
-    livetalking384_checkpoint: str = "Pypa/wav2lip384:wav2lip384.pth"  # model id livetalking384
-    wav2lip384_checkpoint: str = ""  # model id paper384: the paper released no weights; empty = "not configured"
+    # --- lip-sync weights: {DH_<NAME>_CHECKPOINT: a local path, 'owner/name:path/in/repo' or "" (off)}; a model
+    # whose variable is absent uses its registry default (module docstring). Not hashed: a dict.
+    lipsync_weights: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # --- other weights: a local file path or 'owner/name:path/in/repo' ---
     s3fd_checkpoint: str = "camenduru/Wav2Lip:face_detection/detection/sfd/s3fd.pth"
     syncnet_checkpoint: str = ""  # for evaluation (LSE-D/LSE-C); empty means "not configured"
     # --- question answering ---
@@ -48,7 +64,7 @@ class Settings:
     gpt_sovits_prompt_text: str = ""
     gpt_sovits_prompt_lang: str = "zh"
     # --- runtime ---
-    cache_dir: str = _default_cache()
+    cache_dir: str = field(default_factory=_default_cache)  # computed per instance, not at import
     device: str = "cpu"
     max_audio_seconds: float = 300.0
     max_upload_mb: float = 200.0
@@ -71,13 +87,21 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         """Read ``DH_<FIELD>`` variables (e.g. ``DH_WAV2LIP384_CHECKPOINT``), falling back to defaults."""
         environ = os.environ if environ is None else environ
-        values = {}
+        values: dict = {}
         for f in fields(cls):
             raw = environ.get(cls.env_name(f.name))
-            if raw is None:
-                continue
-            values[f.name] = type(f.default)(raw) if not isinstance(f.default, str) else raw
+            if raw is not None and f.name != "lipsync_weights":
+                values[f.name] = _CONVERT.get(str(f.type), str)(raw)
+        values["lipsync_weights"] = {k: v for k, v in environ.items() if is_weights_variable(k)}
         return cls(**values)
+
+    def with_weights(self, weights: Mapping[str, str]) -> Settings:
+        """A copy with some models' weights variables set, e.g. ``{"DH_WAV2LIP96_CHECKPOINT": "/w/96"}``
+        (``""`` switches a model off)."""
+        bad = [k for k in weights if not is_weights_variable(k)]
+        if bad:
+            raise ValueError(f"not a weights variable (DH_<NAME>_CHECKPOINT): {bad}")
+        return replace(self, lipsync_weights={**self.lipsync_weights, **weights})
 
     def process_environment(self) -> dict[str, str]:
         """Variables the app sets for libraries that read the environment at import time (set before they load).
@@ -87,10 +111,25 @@ class Settings:
         """
         return {"NUMBA_CACHE_DIR": str(Path(self.cache_dir).expanduser() / "numba")}
 
-    def describe(self) -> dict[str, str]:
-        """{ENV_NAME: current value} for README / status panels (the API key is masked)."""
+    def to_environ(self) -> dict[str, str]:
+        """The ``DH_*`` variables from which :meth:`from_env` reads back exactly these settings (a child process
+        gets them; weights variables it inherits but these settings do not set must be dropped:
+        :func:`is_weights_variable`)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[self.env_name(f.name)] = "***" if f.name.endswith("api_key") and value else str(value)
+            if f.name == "lipsync_weights":
+                out.update({k: str(v) for k, v in sorted(value.items())})
+            else:
+                out[self.env_name(f.name)] = str(value)
         return out
+
+    def describe(self) -> dict[str, str]:
+        """{ENV_NAME: current value} for README / status panels (the API key is masked)."""
+        masked = {self.env_name(f.name) for f in fields(self) if f.name.endswith("api_key") and getattr(self, f.name)}
+        return {k: "***" if k in masked else v for k, v in self.to_environ().items()}
+
+
+def is_weights_variable(name: str) -> bool:
+    """``DH_<NAME>_CHECKPOINT`` that is not a field of :class:`Settings`: a lip-sync model's weights variable."""
+    return bool(WEIGHTS_VARIABLE.fullmatch(name)) and name not in {Settings.env_name(f.name) for f in fields(Settings)}

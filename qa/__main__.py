@@ -118,6 +118,8 @@ def _shared_speech() -> list[Path]:
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    # size-reason: the command line's dispatch: one branch per sub-command (ask, index, evaluate, bench), each printing
+    #   JSON.
     settings = settings or Settings.from_env()
     args = _parser(settings).parse_args(argv)
     if args.cmd == "ask":

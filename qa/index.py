@@ -28,6 +28,8 @@ embedded, so a cold start without a persistent cache is ready in well under a se
 mismatch is logged with its reason and the index is embedded as before; another KB (``DH_QA_KB``, an uploaded
 FAQ) never uses the file.
 """
+# size-reason: the index, its on-disk cache, the shipped vectors and their fingerprints (module docstring) must
+#   change together; one file keeps them in step.
 
 from __future__ import annotations
 

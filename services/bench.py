@@ -22,7 +22,7 @@ from services.status import embedder_row, tts_row
 from wav2lip384.models import registry
 
 
-def bench(settings: Settings, questions: list[str], avatar: Path, model: str = "wav2lip96", repeats: int = 1,
+def bench(settings: Settings, questions: list[str], avatar: Path, model: str = registry.DEFAULT_MODEL, repeats: int = 1,
           full: bool = False) -> dict:
     """Time from Ask to the answer text and to the first playable video chunk, per question.
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m services", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="time from Ask to the first video chunk; prints JSON")
-    b.add_argument("--model", default="wav2lip96", help=f"one of {', '.join(registry.ids())} (or 96 / 384)")
+    b.add_argument("--model", default=registry.DEFAULT_MODEL, help=f"one of {', '.join(registry.ids())} (or 96 / 384)")
     b.add_argument("--avatar", type=Path, default=DEFAULT_AVATAR)
     b.add_argument("--repeats", type=int, default=1)
     b.add_argument("--full", action="store_true", help="render whole answers (default: stop at the first chunk)")

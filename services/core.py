@@ -9,6 +9,7 @@ are swept at the next request and all of them at exit.
 Degrade, never break: when lip-sync cannot run (no weights, the Hub unreachable, a model failing), the visitor
 still gets the answer text and the spoken answer as audio, with one calm notice of what is missing.
 """
+# size-reason: AppServices, the application's use cases; being split by use case (helper U, issue 22).
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ DEFAULT_AVATAR = EXAMPLES / "astronaut_512.jpg"
 EXAMPLE_VIDEO_AVATAR = EXAMPLES / "astronaut_motion.mp4"
 CLOSEUP_AVATAR = EXAMPLES / "astronaut_closeup.jpg"  # face ~414 px: what the model comparison defaults to
 LANG_CHOICES = ("auto", "zh", "en")
-COMPARE_DEFAULT = ("wav2lip96", "wav2lip256", "livetalking384")
+COMPARE_DEFAULT = registry.compare_default()  # the registry owns the UI defaults
 # What a visitor reads when there is no video: what happened and what still works. Which weights are missing and
 # what to set is for the operator: Status -> Details, the result's details and the log.
 LIPSYNC_UNAVAILABLE = "Lip-sync is not available on this server yet — here is {what}."
@@ -102,13 +103,7 @@ class AppServices:
             if self._tts is None:
                 from tts import TTS
 
-                s = self.settings
-                self._tts = TTS(engine=s.tts_engine, gpt_sovits_url=s.gpt_sovits_url,
-                                gpt_sovits_ref_audio=s.gpt_sovits_ref_audio,
-                                gpt_sovits_prompt_text=s.gpt_sovits_prompt_text,
-                                gpt_sovits_prompt_lang=s.gpt_sovits_prompt_lang,
-                                cache_dir=str(self.cache_dir / "tts"), neural_model=s.tts_neural_model or None,
-                                max_chars=s.tts_max_chars)
+                self._tts = TTS.from_settings(self.settings, cache_dir=self.cache_dir / "tts")
             return self._tts
 
     def _say(self, text: str, lang: str | None, engine: str | None):
@@ -165,7 +160,7 @@ class AppServices:
     def pipeline(self, model: str | int, progress=None):
         return self.models.pipeline(model, progress)
 
-    def default_model(self, prefer: tuple[str, ...] = ("wav2lip256", "wav2lip96", "livetalking384")) -> str:
+    def default_model(self, prefer: tuple[str, ...] = registry.preferred("render")) -> str:
         """The model examples render with: the first available of ``prefer``, else the registry default."""
         available = self.available_models()
         return next((m for m in prefer if m in available), available[0] if available else registry.DEFAULT_MODEL)
@@ -199,7 +194,7 @@ class AppServices:
         from tts.warmup import warm_up as warm_tts
         from wav2lip384.media.audio import warm_up as warm_audio
 
-        models = models if models is not None else (self.default_model(prefer=("wav2lip96", "wav2lip256")),)
+        models = models if models is not None else (self.default_model(prefer=registry.preferred("answer")),)
         parts: list[tuple[str, Callable[[], Any]]] = [
             ("audio path", warm_audio), ("voice", lambda: warm_tts(self.tts())), ("assistant", self.assistant)]
         for m in (m for m in models if self.weights(m)[0]):
@@ -352,7 +347,7 @@ class AppServices:
         res.audio_path = write_wav(wave, 16000, out_dir / "speech.wav")
         return res
 
-    def text_to_avatar(self, text: str, avatar: str | Path | None, model: str | int = "wav2lip96",
+    def text_to_avatar(self, text: str, avatar: str | Path | None, model: str | int = registry.DEFAULT_MODEL,
                        lang: str | None = "auto", engine: str | None = "auto", progress: Callable | None = None,
                        on_no_face: str = "error") -> VideoResult:
         t0 = time.perf_counter()
@@ -361,7 +356,7 @@ class AppServices:
         wave, sp = self.synthesize(text, lang, engine)
         return self._render_or_speech(model, avatar_path, wave, self.dirs.new(), t0, progress, sp.engine, on_no_face)
 
-    def audio_to_avatar(self, audio: str | Path | None, avatar: str | Path | None, model: str | int = "wav2lip96",
+    def audio_to_avatar(self, audio: str | Path | None, avatar: str | Path | None, model: str | int = registry.DEFAULT_MODEL,
                         progress: Callable | None = None, on_no_face: str = "error") -> VideoResult:
         t0 = time.perf_counter()
         model = registry.canonical_id(model)
@@ -452,9 +447,11 @@ class AppServices:
 
         return float(sf.info(str(path)).duration)
 
-    def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = "wav2lip96",
+    def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = registry.DEFAULT_MODEL,
                    engine: str | None = "auto", speak: bool = True, chunks: bool = True,
                    assistant=None, entry: str | None = None, lang: str = "zh") -> Iterator[AskUpdate]:
+        # size-reason: one generator that yields the answer, then each spoken chunk, then the joined video; its states
+        #   (speech, chunks, fallback to speech only) share locals across yields.
         """Answer at once, then the spoken answer as video chunks, sentence by sentence.
 
         The first update carries the answer only (shown immediately); each next one a playable chunk; the last

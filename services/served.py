@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from common.settings import Settings
+from common.settings import Settings, is_weights_variable
 from services.core import ROOT
 from wav2lip384.models import registry
 
@@ -48,7 +48,7 @@ class ServedApp:
 
 def settings_environment(settings: Settings) -> dict[str, str]:
     """``DH_*`` variables from which ``Settings.from_env`` in the child reads back exactly ``settings``."""
-    return {Settings.env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    return settings.to_environ()
 
 
 def _free_port() -> int:
@@ -76,7 +76,8 @@ def served_app(settings: Settings, log_dir: Path | None = None, start_timeout_s:
     log_path = log_dir / "app.log"
     # the child inherits this process's environment (PATH, HOME, HF_HUB_OFFLINE, ...) as any child does; our own
     # configuration travels only as the DH_* variables of ``settings``, which override inherited ones
-    env = {**os.environ, **settings_environment(settings), "GRADIO_SERVER_NAME": "127.0.0.1",
+    inherited = {k: v for k, v in os.environ.items() if not is_weights_variable(k)}  # weights: only ``settings``'
+    env = {**inherited, **settings_environment(settings), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(list(command or [sys.executable, str(APP)]), cwd=ROOT, env=env, stdout=log,
@@ -137,4 +138,4 @@ def with_random_generators(settings: Settings, models: Sequence[str], folder: Pa
             "[save_pretrained(Wav2LipGenerator(registry.get(m).config()), sys.argv[1] + '/' + m) "
             "for m in sys.argv[3:]]")
     subprocess.run([sys.executable, "-c", code, str(folder), str(seed), *ids], cwd=ROOT, check=True)
-    return dataclasses.replace(settings, **{registry.get(m).settings_field: str(Path(folder) / m) for m in ids})
+    return settings.with_weights({registry.get(m).env_var: str(Path(folder) / m) for m in ids})

@@ -179,12 +179,10 @@ def test_handlers_make_videos_and_stream_the_answer(services):
 
 
 def test_without_any_lipsync_weights_the_answer_is_still_spoken(services, app_settings, tmp_path):
-    import dataclasses
-
     import app
 
-    offline = dataclasses.replace(app_settings, wav2lip96_checkpoint=str(tmp_path / "nothing-here"),
-                                  wav2lip384_checkpoint="")
+    offline = app_settings.with_weights({"DH_WAV2LIP96_CHECKPOINT": str(tmp_path / "nothing-here"),
+                                         "DH_WAV2LIP384_CHECKPOINT": ""})
     svc = AppServices(offline, tmp_parent=tmp_path)
     svc._assistant = services.assistant()  # same KB and embedder; saves loading them again
     try:

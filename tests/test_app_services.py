@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def offline_settings(tmp_path) -> Settings:
     """No lip-sync weights at all (the Hub is offline in tests), caches in tmp."""
-    return Settings(wav2lip96_checkpoint=str(tmp_path / "missing96"), wav2lip256_checkpoint=str(tmp_path / "m256"),
-                    livetalking384_checkpoint=str(tmp_path / "m384"), wav2lip384_checkpoint="",
-                    cache_dir=str(tmp_path / "cache"))
+    return Settings(cache_dir=str(tmp_path / "cache")).with_weights({
+        "DH_WAV2LIP96_CHECKPOINT": str(tmp_path / "missing96"), "DH_WAV2LIP256_CHECKPOINT": str(tmp_path / "m256"),
+        "DH_LIVETALKING384_CHECKPOINT": str(tmp_path / "m384"), "DH_WAV2LIP384_CHECKPOINT": ""})
 
 
 @pytest.fixture

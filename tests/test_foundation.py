@@ -21,16 +21,58 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_settings_read_prefixed_environment_and_keep_defaults():
-    s = Settings.from_env({"DH_WAV2LIP384_CHECKPOINT": "me/w384", "DH_MAX_AUDIO_SECONDS": "12.5"})
-    assert s.wav2lip384_checkpoint == "me/w384"
-    assert s.max_audio_seconds == 12.5
-    assert s.wav2lip96_checkpoint == Settings().wav2lip96_checkpoint
+    s = Settings.from_env({"DH_WAV2LIP384_CHECKPOINT": "me/w384", "DH_MAX_AUDIO_SECONDS": "12.5",
+                           "DH_S3FD_CHECKPOINT": "my/s3fd", "DH_WAV2LIP96_CHECKPOINT": "", "PATH": "/bin"})
+    assert s.max_audio_seconds == 12.5 and s.s3fd_checkpoint == "my/s3fd"  # a field, not a lip-sync model
+    assert s.lipsync_weights == {"DH_WAV2LIP384_CHECKPOINT": "me/w384", "DH_WAV2LIP96_CHECKPOINT": ""}
     assert Settings(llm_api_key="secret").describe()["DH_LLM_API_KEY"] == "***"
+    assert Settings.from_env(s.to_environ()) == s  # what a child process gets reads back exactly
+    assert s.with_weights({"DH_WAV2LIP96_CHECKPOINT": "x"}).lipsync_weights["DH_WAV2LIP96_CHECKPOINT"] == "x"
+    with pytest.raises(ValueError):
+        s.with_weights({"wav2lip96_checkpoint": "x"})
+    hash(s)  # still hashable (the weights mapping is left out of the hash)
+
+
+def test_model_weights_come_from_the_registry_and_settings_only_override_them():
+    """Each model's default weights are written once, in the registry; the settings carry only what a deployment
+    sets (an empty value switches the model off), so adding a model adds no settings field."""
+    from wav2lip384.models import registry
+
+    default = Settings()
+    for mid in registry.ids():
+        spec = registry.get(mid)
+        assert spec.weights_spec(default) == spec.default_weights
+        assert spec.weights_spec(default.with_weights({spec.env_var: ""})) == ""
+        assert spec.weights_spec(Settings.from_env({spec.env_var: "me/w"})) == "me/w"
+    assert registry.unknown_weights_variables(Settings.from_env({"DH_WAV2LIP_96_CHECKPOINT": "x"})) == [
+        "DH_WAV2LIP_96_CHECKPOINT"]
+    source = (ROOT / "common" / "settings.py").read_text(encoding="utf-8")
+    for spec in registry.MODELS.values():  # no default written twice
+        assert not spec.default_weights or spec.default_weights not in source
+
+
+def test_importing_the_settings_touches_no_file():
+    """``import common.settings`` has no side effects (the persistent-volume check runs when a Settings is made)."""
+    code = ("import os, pathlib; calls = []\n"
+            "for name in ('is_dir', 'exists', 'stat'):\n"
+            "    orig = getattr(pathlib.Path, name)\n"
+            "    setattr(pathlib.Path, name, lambda self, *a, _o=orig, _n=name, **k: (calls.append((_n, str(self))), "
+            "_o(self, *a, **k))[1])\n"
+            "real_access = os.access\n"
+            "os.access = lambda *a, **k: (calls.append(('access', a[0])), real_access(*a, **k))[1]\n"
+            "import common.settings\n"
+            "assert not calls, calls\n"
+            "common.settings.Settings()\n"
+            "assert calls, 'the cache default is computed per Settings'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_every_setting_is_documented_in_readme():
+    from wav2lip384.models import registry
+
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for env_name in Settings().describe():
+    for env_name in [*Settings().describe(), *registry.weights_variables()]:
         assert env_name in readme, f"{env_name} missing from README"
 
 

@@ -20,6 +20,7 @@ import soundfile as sf
 
 from common.settings import Settings
 from services.uploads import FileDataGuard, FilePolicy, RefusedFile
+from wav2lip384.models import registry
 
 
 def _speech(path: Path) -> Path:
@@ -136,8 +137,8 @@ def test_served_app_refuses_every_file_it_did_not_receive(tmp_path, monkeypatch)
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
     local_url = f"http://127.0.0.1:{recorder.server_address[1]}/speech.wav"
 
-    settings = Settings(cache_dir=str(tmp_path / "cache"), wav2lip96_checkpoint="", wav2lip256_checkpoint="",
-                        livetalking384_checkpoint="", wav2lip384_checkpoint="", tts_engine="espeak")
+    settings = Settings(cache_dir=str(tmp_path / "cache"), tts_engine="espeak").with_weights(
+        dict.fromkeys(registry.weights_variables(), ""))  # every lip-sync model off
     attacks = ["/etc/passwd", "/proc/self/environ", str(secret_media), str(upload / "planted" / "escape.wav"),
                f"{upload}/../outside/private_speech.wav", "../../../etc/passwd", local_url]
     # a malicious client: names the server's files instead of uploading its own

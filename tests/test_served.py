@@ -30,7 +30,8 @@ STAND_IN = textwrap.dedent("""
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(qa_kb=str(tmp_path / "kb.jsonl"), tts_engine="espeak", tts_max_chars=321,
-                    max_audio_seconds=12.5, cache_dir=str(tmp_path / "cache"), wav2lip384_checkpoint="")
+                    max_audio_seconds=12.5, cache_dir=str(tmp_path / "cache")
+                    ).with_weights({"DH_WAV2LIP384_CHECKPOINT": ""})
 
 
 def test_settings_travel_to_the_child_exactly(tmp_path):
@@ -77,7 +78,7 @@ def real_app(tmp_path_factory):
         mp.setenv("HF_HUB_OFFLINE", "1")
         settings = with_random_generators(Settings(cache_dir=str(tmp / "cache"), tts_engine="espeak"),
                                           ["96"], tmp / "weights")
-        assert settings.wav2lip96_checkpoint == str(tmp / "weights" / "wav2lip96")
+        assert settings.lipsync_weights["DH_WAV2LIP96_CHECKPOINT"] == str(tmp / "weights" / "wav2lip96")
         with served_app(settings, log_dir=tmp / "log") as app:
             yield app
     assert app.process.poll() is not None  # stopped on leaving

@@ -67,8 +67,9 @@ def soak_services(tmp_path_factory):
     root = tmp_path_factory.mktemp("soak")
     torch.manual_seed(0)
     save_pretrained(Wav2LipGenerator(registry.get("wav2lip96").config()), root / "w96")
-    settings = dataclasses.replace(Settings(), wav2lip96_checkpoint=str(root / "w96"), cache_dir=str(root / "cache"),
-                                   tts_engine="espeak", avatar_memory_mb=MEMORY_MB, avatar_disk_mb=DISK_MB)
+    settings = dataclasses.replace(Settings(), cache_dir=str(root / "cache"), tts_engine="espeak",
+                                   avatar_memory_mb=MEMORY_MB, avatar_disk_mb=DISK_MB
+                                   ).with_weights({"DH_WAV2LIP96_CHECKPOINT": str(root / "w96")})
     svc = AppServices(settings, tmp_parent=root / "requests")
     yield svc, root
     svc.close()

@@ -61,8 +61,9 @@ def hf_cache(tmp_path, monkeypatch) -> Path:
 
 
 def _rows(tmp_path, **checkpoints) -> dict:
-    settings = Settings(**{"wav2lip96_checkpoint": "", "wav2lip256_checkpoint": "", "livetalking384_checkpoint": "",
-                           "wav2lip384_checkpoint": "", **checkpoints}, cache_dir=str(tmp_path / "cache"))
+    # every model off unless a test names its weights variable (e.g. DH_WAV2LIP96_CHECKPOINT=...)
+    settings = Settings(cache_dir=str(tmp_path / "cache")).with_weights(
+        {**dict.fromkeys(registry.weights_variables(), ""), **checkpoints})
     svc = AppServices(settings, tmp_parent=tmp_path / "tmp")
     try:
         return {it.part: it for it in model_rows(svc)}
@@ -77,7 +78,7 @@ def test_status_names_the_published_hub_file_its_commit_and_sha256(hf_cache, tmp
     default = registry.get("wav2lip256").default_weights  # Kedreamix/Linly-Talker:checkpoints/wav2lipv2.pth
     data = _public_checkpoint(0)
     _cache_hub_file(hf_cache, default, data)
-    row = _rows(tmp_path, wav2lip256_checkpoint=default)["Lip-sync: Wav2Lip 256 (community)"]
+    row = _rows(tmp_path, DH_WAV2LIP256_CHECKPOINT=default)["Lip-sync: Wav2Lip 256 (community)"]
     sha = hashlib.sha256(data).hexdigest()
     assert row.ok and row.active == "ready" and row.fix == ""
     assert row.details.startswith(f"published weights: Kedreamix/Linly-Talker : checkpoints/wav2lipv2.pth "
@@ -92,8 +93,8 @@ def test_status_names_the_published_hub_file_its_commit_and_sha256(hf_cache, tmp
 def test_a_configured_hub_file_that_is_not_the_published_default_is_flagged(hf_cache, tmp_path):
     data = _public_checkpoint(1)
     _cache_hub_file(hf_cache, "someone/finetuned:wav2lip_gan_ft.pth", data)
-    rows = _rows(tmp_path, wav2lip96_checkpoint="someone/finetuned:wav2lip_gan_ft.pth",
-                 wav2lip384_checkpoint="someone/finetuned:wav2lip_gan_ft.pth")
+    rows = _rows(tmp_path, DH_WAV2LIP96_CHECKPOINT="someone/finetuned:wav2lip_gan_ft.pth",
+                 DH_WAV2LIP384_CHECKPOINT="someone/finetuned:wav2lip_gan_ft.pth")
     w96 = rows["Lip-sync: Wav2Lip 96"].details
     assert w96.startswith("Hub weights, NOT the published default (camenduru/Wav2Lip : checkpoints/wav2lip_gan.pth): "
                           f"someone/finetuned : wav2lip_gan_ft.pth @ {REV[:7]} · "
@@ -107,7 +108,7 @@ def test_status_gives_a_local_files_sha256_and_defers_a_large_one(tmp_path):
     data = _public_checkpoint(2)
     small = tmp_path / "mine.pth"
     small.write_bytes(data)
-    row = _rows(tmp_path, wav2lip96_checkpoint=str(small))["Lip-sync: Wav2Lip 96"]
+    row = _rows(tmp_path, DH_WAV2LIP96_CHECKPOINT=str(small))["Lip-sync: Wav2Lip 96"]
     sha = hashlib.sha256(data).hexdigest()
     assert row.ok and row.details.startswith(f"your local weights: {small} · sha256 {sha} · licence of the published "
                                              "weights (yours may differ): research/non-commercial")
@@ -123,8 +124,8 @@ def test_status_gives_a_local_files_sha256_and_defers_a_large_one(tmp_path):
 
 
 def test_unconfigured_missing_and_not_downloaded_weights_say_so(hf_cache, tmp_path):
-    rows = _rows(tmp_path, wav2lip96_checkpoint=str(tmp_path / "gone.pth"),
-                 wav2lip256_checkpoint=registry.get("wav2lip256").default_weights)
+    rows = _rows(tmp_path, DH_WAV2LIP96_CHECKPOINT=str(tmp_path / "gone.pth"),
+                 DH_WAV2LIP256_CHECKPOINT=registry.get("wav2lip256").default_weights)
     assert rows["Lip-sync: Paper 384 (your weights)"].details.startswith("no weights configured")
     assert weights_provenance("wav2lip96", "not a/spec/at all").describe() == (
         "weights 'not a/spec/at all': neither a file nor a Hub repo")
@@ -185,7 +186,7 @@ def test_a_large_local_file_is_hashed_once_when_its_model_first_loads(tmp_path, 
     big = tmp_path / "big.safetensors"
     with open(big, "wb") as f:  # sparse: 65 MB on the page, nothing on the disk
         f.truncate(65 * 2**20)
-    settings = Settings(wav2lip96_checkpoint=str(big), cache_dir=str(tmp_path / "cache"))
+    settings = Settings(cache_dir=str(tmp_path / "cache")).with_weights({"DH_WAV2LIP96_CHECKPOINT": str(big)})
     svc = AppServices(settings, tmp_parent=tmp_path / "tmp")
     try:
         assert model_rows(svc)[0].details.startswith(f"your local weights: {big} · sha256 computed when first loaded")

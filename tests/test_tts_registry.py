@@ -88,3 +88,24 @@ def test_from_settings_passes_the_tts_settings():
     assert t.config.engine == "espeak" and t.config.max_chars == 20 and t.config.gpt_sovits_url == "http://127.0.0.1:9"
     with pytest.raises(UserFacingError, match="limit is 20"):
         t.synthesize("好" * 21)
+
+
+def test_from_settings_is_the_one_factory_and_shares_the_apps_voice_cache(tmp_path):
+    """The app's services, the CLI and the warm-up all build the TTS with ``TTS.from_settings``: one place maps
+    settings to the engines, and a voice downloaded by the CLI is the app's too (``<cache_dir>/tts``)."""
+    import ast
+    from pathlib import Path
+
+    from common.settings import Settings
+
+    t = TTS.from_settings(Settings(cache_dir=str(tmp_path)))
+    assert t.config.cache_dir == str(tmp_path / "tts")
+    assert TTS.from_settings(Settings(), cache_dir=tmp_path / "x").config.cache_dir == str(tmp_path / "x")
+    root = Path(__file__).resolve().parents[1]
+    builders = []
+    for path in [root / "app.py", *(root / d for d in ("services", "tts", "qa", "wav2lip384", "common"))]:
+        for f in ([path] if path.is_file() else sorted(path.rglob("*.py"))):
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "TTS":
+                    builders.append(str(f.relative_to(root)))
+    assert builders == [], f"build the TTS with TTS.from_settings, not TTS(...): {builders}"

@@ -12,9 +12,9 @@ from common.errors import UserFacingError
 from wav2lip384.models.config import GeneratorConfig, conv, deconv
 from wav2lip384.models import build_model
 from wav2lip384.weights import (
-    NO_384_WEIGHTS,
     from_pretrained,
     generator_status,
+    how_to_get,
     load_generator,
     load_state_dict_file,
     load_syncnet,
@@ -126,7 +126,7 @@ def test_384_without_weights_says_so_plainly():
         assert "no public weights" in str(err.value) and "DH_WAV2LIP384_CHECKPOINT" in str(err.value)
         assert "python -m wav2lip384.train generator --size 384" in str(err.value)
     st = generator_status("384")
-    assert not st.available and st.message == NO_384_WEIGHTS
+    assert not st.available and st.message == how_to_get("paper384")
 
 
 def test_offline_hub_fails_fast_and_clearly():

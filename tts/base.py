@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -123,12 +125,15 @@ class TTS:
             raise UserFacingError(f"Unknown TTS engine {self.config.engine!r}; choose one of: auto, {', '.join(names)}.")
 
     @classmethod
-    def from_settings(cls, settings) -> TTS:
-        """Build from a :class:`common.settings.Settings` (what app.py and the CLI do)."""
+    def from_settings(cls, settings, cache_dir: str | os.PathLike | None = None) -> TTS:
+        """The ONE way the product builds its TTS from a :class:`common.settings.Settings` (the app's services, the
+        ``python -m tts`` CLI, the warm-up). ``cache_dir``: where voices are downloaded; default
+        ``<settings.cache_dir>/tts``, the app's place, so the CLI and the app share one download."""
         s = settings
+        cache = Path(cache_dir) if cache_dir is not None else Path(s.cache_dir).expanduser() / "tts"
         return cls(engine=s.tts_engine, gpt_sovits_url=s.gpt_sovits_url, gpt_sovits_ref_audio=s.gpt_sovits_ref_audio,
                    gpt_sovits_prompt_text=s.gpt_sovits_prompt_text, gpt_sovits_prompt_lang=s.gpt_sovits_prompt_lang,
-                   cache_dir=s.cache_dir, neural_model=s.tts_neural_model, max_chars=s.tts_max_chars)
+                   cache_dir=str(cache), neural_model=s.tts_neural_model, max_chars=s.tts_max_chars)
 
     def _default_engines(self) -> list[Engine]:
         """Priority order for ``auto``: the paper's GPT-SoVITS (when configured), neural, espeak-ng."""

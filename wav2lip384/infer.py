@@ -19,6 +19,7 @@ import sys
 
 from common.cli import user_errors_exit_2
 from common.errors import UserFacingError
+from wav2lip384.models import registry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face", required=True, help="avatar: an image (jpg/png/...) or a video (mp4/mov/...)")
     p.add_argument("--audio", required=True, help="speech: wav/mp3/m4a/flac/ogg (any rate, mono or stereo)")
     p.add_argument("--out", required=True, help="output .mp4 (H.264 + AAC)")
-    p.add_argument("--model", default="wav2lip96",
-                   help="lip-sync model id: wav2lip96 (default), wav2lip256, livetalking384, paper384 "
-                        "(96 and 384 are aliases of wav2lip96 and paper384)")
+    p.add_argument("--model", default=registry.DEFAULT_MODEL,
+                   help=f"lip-sync model id: {', '.join(registry.ids())} (default {registry.DEFAULT_MODEL}; "
+                        + ", ".join(f"{a} = {t}" for a, t in registry.ALIASES.items()) + ")")
     p.add_argument("--checkpoint", default=None,
                    help="generator weights: a local file/directory or a Hub spec 'owner/name[:file]' "
                         "(default: the model's variable, e.g. DH_WAV2LIP256_CHECKPOINT, else its public weights)")
@@ -49,7 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from common.settings import Settings
-    from wav2lip384.models import registry
 
     settings = Settings.from_env()
     spec = registry.get(args.model)  # unknown ids: a clear error listing the known ones
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserFacingError("--batch-size must be at least 1.")
     from pathlib import Path
 
-    from wav2lip384.render.pipeline import LipSyncPipeline
     from wav2lip384.media.video import check_media
+    from wav2lip384.render.pipeline import LipSyncPipeline
 
     # check the inputs before loading any model: a wrong path fails in a second, not after a download
     check_media(args.face, kinds=("image", "video"), what="face/avatar file")

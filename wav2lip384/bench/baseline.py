@@ -71,6 +71,8 @@ def detect_boxes(frames_rgb: Sequence[np.ndarray], detector) -> np.ndarray:
 def run_original_style(face_video: str | os.PathLike, audio_path: str | os.PathLike, out_path: str | os.PathLike,
                        generator, *, box: Sequence[int] | None = None, detector=None,
                        batch_size: int = BATCH_SIZE, tmp_parent: str | None = None) -> dict:
+    # size-reason: a faithful re-run of the original Wav2Lip inference script (stage by stage, timed) kept in its order
+    #   so the comparison is fair.
     """Run the original strategy; returns {"n_frames", "fps", "timings" (s per stage), "output_path"}.
 
     ``box`` = (y1, y2, x1, x2) as the original's ``--box``; otherwise ``detector`` runs on every frame.

@@ -41,6 +41,8 @@ public weights already in the Hugging Face cache); otherwise random weights of t
 cost), and ``weights`` says so. The bench uses only the pipeline's public API (``prepare``, ``mel_windows``,
 ``pasted_frames``, ``feature_cache``).
 """
+# size-reason: every benchmark entry of `python -m wav2lip384.bench` with its report; apart from the runtime, never
+#   imported by it.
 
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype: str = "fp32")
 
 
 # short names in entry names -> registry ids ("ours_256_video"); any registry id or alias works as well
-MODEL_TOKENS = {"96": "wav2lip96", "384": "paper384", "256": "wav2lip256"}
+from wav2lip384.models.registry import ALIASES as MODEL_TOKENS  # noqa: E402 (the registry owns the short names)
 
 
 def model_id(token: str) -> str:

@@ -26,6 +26,8 @@ Measures (each says when it could not be computed and why, never silently):
   ``lipsync_expert.pth``) on the paper-rule crops, at offset 0 and over offsets -15..+15. It is labelled as
   such: it is not comparable to published LSE figures.
 """
+# size-reason: the evaluation metrics (LSE-D/C through syncnet_python's network, FID, sharpness) and their CLI
+#   glue, a few lines over the limit (helper E owns this module).
 
 from __future__ import annotations
 

@@ -244,6 +244,8 @@ def _roi_detect(detector: FaceDetector, frame: np.ndarray, box: np.ndarray, cfg:
 def track_faces(detector: FaceDetector, frames: Sequence[np.ndarray], config: TrackConfig | None = None, *,
                 seed: np.ndarray | None = None, seed_frame: np.ndarray | None = None,
                 progress: Callable[[int], None] | None = None) -> Detections:
+    # size-reason: one algorithm in four numbered steps (docstring); its two closures (scan, choose) and the steps
+    #   share the per-frame arrays (boxes, counts, scans, rejected); the parts that stand alone are already apart.
     """The followed face in every frame of ``frames`` (all one size): keyframe detection + optical flow.
 
     1. The face to follow is the one seen most often in whole-frame scans of the first keyframes

@@ -29,6 +29,8 @@ the loop point. Only the frames a request needs are decoded and detected; later,
 what is cached. ``AvatarCache`` (the old name) is :class:`AvatarStore`; ``Avatar.extras`` stays as an untyped
 dict for callers not yet moved to :meth:`AvatarStore.features` (its tensors are counted too).
 """
+# size-reason: the avatar store: decoded frames, face crops and encoder features in memory and on disk under one lock;
+#   the bounded caches share the eviction accounting.
 
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ Steps of one request (each timed in ``LipSyncResult.timings``):
 Models see BGR images in [0, 1], like the original Wav2Lip (its public weights were trained on OpenCV's BGR
 frames, and our training data loader follows the same convention); frames everywhere else are RGB.
 """
+# size-reason: LipSyncPipeline: the rendering steps in order (module docstring); the transforms are already apart in
+#   optimize.py and the store in avatars.py.
 
 from __future__ import annotations
 
@@ -38,13 +40,13 @@ import numpy as np
 
 from common.errors import UserFacingError
 from wav2lip384 import faces as F
+from wav2lip384.models import registry
 from wav2lip384.render.avatars import Avatar, AvatarCache, CropSet
 from wav2lip384.media.video import VideoWriter, check_media
 
 DEFAULT_FPS = 25.0  # photo avatars (and the rate the models were trained at)
-# frames per generator call on CPU, by registry id (larger gains little and costs memory: the 384 models keep
-# ~20 MB of encoder features per frame in flight)
-DEFAULT_BATCH = {"wav2lip96": 32, "wav2lip256": 16, "livetalking384": 8, "paper384": 8}
+# frames per generator call on CPU, by registry id: the registry's ``batch`` (the one place for it)
+DEFAULT_BATCH = {spec.id: spec.batch for spec in registry.MODELS.values()}
 
 AudioInput = str | os.PathLike | tuple[np.ndarray, int]
 
@@ -211,7 +213,7 @@ class LipSyncPipeline:
 
     # ---------------------------------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, model: str | int = "wav2lip96", checkpoint: str | os.PathLike | None = None, *,
+    def from_pretrained(cls, model: str | int = registry.DEFAULT_MODEL, checkpoint: str | os.PathLike | None = None, *,
                         size: int | None = None,
                         detector_checkpoint: str | None = F.DEFAULT_S3FD_CHECKPOINT, device: str = "cpu",
                         dtype=None, cache_dir: str | os.PathLike | None = None,

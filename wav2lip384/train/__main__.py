@@ -86,13 +86,81 @@ def _init_distributed(device: str) -> int:
     return local_rank
 
 
+def _task(args):
+    """The training task (SyncNet or generator) the arguments ask for."""
+    size = args.size
+    if args.tiny:
+        from wav2lip384.train import tiny
+
+        size = tiny.TINY_SIZE
+    if args.task == "syncnet":
+        from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
+
+        tcfg = SyncNetTrainConfig(data=args.data, size=size, lr=args.lr, cache_mb=args.cache_mb,
+                                  model=tiny.tiny_syncnet_config().to_dict() if args.tiny else None)
+        return SyncNetTask(tcfg, seed=args.seed)
+    from wav2lip384.train.generator import GeneratorTask, GeneratorTrainConfig
+
+    tcfg = GeneratorTrainConfig(
+        data=args.data, syncnet=args.syncnet, size=size, lr=args.lr, gan=args.gan, sync_wt=args.sync_wt,
+        sync_enable_below=args.sync_enable_below, sync_enable_after=args.sync_enable_after,
+        disc_wt=args.disc_wt,
+        cache_mb=args.cache_mb,
+        model=tiny.tiny_generator_config().to_dict() if args.tiny else None,
+        disc_model=tiny.tiny_discriminator_config().to_dict() if args.tiny else None)
+    return GeneratorTask(tcfg, seed=args.seed)
+
+
+def _dry_run(args, task) -> int:
+    """Print (and optionally write) the compute plan instead of training."""
+    from wav2lip384.train import plan as planning
+
+    gpus = args.gpus or int(os.environ.get("WORLD_SIZE", "1"))
+    p = planning.make_plan(task, data_dir=args.data, batch_size=args.batch_size, gpus=gpus,
+                           gpu=args.gpu or planning.DEFAULT_GPU, mfu=args.mfu or planning.DEFAULT_MFU,
+                           amp=not args.no_amp, hours=args.hours, steps=args.steps)
+    print(planning.format_plan(p))
+    if args.plan_json:
+        planning.write_plan(p, args.plan_json)
+    return 0
+
+
+def _train(args, task, device: str) -> int:
+    """Train; rank 0 prints the result as JSON."""
+    from pathlib import Path
+
+    from common.errors import UserFacingError
+    from wav2lip384.train.loop import TrainConfig, Trainer
+
+    if not args.out:
+        raise UserFacingError("--out is required to train (a folder for checkpoints and metrics)")
+    cfg = TrainConfig(out_dir=args.out, max_steps=args.steps, batch_size=args.batch_size,
+                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                      log_every=args.log_every, val_samples=args.val_samples, seed=args.seed,
+                      num_workers=args.workers, device=device, amp=not args.no_amp,
+                      max_minutes=args.max_minutes)
+    resume = args.resume
+    if resume == "auto":
+        resume = str(Path(args.out) / "last.pt") if (Path(args.out) / "last.pt").is_file() else None
+    trainer = Trainer(task, cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = trainer.fit(resume=resume)
+    if trainer.rank == 0:
+        val = [r for r in result.history if r.get("split") == "val"]
+        print(json.dumps({"task": args.task, "step": result.step, "stopped_early": result.stopped_early,
+                          "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
+                          "exported": str(result.exported) if result.exported else None,
+                          "world_size": trainer.world, "ranks_in_sync": result.ranks_in_sync,
+                          "train_config": asdict(cfg),
+                          "last_val": val[-1] if val else None, "warnings": result.warnings}, indent=1))
+    return 0
+
+
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
+    from common.errors import UserFacingError
     from common.settings import Settings
 
     args = build_parser().parse_args(argv)
-    from common.errors import UserFacingError
-
     if not args.data and not (args.dry_run and args.hours):
         raise UserFacingError("--data is required (the output folder of `python -m wav2lip384.train.preprocess`); "
                               "only --dry-run --hours H plans without data")
@@ -110,69 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         local_rank = _init_distributed(device)
         if device == "cuda":
             device = f"cuda:{local_rank}"
-        from wav2lip384.train.loop import TrainConfig, Trainer
-
-        size = args.size
-        if args.tiny:
-            from wav2lip384.train import tiny
-
-            size = tiny.TINY_SIZE
-        if args.task == "syncnet":
-            from wav2lip384.train.syncnet import SyncNetTask, SyncNetTrainConfig
-
-            tcfg = SyncNetTrainConfig(data=args.data, size=size, lr=args.lr, cache_mb=args.cache_mb,
-                                      model=tiny.tiny_syncnet_config().to_dict() if args.tiny else None)
-            task = SyncNetTask(tcfg, seed=args.seed)
-        else:
-            from wav2lip384.train.generator import GeneratorTask, GeneratorTrainConfig
-
-            tcfg = GeneratorTrainConfig(
-                data=args.data, syncnet=args.syncnet, size=size, lr=args.lr, gan=args.gan, sync_wt=args.sync_wt,
-                sync_enable_below=args.sync_enable_below, sync_enable_after=args.sync_enable_after,
-                disc_wt=args.disc_wt,
-                cache_mb=args.cache_mb,
-                model=tiny.tiny_generator_config().to_dict() if args.tiny else None,
-                disc_model=tiny.tiny_discriminator_config().to_dict() if args.tiny else None)
-            task = GeneratorTask(tcfg, seed=args.seed)
-        if args.dry_run:
-            from wav2lip384.train import plan as planning
-
-            gpus = args.gpus or int(os.environ.get("WORLD_SIZE", "1"))
-            p = planning.make_plan(task, data_dir=args.data, batch_size=args.batch_size, gpus=gpus,
-                                   gpu=args.gpu or planning.DEFAULT_GPU, mfu=args.mfu or planning.DEFAULT_MFU,
-                                   amp=not args.no_amp, hours=args.hours, steps=args.steps)
-            print(planning.format_plan(p))
-            if args.plan_json:
-                planning.write_plan(p, args.plan_json)
-            return 0
-        if not args.out:
-            raise UserFacingError("--out is required to train (a folder for checkpoints and metrics)")
-        cfg = TrainConfig(out_dir=args.out, max_steps=args.steps, batch_size=args.batch_size,
-                          eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                          log_every=args.log_every, val_samples=args.val_samples, seed=args.seed,
-                          num_workers=args.workers, device=device, amp=not args.no_amp,
-                          max_minutes=args.max_minutes)
-        resume = args.resume
-        if resume == "auto":
-            from pathlib import Path
-
-            resume = str(Path(args.out) / "last.pt") if (Path(args.out) / "last.pt").is_file() else None
-        trainer = Trainer(task, cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
-        result = trainer.fit(resume=resume)
-        if trainer.rank == 0:
-            val = [r for r in result.history if r.get("split") == "val"]
-            print(json.dumps({"task": args.task, "step": result.step, "stopped_early": result.stopped_early,
-                              "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
-                              "exported": str(result.exported) if result.exported else None,
-                              "world_size": trainer.world, "ranks_in_sync": result.ranks_in_sync,
-                              "train_config": asdict(cfg),
-                              "last_val": val[-1] if val else None, "warnings": result.warnings}, indent=1))
+        task = _task(args)
+        return _dry_run(args, task) if args.dry_run else _train(args, task, device)
     finally:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

@@ -344,6 +344,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- the loop
     def fit(self, resume: str | Path | None = None) -> TrainResult:
+        # size-reason: the training loop itself (resume, epochs, accumulation, AMP, validation, checkpoints, early stop)
+        #   reads best as one piece; each step it calls is a method already.
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._warnings: list[str] = []

@@ -218,6 +218,8 @@ def _source_name(path: Path, taken: set[str]) -> str:
 # ----------------------------------------------------------------------------------------------- one video
 def preprocess_video(path: Path, source: str, out_dir: Path, detector, cfg: PreprocessConfig) -> tuple[
         VideoReport, list[dict]]:
+    # size-reason: one pass over one video (detect, segment, crop, write) whose stages share the decoded frames and the
+    #   report; splitting would copy or pass them around.
     """Detect, segment, crop and write the clips of one video. Returns its report and its clips' entries."""
     import cv2
     import soundfile as sf

@@ -42,7 +42,6 @@ from wav2lip384.weights.io import (  # noqa: F401
     CONFIG_NAME,
     FORMAT_NAME,
     FORMAT_VERSION,
-    NO_384_WEIGHTS,
     NO_DISCRIMINATOR,
     NO_SYNCNET,
     PICKLE_SUFFIXES,

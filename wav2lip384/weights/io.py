@@ -20,13 +20,6 @@ CONFIG_NAME = "config.json"
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".model", ".bin")
 
-NO_384_WEIGHTS = (
-    "There are no public weights for the Wav2Lip-384 generator (the paper did not release any). "
-    "Train them with `python -m wav2lip384.train generator --size 384 ...`, then set "
-    "DH_WAV2LIP384_CHECKPOINT to the export/ folder it writes (model.safetensors + config.json) or to a "
-    "checkpoint file, or to a Hugging Face Hub repo ('owner/name' or 'owner/name:path/to/file'). "
-    "Until then use the 96 model."
-)
 NO_SYNCNET = (
     "No SyncNet (lip-sync expert) checkpoint was given. For 96 pass the original lipsync_expert.pth "
     "(file or 'owner/name:path'); for 384 train one with `python -m wav2lip384.train syncnet --size 384 ...` "

@@ -12,10 +12,20 @@ from pathlib import Path
 
 from common.errors import UserFacingError
 from common.hub import HubFile, hub_reachable, resolve_file
+from wav2lip384.models import registry
 from wav2lip384.weights.cache import ProgressFn, _cache_file, _download, _read_cached, _write_cached
-from wav2lip384.weights.io import (CONFIG_NAME, NO_384_WEIGHTS, WEIGHTS_NAME, _how_to_fix, _is_local_like, _locate,
-                                   _what, from_pretrained, load_state_dict_file, load_state_dict_strict,
-                                   state_dict_problems)
+from wav2lip384.weights.io import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    _how_to_fix,
+    _is_local_like,
+    _locate,
+    _what,
+    from_pretrained,
+    load_state_dict_file,
+    load_state_dict_strict,
+    state_dict_problems,
+)
 from wav2lip384.weights.provenance import file_sha256, hub_blob_sha256, hub_cached_file
 
 log = logging.getLogger(__name__)
@@ -62,8 +72,6 @@ class WeightsStatus:
 
 
 def _registry(model):
-    from wav2lip384.models import registry
-
     return registry.get(model)
 
 
@@ -73,10 +81,17 @@ def generator_config(model):
 
 
 def how_to_get(model) -> str:
-    """What to do when a generator's weights cannot be had (names the environment variable)."""
+    """What to do when a generator's weights cannot be had (names the environment variable). Built from the
+    registry entry only (no model is a special case here): no published weights -> how to train or provide them."""
     spec = _registry(model)
-    if spec.id == "paper384":
-        return NO_384_WEIGHTS
+    if not spec.default_weights:
+        train = (f"Train them with `python -m wav2lip384.train generator --size {spec.img_size} ...`, then set "
+                 f"{spec.env_var} to the export/ folder it writes (model.safetensors + config.json) or to a "
+                 "checkpoint file" if spec.trainable else f"Set {spec.env_var} to a local weights file or folder")
+        why = f" ({spec.no_weights})" if spec.no_weights else ""
+        return (f"There are no public weights for the {spec.id} generator{why}. {train}, or to a Hugging Face Hub "
+                f"repo ('owner/name' or 'owner/name:path/to/file'). Until then use "
+                f"{registry.get(registry.DEFAULT_MODEL).title}.")
     if spec.default_weights and ":" in spec.default_weights:
         hub = HubFile.parse(spec.default_weights)
         return (f"Set {spec.env_var} to a local copy of {Path(hub.filename).name} (Hub repo {hub.repo_id}, file "
@@ -117,7 +132,7 @@ def _build_and_fit(config, sd: dict, *, spec, source_name: str):
     return gen
 
 
-def load_generator(model: str | int = "wav2lip96", spec: str | os.PathLike | None = None, *, device="cpu",
+def load_generator(model: str | int = registry.DEFAULT_MODEL, spec: str | os.PathLike | None = None, *, device="cpu",
                    dtype=None, cache_dir: str | os.PathLike | None = None, progress: ProgressFn | None = None):
     """The generator of registry id ``model`` (``96``/``384`` are aliases), eval mode, on ``device``/``dtype``.
 
@@ -134,8 +149,8 @@ def load_generator(model: str | int = "wav2lip96", spec: str | os.PathLike | Non
     what, how = _what_model(entry), how_to_get(entry.id)
     dtype = dtype or torch.float32
     spec_str = os.fspath(spec) if spec else entry.default_weights
-    if not spec_str:
-        raise UserFacingError(how if entry.id == "paper384" else f"{what}: no weights configured. {how}")
+    if not spec_str:  # nothing asked for and no default (none published): how_to_get says what to do
+        raise UserFacingError(how)
     try:
         return _load_generator(entry, spec_str, what, how, device=device, dtype=dtype,
                                cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
