@@ -31,7 +31,7 @@ class Settings:
     livetalking384_checkpoint: str = "Pypa/wav2lip384:wav2lip384.pth"  # model id livetalking384
     wav2lip384_checkpoint: str = ""  # model id paper384: the paper released no weights; empty = "not configured"
     s3fd_checkpoint: str = "camenduru/Wav2Lip:face_detection/detection/sfd/s3fd.pth"
-    syncnet_checkpoint: str = ""  # for evaluation (LSE-D/LSE-C); empty means "not configured"
+    syncnet_checkpoint: str = "ByteDance/LatentSync-1.5:auxiliary/syncnet_v2.model"  # LSE-D/LSE-C; empty = off
     # --- question answering ---
     qa_kb: str = ""  # empty: the built-in knowledge base shipped in qa/data/
     qa_embedder: str = "intfloat/multilingual-e5-small"

@@ -44,6 +44,7 @@ import numpy as np
 
 from common.cli import user_errors_exit_2
 from common.errors import UserFacingError
+from common.settings import Settings
 from wav2lip384.evaluate.mouth import pause_motion, sharpness
 
 FPS = 25
@@ -58,7 +59,7 @@ QUALITY_CROP = 384
 # ------------------------------------------------------------------------------------------ SyncNet 'S'
 # The published weights: syncnet_python's syncnet_v2.model, as LatentSync's repository carries it (its S3FD copy,
 # auxiliary/sfd_face.pth, lies beside it; the CLI's face detector follows DH_S3FD_CHECKPOINT).
-DEFAULT_SYNCNET = "ByteDance/LatentSync-1.5:auxiliary/syncnet_v2.model"
+DEFAULT_SYNCNET: str = Settings.syncnet_checkpoint  # "ByteDance/LatentSync-1.5:auxiliary/syncnet_v2.model"
 SYNCNET_S3FD = "ByteDance/LatentSync-1.5:auxiliary/sfd_face.pth"
 SYNCNET_ID = "syncnet_v2"  # how the provenance record names this network
 HOW_TO_GET_SYNCNET = (
@@ -219,6 +220,7 @@ class FaceTrack:
     detector: str
     src_fps: float
     missing_frames: int
+    boxes: np.ndarray | None = None  # (N, 4) the detector's raw boxes (x1, y1, x2, y2), NaN where none was found
 
 
 def _syncnet_python_crop(frame_bgr: np.ndarray, cx: float, cy: float, s: float) -> np.ndarray:
@@ -232,8 +234,13 @@ def _syncnet_python_crop(frame_bgr: np.ndarray, cx: float, cy: float, s: float) 
     return cv2.resize(face, (LSE_CROP, LSE_CROP))
 
 
-def face_track(path: str | Path, detector, *, max_seconds: float | None = None) -> FaceTrack:
-    """Decode ``path`` at 25 fps (twice: detect, then crop), find the face in every frame, cut both crops."""
+def face_track(path: str | Path, detector, *, max_seconds: float | None = None,
+               boxes: np.ndarray | None = None) -> FaceTrack:
+    """Decode ``path`` at 25 fps (twice: detect, then crop), find the face in every frame, cut both crops.
+
+    ``boxes``: the raw boxes of another track of the same frames (:attr:`FaceTrack.boxes`, same length), used
+    instead of detecting again: videos rendered from one avatar have their faces in the same places, so the
+    Compare tab finds them once and every model's mouth is cut from the same crops."""
     import cv2
     from scipy.signal import medfilt
 
@@ -254,7 +261,8 @@ def face_track(path: str | Path, detector, *, max_seconds: float | None = None) 
     wanted: dict[int, list[int]] = {}
     for k, j in enumerate(fmap):
         wanted.setdefault(int(j), []).append(k)
-    raw = np.full((n, 4), np.nan, np.float32)
+    given = boxes is not None and len(boxes) == n
+    raw = np.array(boxes, np.float32) if given else np.full((n, 4), np.nan, np.float32)
     shape = None
     stream = open_video(path)
     try:
@@ -264,6 +272,8 @@ def face_track(path: str | Path, detector, *, max_seconds: float | None = None) 
                 break
             if j in wanted:
                 shape = frame.shape
+                if given:
+                    continue
                 batch.append(frame)
                 idx.append(j)
             if len(batch) == 8 or (batch and j == fmap[-1]):
@@ -300,7 +310,7 @@ def face_track(path: str | Path, detector, *, max_seconds: float | None = None) 
                 qual[kk] = cv2.cvtColor(faces.crop_face(frame, squares[kk], QUALITY_CROP), cv2.COLOR_RGB2BGR)
     finally:
         stream.close()
-    return FaceTrack(lse, qual, wav[: n * SAMPLES_PER_FRAME], detector.description, src_fps, int((~ok).sum()))
+    return FaceTrack(lse, qual, wav[: n * SAMPLES_PER_FRAME], detector.description, src_fps, int((~ok).sum()), raw)
 
 
 # ------------------------------------------------------------------------------------------ FID
@@ -412,23 +422,25 @@ def _short_note(n: int) -> str:
 
 
 def video_scores(video: str | Path, *, syncnet=None, detector=None, max_seconds: float | None = None,
-                 device: str = "cpu") -> dict[str, Any]:
+                 device: str = "cpu", boxes: np.ndarray | None = None) -> dict[str, Any]:
     """The figures of one talking video from one face track: the protocol's LSE-D, LSE-C and AV offset (when a
     loaded :func:`load_syncnet_s` model is given), mouth sharpness and how still the mouth stays in pauses.
 
     Returns ``{"frames", "short_clip", "detector", "lse": {...} | None, "sharpness": {...},
-    "mouth_in_pauses": {...}}``; ``lse`` holds ``available`` False and the reason when the clip is too short.
+    "mouth_in_pauses": {...}, "boxes"}``; ``lse`` holds ``available`` False and the reason when the clip is too
+    short. ``boxes``: the ``"boxes"`` of another video of the same avatar frames (see :func:`face_track`).
     """
     from wav2lip384 import faces
 
     detector = detector or faces.build_detector()
-    track = face_track(video, detector, max_seconds=max_seconds)
+    track = face_track(video, detector, max_seconds=max_seconds, boxes=boxes)
     n = len(track.lse_crops)
     out: dict[str, Any] = {"video": str(video), "frames": n, "short_clip": n < MIN_TRACK,
                            "detector": detector.description, "frames_without_face": track.missing_frames}
     out["lse"] = None if syncnet is None else _guard(lse_scores, syncnet, track.lse_crops, track.wav, device=device)
     out["sharpness"] = sharpness(track.quality_crops)
     out["mouth_in_pauses"] = pause_motion(track.quality_crops, track.wav, FPS)
+    out["boxes"] = track.boxes
     return out
 
 
@@ -557,8 +569,6 @@ def summary_text(result: dict[str, Any]) -> str:
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    from common.settings import Settings
-
     p = argparse.ArgumentParser(prog="python -m wav2lip384.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--video", required=True, help="the video to score (e.g. a lip-synced result)")
     p.add_argument("--source", "--reference", dest="source", default=None,
