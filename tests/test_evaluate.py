@@ -259,3 +259,15 @@ def test_cli_and_compare_scores_end_to_end(shared_data, published_syncnet, tmp_p
         assert set(lse) >= {"lse_d", "lse_c", "av_offset_frames", "weights"}
     finally:
         svc.close()
+
+
+def test_default_weights_are_latentsyncs_hub_copy_with_a_plain_offline_message():
+    from common.settings import Settings
+
+    assert ev.DEFAULT_SYNCNET == Settings().syncnet_checkpoint == "ByteDance/LatentSync-1.5:auxiliary/syncnet_v2.model"
+    prov = ev.syncnet_provenance()
+    assert prov.origin == "hub" and prov.published and "not downloaded yet" in prov.describe()
+    with pytest.raises(UserFacingError, match="not reachable") as err:  # HF_HUB_OFFLINE=1 in tests
+        ev.load_syncnet_s()
+    assert "DH_SYNCNET_CHECKPOINT" in str(err.value) and "syncnet_v2.model" in str(err.value)
+    assert ev.syncnet_provenance("").origin == "none"
