@@ -140,7 +140,7 @@ class CompareScores:
             return self._model
 
     def score(self, videos: Sequence[tuple[str, str | Path | None]], max_seconds: float | None = None) -> ScoresReport:
-        """``videos``: (model id, video path or None) in the order shown. A missing video gets an empty row."""
+        """``videos``: (model id, video path or None) in the order shown; a model without a video gets no row."""
         from wav2lip384.evaluate import video_scores
 
         t0 = time.perf_counter()
@@ -157,12 +157,11 @@ class CompareScores:
         detector = self._detector()
         boxes = None  # the videos come from one avatar: faces found in the first are used for all
         for model_id, path in videos:
+            if not path:  # the model could not run: its tile above says why, nothing to measure
+                continue
             spec = registry.get(model_id)
             row = ModelScores(model=spec.id, title=spec.title)
             report.rows.append(row)
-            if not path:
-                row.note = "no video to measure."
-                continue
             try:
                 res = video_scores(path, syncnet=model, detector=detector, max_seconds=max_seconds,
                                    device=self.settings.device, boxes=boxes)
