@@ -316,6 +316,18 @@ class Handlers:
                 values += [str(r.path), head + r.summary() + f"\n\n*{spec.quality}*"]
         return tuple(values)
 
+    def compare_scores(self, models, video_1=None, video_2=None, video_3=None):
+        """The Compare tab's second step, chained after the videos are shown: each model's lip-sync and mouth
+        figures, measured on the videos just returned (the same order as :meth:`compare`)."""
+        chosen = list(models or COMPARE_DEFAULT)[:3]
+        videos = [video_1, video_2, video_3][:len(chosen)]
+        for v in videos:  # what the browser sends back are our own results; checked like any file argument
+            if v and _FILES:
+                _FILES[-1].check(v)
+        if not any(videos):
+            return ""
+        return self.svc.scores.score(list(zip(chosen, videos, strict=True))).markdown()
+
     @staticmethod
     def _answer_md(ans) -> str:
         outcome = getattr(ans, "outcome", "answer" if getattr(ans, "answered", False) else "reject")
@@ -763,7 +775,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
             with gr.Tab("Compare models", id="compare"):
                 gr.Markdown("The same speech and avatar through two or three lip-sync models, side by side: how long "
                             "each takes, how many frames per second it renders, and how sharp the mouth is "
-                            "(*mouth sharpness*: higher means more detail around the lips).")
+                            "(*mouth sharpness*: higher means more detail around the lips). Under the videos, once "
+                            "they play: how well the lips follow the speech and how still the mouth stays in pauses.")
                 with gr.Row():
                     with gr.Column():
                         # ticked when a page loads: the models that can run here (Handlers.pickers)
@@ -784,9 +797,16 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                             c_outputs.append(gr.Video(label=f"Model {k + 1}", autoplay=True, format="mp4",
                                                       interactive=False))
                             c_outputs.append(gr.Markdown(elem_classes="figure"))
+                c_scores = gr.Markdown(elem_id="compare_scores", elem_classes="figure")
                 _share_button("comparison", settings.share_link_hours)
+                # the scores come second, chained after the videos are on screen (measuring never delays them),
+                # only when the comparison succeeded (else they would measure the previous videos); cleared at
+                # each click so old figures never sit under new videos
+                c_btn.click(lambda: "", None, c_scores, api_visibility="private", queue=False)
                 _on_render(c_btn.click, tabs, "compare", gradio_errors(h.compare),
-                           [c_text, c_audio, c_photo, c_video, c_engine, c_models], c_outputs, api_name="compare")
+                           [c_text, c_audio, c_photo, c_video, c_engine, c_models], c_outputs, api_name="compare"
+                           ).success(gradio_errors(h.compare_scores), [c_models, *c_outputs[0::2]], c_scores,
+                                     concurrency_id="render", api_name="compare_scores")
 
             with gr.Tab("Status", id="status") as s_tab:
                 s_md = gr.Markdown(elem_id="status_table")

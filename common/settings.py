@@ -47,7 +47,7 @@ class Settings:
     lipsync_weights: Mapping[str, str] = field(default_factory=dict, hash=False)
     # --- other weights: a local file path or 'owner/name:path/in/repo' ---
     s3fd_checkpoint: str = "camenduru/Wav2Lip:face_detection/detection/sfd/s3fd.pth"
-    syncnet_checkpoint: str = ""  # for evaluation (LSE-D/LSE-C); empty means "not configured"
+    syncnet_checkpoint: str = "ByteDance/LatentSync-1.5:auxiliary/syncnet_v2.model"  # LSE-D/LSE-C; empty = off
     # --- question answering ---
     qa_kb: str = ""  # empty: the built-in knowledge base shipped in qa/data/
     qa_embedder: str = "intfloat/multilingual-e5-small"

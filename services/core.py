@@ -29,6 +29,7 @@ from services.checks import check_question, check_speech, check_upload_size, cou
 from services.media import RequestDirs, concat_videos, mouth_clarity, split_speech, write_wav
 from services.models import ModelCatalog
 from services.results import AskUpdate, StatusItem, VideoResult
+from services.scores import CompareScores
 from wav2lip384.models import registry
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class AppServices:
         self.first_chunk_s = 0.6  # seconds of speech in the first streamed chunk (time to first frame)
         self.chunk_s = 3.0  # at most this much speech per later chunk
         self.playback_margin_s = 0.5  # streamed playback starts this far behind rendering, at least
+        self.scores = CompareScores(settings, self.face_detector)  # the Compare tab's lip-sync and mouth figures
 
     def close(self) -> None:
         self.dirs.close()

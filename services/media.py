@@ -46,13 +46,14 @@ class RequestDirs:
 
 
 def mouth_clarity(video: str | Path, max_frames: int = 12, detector=None) -> float | None:
-    """Mean variance of the Laplacian over the lower half of the face (the lip-synced area) of a few frames.
+    """Mouth sharpness of a few frames: the project's one sharpness measure
+    (:func:`wav2lip384.evaluate.sharpness`, the variance of the Laplacian over the lower half of the face: the
+    lip-synced area) on the face box found in the first frame (the whole frame without a detector or a face).
 
-    A standard no-reference sharpness figure: the 384 model should score higher than the 96 model's
-    upscaled 96×96 mouth. Returns None when the video has no readable frames.
+    The 384 model should score higher than the 96 model's upscaled 96×96 mouth. Returns None when the video has
+    no readable frames.
     """
-    import cv2
-
+    from wav2lip384.evaluate import sharpness
     from wav2lip384.media.video import open_video
 
     stream = open_video(video, max_frames=max_frames)
@@ -62,21 +63,16 @@ def mouth_clarity(video: str | Path, max_frames: int = 12, detector=None) -> flo
         stream.close()
     if not frames:
         return None
-    box = None
+    y1, y2, x1, x2 = 0, frames[0].shape[0], 0, frames[0].shape[1]
     if detector is not None:
         found = detector.detect_batch([frames[0]])[0]
         if len(found):
             areas = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1])
-            box = found[int(np.argmax(areas)), :4].astype(int)
-    scores = []
-    for f in frames:
-        g = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
-        if box is not None:
-            x1, y1, x2, y2 = (int(max(v, 0)) for v in box)
-            g = g[(y1 + y2) // 2:y2, x1:x2]
-        if g.size:
-            scores.append(float(cv2.Laplacian(g, cv2.CV_64F).var()))
-    return float(np.mean(scores)) if scores else None
+            bx1, by1, bx2, by2 = (int(max(v, 0)) for v in found[int(np.argmax(areas)), :4])
+            if bx2 > bx1 and by2 > by1:
+                y1, y2, x1, x2 = by1, by2, bx1, bx2
+    crops = np.stack([f[y1:y2, x1:x2, ::-1] for f in frames])  # RGB -> the measure's BGR
+    return sharpness(crops)["laplacian_var"]
 
 
 def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s: float = 3.0,

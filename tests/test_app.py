@@ -236,6 +236,12 @@ def test_compare_reports_time_fps_and_sharpness_and_names_unavailable_models(ser
     for info in (i1, i2):
         assert "frames per second" in info and "mouth sharpness" in info and "licence" in info
     assert v3 is None and "Not available on this server yet" in i3 and "DH_" not in i3
+    # the chained second step: scores of the videos shown (no SyncNet weights offline: one calm line instead)
+    from services.scores import NO_SYNCNET
+
+    scores = app.Handlers(services).compare_scores(["wav2lip96", "paper384", "livetalking384"], v1, v2, v3)
+    assert scores.count(NO_SYNCNET) == 1 and "Mouth sharpness (higher is sharper)" in scores
+    assert "Wav2Lip 96" in scores and "Paper 384" in scores and "Lip-sync distance" not in scores
 
 
 # ------------------------------------------------------------------------------------ through gradio_client

@@ -143,7 +143,7 @@ def test_cli_says_why_measures_are_missing(shared_data, capsys, monkeypatch):
     out = json.loads(capsys.readouterr().out)
     assert out["frames"] == 4
     assert not out["lse"]["available"] and "syncnet_v2.model" in out["lse"]["reason"]
-    assert not out["fid"]["available"] and "--reference" in out["fid"]["reason"]
+    assert not out["fid"]["available"] and "--source" in out["fid"]["reason"]
     assert not out["project_syncnet"]["available"] and "--project-syncnet" in out["project_syncnet"]["reason"]
     assert out["sharpness"]["available"]
 
@@ -155,3 +155,119 @@ def test_too_short_for_a_window_is_explained(shared_data, s_weights):
     out = ev.evaluate(shared_data / "video" / "retalking_face2.mp4", lse_syncnet=str(s_weights),
                       detector=HaarDetector(), max_seconds=0.16)
     assert out["lse"]["video"]["available"] is False and "too short" in out["lse"]["video"]["reason"]
+
+
+# ------------------------------------------------------------------------------------ the mouth in pauses
+def test_pause_motion_measures_the_mouth_only_while_the_speech_pauses():
+    rng = np.random.default_rng(0)
+    n = 30  # frames at 25 fps; speech in 0..9 and 20..29, a pause (digital silence) in 10..19
+    t = np.arange(n * 640) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    wav[10 * 640:20 * 640] = 0
+    still = np.full((n, 64, 64, 3), 128, np.uint8)
+    still[:10] = rng.integers(0, 255, (10, 64, 64, 3), dtype=np.uint8)  # the mouth moves while speaking only
+    res = ev.pause_motion(still, wav)
+    assert res["pause_motion"] == 0.0 and res["pause_seconds"] == pytest.approx(0.4) and res["pauses"] == 1
+    moving = still.copy()
+    moving[10:20, 32:] = rng.integers(0, 255, (10, 32, 64, 3), dtype=np.uint8)  # the lower half moves in the pause
+    assert ev.pause_motion(moving, wav)["pause_motion"] > 50
+    moving_top = still.copy()
+    moving_top[10:20, :32] = rng.integers(0, 255, (10, 32, 64, 3), dtype=np.uint8)  # eyes, not mouth
+    assert ev.pause_motion(moving_top, wav)["pause_motion"] == 0.0
+    # a gap shorter than a pause (3 frames = 120 ms) is not one
+    wav2 = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    wav2[10 * 640:13 * 640] = 0
+    assert ev.pause_motion(still, wav2) == {"pause_seconds": 0.0, "pauses": 0, "pause_motion": None}
+
+
+def test_compare_scores_table_hides_lip_sync_with_one_calm_line_without_weights():
+    from services.scores import NO_SYNCNET, ModelScores, ScoresReport
+
+    rows = [ModelScores("wav2lip96", "Wav2Lip 96", sharpness=12.3, pause_motion=0.5),
+            ModelScores("wav2lip256", "Wav2Lip 256", note="no video to measure.")]
+    off = ScoresReport(rows=rows, notice=NO_SYNCNET).markdown()
+    assert "Lip-sync distance" not in off and off.count(NO_SYNCNET) == 1
+    assert "Mouth sharpness (higher is sharper)" in off and "(lower is stiller)" in off and "0.50" in off
+    rows[0].lse_d, rows[0].lse_c, rows[0].av_offset = 7.1, 1.234, 0
+    on = ScoresReport(rows=rows, syncnet_ok=True).markdown()
+    assert "Lip-sync distance (lower is better)" in on and "Lip-sync confidence (higher is better)" in on
+    assert "| 7.10 | 1.23 | 0 frames (in step) |" in on and NO_SYNCNET not in on
+
+
+# ------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def published_syncnet(tmp_path_factory):
+    """Random weights in the published syncnet_v2.model layout: one state dict of S's tensors by name, saved in
+    PyTorch's pre-1.6 (non-zip) format; read through the same weights-only, key-for-key path as the real file."""
+    import collections
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("published") / "syncnet_v2.model"
+    torch.save(collections.OrderedDict(ev.build_syncnet_s().state_dict()), path, _use_new_zipfile_serialization=False)
+    return path
+
+
+@pytest.mark.slow
+def test_cli_and_compare_scores_end_to_end(shared_data, published_syncnet, tmp_path, capsys):
+    """A random 96 generator renders a clip with a pause; the Compare scores (services) and the CLI (with the real
+    source video beside it) measure it with the published-layout SyncNet; without the weights, one calm line."""
+    import dataclasses
+
+    import soundfile as sf
+
+    from common.audio import load_audio
+    from common.settings import Settings
+    from services import CLOSEUP_AVATAR, EXAMPLES, AppServices
+    from services.scores import NO_SYNCNET
+    from wav2lip384.models import Wav2LipGenerator, registry
+    from wav2lip384.weights import save_pretrained
+
+    torch.manual_seed(0)
+    save_pretrained(Wav2LipGenerator(registry.get("wav2lip96").config()), tmp_path / "w96")
+    speech = load_audio(EXAMPLES / "speech_en.ogg")
+    wave = np.concatenate([speech[:16000], np.zeros(6400, np.float32), speech[16000:25600]])  # 2 s, a 0.4 s pause
+    sf.write(tmp_path / "speech.wav", wave, 16000)
+    settings = Settings(wav2lip96_checkpoint=str(tmp_path / "w96"), syncnet_checkpoint=str(published_syncnet),
+                        cache_dir=str(tmp_path / "cache"))
+    svc = AppServices(settings, tmp_parent=tmp_path / "out")
+    try:
+        res = svc.compare(CLOSEUP_AVATAR, audio=str(tmp_path / "speech.wav"), models=["wav2lip96"])["wav2lip96"]
+        report = svc.scores.score([("wav2lip96", res.path), ("wav2lip256", None)])
+        row = report.rows[0]
+        assert report.syncnet_ok and "sha256" in report.weights and not report.notice
+        assert row.lse_d > 0 and row.lse_c >= 0 and -15 <= row.av_offset <= 15 and row.short_clip
+        assert row.sharpness == pytest.approx(res.clarity)  # the one sharpness figure, as under the video
+        assert row.pause_motion is not None and row.pause_seconds >= 0.3
+        assert len(report.rows) == 1 and "lower is better" in report.markdown()  # no video, no row
+        off = type(svc.scores)(dataclasses.replace(settings, syncnet_checkpoint=""), svc.face_detector)
+        calm = off.score([("wav2lip96", res.path)])
+        assert not calm.syncnet_ok and calm.notice == NO_SYNCNET and calm.rows[0].sharpness == pytest.approx(res.clarity)
+
+        # the CLI, with the source video beside it
+        source = shared_data / "video" / "retalking_face2.mp4"
+        assert ev.main(["--video", str(res.path), "--source", str(source), "--lse-syncnet", str(published_syncnet),
+                        "--max-seconds", "2"]) == 0
+        text = capsys.readouterr().out
+        assert "video" in text and "source" in text and text.count("LSE-D") == 2 and "AV offset" in text
+        assert ev.main(["--video", str(res.path), "--lse-syncnet", str(published_syncnet), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["lse"]["video"]["lse_d"] == pytest.approx(row.lse_d, abs=1e-3)
+        assert len(out["lse"]["video"]["framewise_conf"]) == out["lse"]["video"]["windows"]
+
+        # the function the precision gate calls
+        lse = ev.lse_of(res.path, syncnet=str(published_syncnet))
+        assert set(lse) >= {"lse_d", "lse_c", "av_offset_frames", "weights"}
+    finally:
+        svc.close()
+
+
+def test_default_weights_are_latentsyncs_hub_copy_with_a_plain_offline_message():
+    from common.settings import Settings
+
+    assert ev.DEFAULT_SYNCNET == Settings().syncnet_checkpoint == "ByteDance/LatentSync-1.5:auxiliary/syncnet_v2.model"
+    prov = ev.syncnet_provenance()
+    assert prov.origin == "hub" and prov.published and "not downloaded yet" in prov.describe()
+    with pytest.raises(UserFacingError, match="not reachable") as err:  # HF_HUB_OFFLINE=1 in tests
+        ev.load_syncnet_s()
+    assert "DH_SYNCNET_CHECKPOINT" in str(err.value) and "syncnet_v2.model" in str(err.value)
+    assert ev.syncnet_provenance("").origin == "none"

@@ -2,32 +2,50 @@
 the project SyncNet's sync confidence. Used by the CLI (``python -m wav2lip384.evaluate``) and may be used by
 inference-side services (Compare); it never imports ``wav2lip384.train``.
 
-- ``lse.py``: the protocol code and :func:`evaluate`.
+- ``lse.py``: the protocol code (syncnet_python's LSE-D / LSE-C), the weights (:data:`DEFAULT_SYNCNET`),
+  :func:`evaluate` (the CLI's measures), :func:`video_scores` (one video's figures, as Compare shows them) and
+  :func:`lse_of` (LSE of one video, for gates).
+- ``mouth.py``: the weight-free mouth figures: :func:`sharpness` (the project's one sharpness measure) and
+  :func:`pause_motion` (how still the mouth stays in pauses).
 """
 
 from wav2lip384.evaluate.lse import (  # noqa: F401
-    build_syncnet_s,
-    load_syncnet_s,
-    offset_distances,
-    lse_from_distances,
-    mfcc_16k,
-    lse_scores,
+    CROP_SCALE,
+    DEFAULT_SYNCNET,
+    FPS,
+    HOW_TO_GET_SYNCNET,
+    LSE_CROP,
+    MEDIAN_KERNEL,
+    MIN_TRACK,
+    PROJECT_LABEL,
+    QUALITY_CROP,
+    SYNCNET_S3FD,
+    VSHIFT,
     FaceTrack,
+    build_syncnet_s,
+    evaluate,
     face_track,
-    sharpness,
     frechet_distance,
     inception_features,
     load_inception,
     load_project_syncnet,
-    project_sync,
-    evaluate,
+    load_syncnet_s,
+    lse_from_distances,
+    lse_of,
+    lse_scores,
     main,
-    FPS,
-    VSHIFT,
-    MIN_TRACK,
-    LSE_CROP,
-    CROP_SCALE,
-    MEDIAN_KERNEL,
-    QUALITY_CROP,
-    PROJECT_LABEL,
+    mfcc_16k,
+    offset_distances,
+    project_sync,
+    summary_text,
+    syncnet_features,
+    syncnet_provenance,
+    video_scores,
+)
+from wav2lip384.evaluate.mouth import (  # noqa: F401
+    MIN_PAUSE_FRAMES,
+    PAUSE_DB,
+    pause_frames,
+    pause_motion,
+    sharpness,
 )

@@ -1,4 +1,4 @@
-"""Measure lip-sync and visual quality of a video: ``python -m wav2lip384.evaluate --video V [--reference R] --json``.
+"""Measure lip-sync and visual quality of a video: ``python -m wav2lip384.evaluate --video V [--source R] [--json]``.
 
 Measures (each says when it could not be computed and why, never silently):
 
@@ -8,8 +8,11 @@ Measures (each says when it could not be computed and why, never silently):
   values, 13 MFCCs at 100 Hz (``python_speech_features.mfcc`` defaults); 5-frame video windows against
   20-MFCC-frame audio windows; offsets -15..+15 frames; distance = Euclidean between the 1024-d embeddings;
   per offset the mean over windows; LSE-D = the minimum of these means, LSE-C = median - minimum, AV offset =
-  15 - argmin. Needs syncnet_python's weights (``syncnet_v2.model``) for :class:`SyncNetS`, supplied by the
-  user (``--lse-syncnet`` path or Hub ``owner/name:file``, default DH_SYNCNET_CHECKPOINT).
+  15 - argmin; frame-wise confidence = median - each window's distance at the best offset, median-filtered
+  over 9. Proven against syncnet_python's own outputs (``tests/test_lse_golden.py``: the golden under
+  ``../shared/reference/golden``). Needs syncnet_python's weights (``syncnet_v2.model``) for
+  :class:`~wav2lip384.models.syncnet.SyncNetS`: by default LatentSync's copy on the Hub
+  (:data:`DEFAULT_SYNCNET`), else ``--lse-syncnet`` / DH_SYNCNET_CHECKPOINT (a path or ``owner/name:file``).
   Clips shorter than syncnet_python's minimum face track (100 frames = 4 s) are scored anyway and flagged
   (``short_clip``): fewer windows make the scores noisier. Fewer than 5 frames cannot be scored (one window
   needs 5) and the reason is given.
@@ -20,7 +23,9 @@ Measures (each says when it could not be computed and why, never silently):
   unavailable with that reason.
 - **Sharpness** of the lower face without any downloaded weights: variance of the Laplacian and the share of
   spectral energy above a quarter of the Nyquist frequency, on the lower half of the paper-rule face crops
-  (384 px), mean over frames; with ``--reference`` also relative to the reference (generated / reference).
+  (384 px), mean over frames; with ``--source`` also relative to the source (generated / source).
+- **The mouth in pauses**: mean absolute frame-to-frame change of the mouth region while the speech pauses
+  (:mod:`wav2lip384.evaluate.mouth` defines it); lower is stiller.
 - **Project SyncNet sync confidence**: the cosine-similarity sync probability of a SyncNet trained by *this
   project* (``--project-syncnet``: ``wav2lip384.train`` checkpoint, export folder, Hub repo, or Wav2Lip's
   ``lipsync_expert.pth``) on the paper-rule crops, at offset 0 and over offsets -15..+15. It is labelled as
@@ -41,6 +46,8 @@ import numpy as np
 
 from common.cli import user_errors_exit_2
 from common.errors import UserFacingError
+from common.settings import Settings
+from wav2lip384.evaluate.mouth import pause_motion, sharpness
 
 FPS = 25
 VSHIFT = 15  # offsets -15..+15 frames (syncnet_python's default vshift)
@@ -52,88 +59,81 @@ QUALITY_CROP = 384
 
 
 # ------------------------------------------------------------------------------------------ SyncNet 'S'
-def _syncnet_s_layers(kind: str):
-    """Layer lists of syncnet_python's ``S`` model; index positions define the state-dict keys."""
-    import torch.nn as nn
-
-    def c2(i, o, k, s=1, p=0):
-        return [nn.Conv2d(i, o, kernel_size=k, stride=s, padding=p), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-
-    def c3(i, o, k, s=1, p=0):
-        return [nn.Conv3d(i, o, kernel_size=k, stride=s, padding=p), nn.BatchNorm3d(o), nn.ReLU(inplace=True)]
-
-    if kind == "audio":  # MFCC (B, 1, 13, 20) -> (B, 512, 1, 1)
-        return [*c2(1, 64, 3, 1, 1), nn.MaxPool2d(1, 1),  # 13x20
-                *c2(64, 192, 3, 1, 1), nn.MaxPool2d(3, (1, 2)),  # -> 11x9
-                *c2(192, 384, 3, 1, 1), *c2(384, 256, 3, 1, 1), *c2(256, 256, 3, 1, 1), nn.MaxPool2d(3, 2),  # -> 5x4
-                *c2(256, 512, (5, 4), 1, 0)]  # -> 1x1
-    # lips: (B, 3, 5, 224, 224) -> (B, 512, 1, 1, 1)
-    return [*c3(3, 96, (5, 7, 7), (1, 2, 2), 0), nn.MaxPool3d((1, 3, 3), (1, 2, 2)),  # (1, 109) -> 54
-            *c3(96, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),  # 26 -> 13
-            *c3(256, 256, (1, 3, 3), 1, (0, 1, 1)), *c3(256, 256, (1, 3, 3), 1, (0, 1, 1)),
-            *c3(256, 256, (1, 3, 3), 1, (0, 1, 1)), nn.MaxPool3d((1, 3, 3), (1, 2, 2)),  # 13 -> 6
-            *c3(256, 512, (1, 6, 6), 1, 0)]  # -> 1x1
+# The published weights: syncnet_python's syncnet_v2.model, as LatentSync's repository carries it (its S3FD copy,
+# auxiliary/sfd_face.pth, lies beside it; the CLI's face detector follows DH_S3FD_CHECKPOINT).
+DEFAULT_SYNCNET: str = Settings.syncnet_checkpoint  # "ByteDance/LatentSync-1.5:auxiliary/syncnet_v2.model"
+SYNCNET_S3FD = "ByteDance/LatentSync-1.5:auxiliary/sfd_face.pth"
+SYNCNET_ID = "syncnet_v2"  # how the provenance record names this network
+HOW_TO_GET_SYNCNET = (
+    "Lip-sync scores need syncnet_python's syncnet_v2.model. By default it comes from the Hugging Face Hub "
+    f"({DEFAULT_SYNCNET.replace(':', ' : ')}); offline, download that file elsewhere and set "
+    "DH_SYNCNET_CHECKPOINT (or --lse-syncnet) to its path. DH_SYNCNET_CHECKPOINT='' turns the scores off.")
 
 
 def build_syncnet_s(embed_dim: int = 1024):
-    """syncnet_python's ``S`` network (the one ``syncnet_v2.model`` holds), written from its layer table.
+    """syncnet_python's ``S`` network (:class:`wav2lip384.models.syncnet.SyncNetS`), fresh weights."""
+    from wav2lip384.models.syncnet import SyncNetS
 
-    Different from Wav2Lip's SyncNet: colour (BGR) 3-D convolutions over 5 frames of 224x224 faces and
-    2-D convolutions over 13 MFCCs x 20 frames, each followed by a 512-512-1024 MLP.
+    return SyncNetS(embed_dim)
+
+
+def syncnet_provenance(spec: str | Path = DEFAULT_SYNCNET):
+    """Which syncnet_v2.model ``spec`` names, WITHOUT downloading: Hub repo, file, commit and sha256 (the cached
+    blob's name) or a local path and its sha256 (:class:`wav2lip384.weights.Provenance`, origin "none" when the
+    spec names nothing usable)."""
+    from wav2lip384.weights import Provenance, file_sha256, hub_cached_file
+
+    spec_str = str(spec or "")
+    base = {"model": SYNCNET_ID, "spec": spec_str, "default_spec": DEFAULT_SYNCNET}
+    if not spec_str:
+        return Provenance(origin="none", pending="turned off (DH_SYNCNET_CHECKPOINT is empty)", **base)
+    path = Path(spec_str).expanduser()
+    if path.is_file():
+        return Provenance(origin="local", path=str(path), sha256=file_sha256(path), **base)
+    repo, sep, filename = spec_str.partition(":")
+    if path.is_absolute() or spec_str.startswith((".", "~")) or repo.count("/") != 1 or not sep:
+        return Provenance(origin="local", path=str(path), pending="nothing there", **base)
+    cached = hub_cached_file(repo, filename)
+    if cached is None:
+        return Provenance(origin="hub", repo=repo, filename=filename,
+                          pending="not downloaded yet (commit and sha256 known after the download)", **base)
+    return Provenance(origin="hub", repo=repo, filename=filename, revision=cached.revision, path=str(cached.path),
+                      sha256=cached.sha256 or file_sha256(cached.path), git_sha1=cached.git_sha1, **base)
+
+
+def load_syncnet_s(spec: str | Path = DEFAULT_SYNCNET, device: str = "cpu"):
+    """syncnet_python's S with the weights ``spec`` names (a path or a Hub file ``owner/name:path``), eval mode.
+
+    Loaded as the generators are: ``torch.load(weights_only=True)`` (refuses pickled code), the tensors matched
+    key for key and shape for shape (:func:`wav2lip384.weights.load_state_dict_strict`); the one tolerance is
+    BatchNorm's ``num_batches_tracked`` counters, which files saved by PyTorch before 0.4.1 lack and which eval
+    mode never reads (syncnet_python copies by name, so it loads such files too). ``model.provenance`` records
+    which file it was (:func:`syncnet_provenance`). Every failure is one :class:`UserFacingError` saying what to do.
     """
-    import torch
-    import torch.nn as nn
-
-    class SyncNetS(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.netcnnaud = nn.Sequential(*_syncnet_s_layers("audio"))
-            self.netfcaud = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, embed_dim))
-            self.netfclip = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, embed_dim))
-            self.netcnnlip = nn.Sequential(*_syncnet_s_layers("lip"))
-
-        def forward_aud(self, x: torch.Tensor) -> torch.Tensor:
-            """(B, 1, 13, 20) MFCC -> (B, 1024)."""
-            return self.netfcaud(self.netcnnaud(x).flatten(1))
-
-        def forward_lip(self, x: torch.Tensor) -> torch.Tensor:
-            """(B, 3, 5, 224, 224) BGR 0..255 -> (B, 1024)."""
-            return self.netfclip(self.netcnnlip(x).flatten(1))
-
-    return SyncNetS()
-
-
-def load_syncnet_s(spec: str | Path, device: str = "cpu"):
-    """Load syncnet_python weights (a state dict with ``netcnnaud.*`` ... keys) from a path or Hub file."""
     import torch
 
     from common.hub import resolve_file
+    from wav2lip384.weights import load_state_dict_file, load_state_dict_strict
 
-    how = ("Download syncnet_v2.model from the syncnet_python project and pass --lse-syncnet PATH (or set "
-           "DH_SYNCNET_CHECKPOINT), or a Hub file 'owner/name:syncnet_v2.model'.")
-    path = resolve_file(spec, default_filename="syncnet_v2.model", what="SyncNet weights for LSE-D/LSE-C",
-                        how_to_fix=how)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserFacingError(f"{path} could not be read as a PyTorch state dict ({type(err).__name__}: {err})") from err
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    state = {k.removeprefix("module.").removeprefix("__S__."): v for k, v in state.items()}
+    path = resolve_file(spec, what="SyncNet weights for the lip-sync scores (syncnet_v2.model)",
+                        how_to_fix=HOW_TO_GET_SYNCNET)
+    state = load_state_dict_file(path)
+    state = {k.removeprefix("__S__."): v for k, v in state.items()}  # a SyncNetInstance's own state dict
     if any(k.startswith(("face_encoder.", "audio_encoder.")) for k in state):
         raise UserFacingError(f"{path} is a Wav2Lip SyncNet (lip-sync expert), not syncnet_python's model: LSE-D/"
                               "LSE-C need syncnet_v2.model. Pass this file as --project-syncnet instead.")
     model = build_syncnet_s()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserFacingError(f"{path} does not match syncnet_python's S model (missing {len(missing)} keys, e.g. "
-                              f"{missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]}). {how}")
+    for k, v in model.state_dict().items():
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = torch.zeros_like(v)
+    load_state_dict_strict(model, state, source=f"{Path(path).name} (syncnet_v2.model expected)")
+    model.provenance = syncnet_provenance(spec)
     return model.to(device).eval()
 
 
 # ------------------------------------------------------------------------------------------ LSE maths
 def offset_distances(video_emb, audio_emb, vshift: int = VSHIFT):
-    """Mean Euclidean distance for each offset -vshift..+vshift, the syncnet_python way.
+    """Distances for each offset -vshift..+vshift, the syncnet_python way (its ``calc_pdist``).
 
     video_emb, audio_emb: (N, D) tensors of window embeddings. The audio sequence is zero-padded by ``vshift``
     at both ends; for video window i and column j the audio window is ``i + j - vshift``. Returns (2*vshift+1,)
@@ -149,31 +149,45 @@ def offset_distances(video_emb, audio_emb, vshift: int = VSHIFT):
     return per.mean(0), per
 
 
-def lse_from_distances(mean_dist) -> dict[str, float]:
-    """LSE-D = min over offsets of the mean distance; LSE-C = median - min; offset = vshift - argmin."""
+def lse_from_distances(mean_dist, per_window=None) -> dict[str, Any]:
+    """LSE-D = min over offsets of the mean distance; LSE-C = median - min; AV offset = vshift - argmin.
+
+    With ``per_window`` (N, 2*vshift+1) also the frame-wise confidence, as syncnet_python prints it: median of
+    the mean distances minus each window's distance at the best offset, median-filtered over 9 windows."""
     import torch
+    from scipy.signal import medfilt
 
     vshift = (len(mean_dist) - 1) // 2
     minval, minidx = torch.min(mean_dist, 0)
-    return {"lse_d": float(minval), "lse_c": float(torch.median(mean_dist) - minval),
-            "av_offset_frames": int(vshift - int(minidx))}
+    out: dict[str, Any] = {"lse_d": float(minval), "lse_c": float(torch.median(mean_dist) - minval),
+                           "av_offset_frames": int(vshift - int(minidx))}
+    if per_window is not None:
+        fconf = torch.median(mean_dist).numpy() - per_window[:, int(minidx)].numpy()
+        out["framewise_conf"] = medfilt(fconf, kernel_size=9)
+    return out
 
 
 def mfcc_16k(wav: np.ndarray) -> np.ndarray:
-    """(T,) float [-1, 1] 16 kHz -> (13, N) MFCCs at 100 Hz, as syncnet_python computes them (int16 scale)."""
+    """(T,) float [-1, 1] 16 kHz -> (13, N) float64 MFCCs at 100 Hz, as syncnet_python computes them: on the
+    int16 sample values it reads with ``scipy.io.wavfile`` (``python_speech_features.mfcc`` defaults), in float64
+    (float32 samples changed the MFCCs by up to 1e-3 relative)."""
     import python_speech_features
 
-    pcm = np.clip(wav, -1.0, 1.0) * 32768.0  # syncnet_python reads int16 samples with scipy.io.wavfile
-    return np.asarray(python_speech_features.mfcc(pcm, 16000), dtype=np.float32).T
+    pcm = np.round(np.clip(np.asarray(wav, np.float64), -1.0, 32767 / 32768) * 32768.0)  # the int16 values
+    return np.asarray(python_speech_features.mfcc(pcm, 16000), dtype=np.float64).T
 
 
-def lse_scores(model, crops_bgr: np.ndarray, wav: np.ndarray, *, batch: int = 20, device: str = "cpu") -> dict:
-    """LSE-D/LSE-C of 224x224 BGR face crops (N, 224, 224, 3) and their 16 kHz audio."""
+def syncnet_features(model, crops_bgr: np.ndarray, wav: np.ndarray, *, batch: int = 20,
+                     device: str = "cpu") -> dict[str, Any]:
+    """The protocol's embeddings (syncnet_python ``SyncNetInstance.evaluate``): for every 5-frame window of the
+    224x224 BGR crops (N, 224, 224, 3) uint8 and its 20-step MFCC window (4 MFCC steps per 25 fps frame), the
+    lip and audio embeddings, each (W, 1024). syncnet_python never scores the last possible window
+    (W = min(frames, samples // 640) - 5); neither do we, so the figures are its figures."""
     import torch
 
-    mfcc = mfcc_16k(wav)  # (13, M) at 100 Hz = 4 MFCC frames per video frame
-    n = min(len(crops_bgr), len(wav) // 640)  # syncnet_python: min(frames, floor(samples / 640))
-    last = n - 5  # windows 0..last-1, like syncnet_python (it also never scores the last possible window)
+    mfcc = mfcc_16k(wav)  # (13, M) at 100 Hz
+    n = min(len(crops_bgr), len(wav) // 640)
+    last = n - 5
     if last < 1:
         raise UserFacingError(f"too short for LSE: {n} usable frames, a 5-frame window needs at least 6")
     vid = torch.from_numpy(np.ascontiguousarray(crops_bgr[:n].transpose(3, 0, 1, 2))).float()  # (3, N, 224, 224)
@@ -184,11 +198,19 @@ def lse_scores(model, crops_bgr: np.ndarray, wav: np.ndarray, *, batch: int = 20
             idx = range(i, min(last, i + batch))
             v = torch.stack([vid[:, j:j + 5] for j in idx]).to(device)  # (b, 3, 5, 224, 224)
             a = torch.cat([aud[:, :, :, j * 4:j * 4 + 20] for j in idx]).to(device)  # (b, 1, 13, 20)
-            v_feats.append(model.forward_lip(v).cpu())
-            a_feats.append(model.forward_aud(a).cpu())
-    mean_dist, _ = offset_distances(torch.cat(v_feats), torch.cat(a_feats))
-    return lse_from_distances(mean_dist) | {"windows": last,
-                                            "mean_dist_by_offset": [round(float(x), 4) for x in mean_dist]}
+            v_feats.append(model.forward_lip(v).float().cpu())
+            a_feats.append(model.forward_aud(a).float().cpu())
+    return {"mfcc": mfcc, "lip": torch.cat(v_feats), "audio": torch.cat(a_feats)}
+
+
+def lse_scores(model, crops_bgr: np.ndarray, wav: np.ndarray, *, batch: int = 20, device: str = "cpu") -> dict:
+    """LSE-D/LSE-C, AV offset and frame-wise confidence of 224x224 BGR face crops (N, 224, 224, 3) and their
+    16 kHz audio."""
+    feats = syncnet_features(model, crops_bgr, wav, batch=batch, device=device)
+    mean_dist, per = offset_distances(feats["lip"], feats["audio"])
+    scores = lse_from_distances(mean_dist, per)
+    scores["framewise_conf"] = [round(float(x), 4) for x in scores["framewise_conf"]]
+    return scores | {"windows": len(feats["lip"]), "mean_dist_by_offset": [round(float(x), 4) for x in mean_dist]}
 
 
 # ------------------------------------------------------------------------------------------ face tracks
@@ -200,6 +222,7 @@ class FaceTrack:
     detector: str
     src_fps: float
     missing_frames: int
+    boxes: np.ndarray | None = None  # (N, 4) the detector's raw boxes (x1, y1, x2, y2), NaN where none was found
 
 
 def _syncnet_python_crop(frame_bgr: np.ndarray, cx: float, cy: float, s: float) -> np.ndarray:
@@ -213,13 +236,18 @@ def _syncnet_python_crop(frame_bgr: np.ndarray, cx: float, cy: float, s: float) 
     return cv2.resize(face, (LSE_CROP, LSE_CROP))
 
 
-def face_track(path: str | Path, detector, *, max_seconds: float | None = None) -> FaceTrack:
-    """Decode ``path`` at 25 fps (twice: detect, then crop), find the face in every frame, cut both crops."""
+def face_track(path: str | Path, detector, *, max_seconds: float | None = None,
+               boxes: np.ndarray | None = None) -> FaceTrack:
+    """Decode ``path`` at 25 fps (twice: detect, then crop), find the face in every frame, cut both crops.
+
+    ``boxes``: the raw boxes of another track of the same frames (:attr:`FaceTrack.boxes`, same length), used
+    instead of detecting again: videos rendered from one avatar have their faces in the same places, so the
+    Compare tab finds them once and every model's mouth is cut from the same crops."""
     import cv2
     from scipy.signal import medfilt
 
-    from wav2lip384.media import audio as audio_mod
     from wav2lip384 import faces
+    from wav2lip384.media import audio as audio_mod
     from wav2lip384.media.audio import SAMPLES_PER_FRAME
     from wav2lip384.media.video import check_media, count_frames, frame_map, open_video
 
@@ -235,7 +263,8 @@ def face_track(path: str | Path, detector, *, max_seconds: float | None = None) 
     wanted: dict[int, list[int]] = {}
     for k, j in enumerate(fmap):
         wanted.setdefault(int(j), []).append(k)
-    raw = np.full((n, 4), np.nan, np.float32)
+    given = boxes is not None and len(boxes) == n
+    raw = np.array(boxes, np.float32) if given else np.full((n, 4), np.nan, np.float32)
     shape = None
     stream = open_video(path)
     try:
@@ -245,10 +274,12 @@ def face_track(path: str | Path, detector, *, max_seconds: float | None = None) 
                 break
             if j in wanted:
                 shape = frame.shape
+                if given:
+                    continue
                 batch.append(frame)
                 idx.append(j)
             if len(batch) == 8 or (batch and j == fmap[-1]):
-                for jj, box in zip(idx, faces.detect_faces(detector, batch).boxes):
+                for jj, box in zip(idx, faces.detect_faces(detector, batch).boxes, strict=True):
                     for k in wanted[jj]:
                         raw[k] = box
                 batch, idx = [], []
@@ -281,29 +312,10 @@ def face_track(path: str | Path, detector, *, max_seconds: float | None = None) 
                 qual[kk] = cv2.cvtColor(faces.crop_face(frame, squares[kk], QUALITY_CROP), cv2.COLOR_RGB2BGR)
     finally:
         stream.close()
-    return FaceTrack(lse, qual, wav[: n * SAMPLES_PER_FRAME], detector.description, src_fps, int((~ok).sum()))
+    return FaceTrack(lse, qual, wav[: n * SAMPLES_PER_FRAME], detector.description, src_fps, int((~ok).sum()), raw)
 
 
-# ------------------------------------------------------------------------------------------ sharpness, FID
-def sharpness(crops_bgr: np.ndarray) -> dict[str, float]:
-    """Lower-face sharpness of (N, S, S, 3) crops: mean variance of Laplacian and high-frequency energy share."""
-    import cv2
-
-    lap, hf = [], []
-    for img in crops_bgr:
-        gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float64)
-        lower = gray[gray.shape[0] // 2:]
-        lap.append(cv2.Laplacian(lower, cv2.CV_64F).var())
-        x = (lower - lower.mean()) * np.outer(np.hanning(lower.shape[0]), np.hanning(lower.shape[1]))
-        power = np.abs(np.fft.fftshift(np.fft.fft2(x))) ** 2
-        fy = np.fft.fftshift(np.fft.fftfreq(lower.shape[0]))[:, None]
-        fx = np.fft.fftshift(np.fft.fftfreq(lower.shape[1]))[None, :]
-        radius = np.sqrt(fx ** 2 + fy ** 2)  # cycles/pixel; Nyquist = 0.5
-        total = power.sum()
-        hf.append(float(power[radius > 0.125].sum() / total) if total > 0 else 0.0)
-    return {"laplacian_var": float(np.mean(lap)), "hf_energy": float(np.mean(hf))}
-
-
+# ------------------------------------------------------------------------------------------ FID
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     """FID between two feature sets (N, D): |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2)."""
     from scipy import linalg
@@ -405,9 +417,60 @@ def _guard(fn, *args, **kwargs) -> dict[str, Any]:
         return {"available": False, "reason": str(err)}
 
 
-def evaluate(video: str | Path, reference: str | Path | None = None, *, lse_syncnet: str = "",
+def _short_note(n: int) -> str:
+    return (f"short clip: {n} frames ({n / FPS:.2f} s) < {MIN_TRACK} frames (4 s), syncnet_python's minimum face "
+            "track; its pipeline would discard it. Scored anyway over fewer windows, so the sync scores are noisier "
+            "than on longer clips.")
+
+
+def video_scores(video: str | Path, *, syncnet=None, detector=None, max_seconds: float | None = None,
+                 device: str = "cpu", boxes: np.ndarray | None = None) -> dict[str, Any]:
+    """The figures of one talking video from one face track: the protocol's LSE-D, LSE-C and AV offset (when a
+    loaded :func:`load_syncnet_s` model is given), mouth sharpness and how still the mouth stays in pauses.
+
+    Returns ``{"frames", "short_clip", "detector", "lse": {...} | None, "sharpness": {...},
+    "mouth_in_pauses": {...}, "boxes"}``; ``lse`` holds ``available`` False and the reason when the clip is too
+    short. ``boxes``: the ``"boxes"`` of another video of the same avatar frames (see :func:`face_track`).
+    """
+    from wav2lip384 import faces
+
+    detector = detector or faces.build_detector()
+    track = face_track(video, detector, max_seconds=max_seconds, boxes=boxes)
+    n = len(track.lse_crops)
+    out: dict[str, Any] = {"video": str(video), "frames": n, "short_clip": n < MIN_TRACK,
+                           "detector": detector.description, "frames_without_face": track.missing_frames}
+    out["lse"] = None if syncnet is None else _guard(lse_scores, syncnet, track.lse_crops, track.wav, device=device)
+    out["sharpness"] = sharpness(track.quality_crops)
+    out["mouth_in_pauses"] = pause_motion(track.quality_crops, track.wav, FPS)
+    out["boxes"] = track.boxes
+    return out
+
+
+def lse_of(video_path: str | Path, *, syncnet: Any = DEFAULT_SYNCNET, detector=None,
+           max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
+    """LSE-D, LSE-C and AV offset of one talking video, the protocol's way (for gates and scripts).
+
+    ``syncnet``: a model from :func:`load_syncnet_s` (load once, score many) or a weights spec (default: the
+    published syncnet_v2.model from the Hub). Returns ``{"lse_d", "lse_c", "av_offset_frames", "windows",
+    "frames", "short_clip", "weights"}``. Raises :class:`UserFacingError` when the weights cannot be had, no
+    face is found or the clip is too short for one window.
+    """
+    model = load_syncnet_s(syncnet, device) if isinstance(syncnet, (str, Path)) else syncnet
+    res = video_scores(video_path, syncnet=model, detector=detector, max_seconds=max_seconds, device=device)
+    lse = res["lse"]
+    if not lse["available"]:
+        raise UserFacingError(f"{Path(video_path).name}: {lse['reason']}")
+    prov = getattr(model, "provenance", None)
+    return {"lse_d": lse["lse_d"], "lse_c": lse["lse_c"], "av_offset_frames": lse["av_offset_frames"],
+            "windows": lse["windows"], "frames": res["frames"], "short_clip": res["short_clip"],
+            "weights": prov.describe() if prov is not None else "given model"}
+
+
+def evaluate(video: str | Path, reference: str | Path | None = None, *, lse_syncnet: Any = "",
              inception: str = "", project_syncnet: str = "", detector=None, max_seconds: float | None = None,
              device: str = "cpu") -> dict[str, Any]:
+    """Every measure of ``video`` (and of ``reference``, the real video, when given). ``lse_syncnet``: a weights
+    spec ("" = LSE off) or a model from :func:`load_syncnet_s`."""
     from wav2lip384 import faces
 
     detector = detector or faces.build_detector()
@@ -415,24 +478,21 @@ def evaluate(video: str | Path, reference: str | Path | None = None, *, lse_sync
     if reference:
         tracks["reference"] = face_track(reference, detector, max_seconds=max_seconds)
     n = len(tracks["video"].lse_crops)
-    notes = []
-    if n < MIN_TRACK:
-        notes.append(f"short clip: {n} frames ({n / FPS:.2f} s) < {MIN_TRACK} frames (4 s), syncnet_python's "
-                     "minimum face track; its pipeline would discard it. Scored anyway over fewer windows, so the "
-                     "sync scores are noisier than on longer clips.")
+    notes = [_short_note(n)] if n < MIN_TRACK else []
     out: dict[str, Any] = {"video": str(video), "reference": str(reference) if reference else None, "fps": FPS,
                            "frames": n, "duration_s": round(n / FPS, 3), "short_clip": n < MIN_TRACK,
                            "detector": detector.description,
                            "frames_without_face": {k: t.missing_frames for k, t in tracks.items()}, "notes": notes}
 
     # LSE-D / LSE-C
-    if not lse_syncnet:
-        out["lse"] = {"available": False, "reason": "no syncnet_python weights given: pass --lse-syncnet "
-                      "syncnet_v2.model (path or Hub 'owner/name:file') or set DH_SYNCNET_CHECKPOINT"}
+    if lse_syncnet is None or (isinstance(lse_syncnet, (str, Path)) and not str(lse_syncnet)):
+        out["lse"] = {"available": False, "reason": "lip-sync scores are turned off (DH_SYNCNET_CHECKPOINT is "
+                      "empty). " + HOW_TO_GET_SYNCNET}
     else:
         try:
-            s_model = load_syncnet_s(lse_syncnet, device)
-            out["lse"] = {"available": True, "weights": str(lse_syncnet),
+            s_model = load_syncnet_s(lse_syncnet, device) if isinstance(lse_syncnet, (str, Path)) else lse_syncnet
+            prov = getattr(s_model, "provenance", None)
+            out["lse"] = {"available": True, "weights": prov.describe() if prov is not None else "given model",
                           **{k: _guard(lse_scores, s_model, t.lse_crops, t.wav, device=device)
                              for k, t in tracks.items()}}
         except UserFacingError as err:
@@ -440,7 +500,7 @@ def evaluate(video: str | Path, reference: str | Path | None = None, *, lse_sync
 
     # FID
     if not reference:
-        out["fid"] = {"available": False, "reason": "FID needs --reference (real frames to compare against)"}
+        out["fid"] = {"available": False, "reason": "FID needs --source (real frames to compare against)"}
     elif not inception:
         out["fid"] = {"available": False, "reason": "no Inception weights given (--inception TorchScript file); "
                       "torchvision is not available here, so the pytorch-fid network cannot be built"}
@@ -463,6 +523,10 @@ def evaluate(video: str | Path, reference: str | Path | None = None, *, lse_sync
                              for m in sharp["video"]}
     out["sharpness"] = {"available": True, "region": "lower half of the paper-rule face crop, 384 px", **sharp}
 
+    # the mouth in pauses
+    out["mouth_in_pauses"] = {"available": True, "unit": "mean |change| of grey levels (0..255) per frame, lower "
+                              "is stiller", **{k: pause_motion(t.quality_crops, t.wav, FPS) for k, t in tracks.items()}}
+
     # project SyncNet
     if not project_syncnet:
         out["project_syncnet"] = {"available": False, "label": PROJECT_LABEL,
@@ -479,27 +543,54 @@ def evaluate(video: str | Path, reference: str | Path | None = None, *, lse_sync
     return out
 
 
+def summary_text(result: dict[str, Any]) -> str:
+    """The figures of :func:`evaluate`'s result in plain lines (the CLI's output without ``--json``)."""
+    lines = [f"{result['frames']} frames at {FPS} fps ({result['duration_s']} s); faces: {result['detector']}"]
+    lines += result["notes"]
+    who = [("video", result["video"])] + ([("source", result["reference"])] if result["reference"] else [])
+    lse = result["lse"]
+    for key, name in who:
+        k = "reference" if key == "source" else key
+        if not lse["available"]:
+            row = "LSE unavailable"
+        elif not lse[k]["available"]:
+            row = f"LSE unavailable: {lse[k]['reason']}"
+        else:
+            row = (f"LSE-D {lse[k]['lse_d']:.3f} (lower is better) · LSE-C {lse[k]['lse_c']:.3f} (higher is better)"
+                   f" · AV offset {lse[k]['av_offset_frames']:+d} frames")
+        pm = result["mouth_in_pauses"][k]["pause_motion"]
+        row += (f" · mouth sharpness {result['sharpness'][k]['laplacian_var']:.0f}"
+                + (f" · mouth motion in pauses {pm:.2f}" if pm is not None else " · no pauses in the speech"))
+        lines.append(f"{key:6s} {Path(name).name}: {row}")
+    if not lse["available"]:
+        lines.append(f"LSE: {lse['reason']}")
+    else:
+        lines.append(f"SyncNet weights: {lse['weights']}")
+    return "\n".join(lines)
+
+
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    from common.settings import Settings
-
     p = argparse.ArgumentParser(prog="python -m wav2lip384.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--video", required=True, help="the video to score (e.g. a lip-synced result)")
-    p.add_argument("--reference", default=None, help="a real video of the same person (FID, relative sharpness)")
+    p.add_argument("--source", "--reference", dest="source", default=None,
+                   help="the real video of the same person: scored the same way, so a figure is read beside it "
+                        "(also FID and relative sharpness)")
     p.add_argument("--lse-syncnet", default=None,
-                   help="syncnet_python's syncnet_v2.model (path or 'owner/name:file'); default DH_SYNCNET_CHECKPOINT")
+                   help="syncnet_python's syncnet_v2.model (path or 'owner/name:file'); default "
+                        f"DH_SYNCNET_CHECKPOINT, else {DEFAULT_SYNCNET}")
     p.add_argument("--inception", default="", help="TorchScript Inception-v3 for FID (path or 'owner/name:file')")
     p.add_argument("--project-syncnet", default="", help="a SyncNet trained with `python -m wav2lip384.train syncnet`")
     p.add_argument("--max-seconds", type=float, default=None, help="only the first N seconds")
-    p.add_argument("--json", action="store_true", help="print JSON (the only output format; kept for clarity)")
+    p.add_argument("--json", action="store_true", help="print every measure as JSON")
     args = p.parse_args(argv)
     settings = Settings.from_env()
     from wav2lip384 import faces
 
     detector = faces.build_detector(settings.s3fd_checkpoint, device=settings.device)
-    result = evaluate(args.video, args.reference,
+    result = evaluate(args.video, args.source,
                       lse_syncnet=settings.syncnet_checkpoint if args.lse_syncnet is None else args.lse_syncnet,
                       inception=args.inception, project_syncnet=args.project_syncnet, detector=detector,
                       max_seconds=args.max_seconds, device=settings.device)
-    print(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1) if args.json else summary_text(result))
     return 0
