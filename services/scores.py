@@ -139,6 +139,19 @@ class CompareScores:
                 raise
             return self._model
 
+    def state(self) -> tuple[bool | None, str]:
+        """For Status, without loading or downloading: (True, which weights) once loaded, (False, why not) after a
+        failed load or when turned off, (None, the weights it will load) before the first comparison."""
+        with self._lock:
+            if self._model is not None:
+                prov = getattr(self._model, "provenance", None)
+                return True, prov.describe() if prov is not None else str(self.settings.syncnet_checkpoint)
+            if not self.settings.syncnet_checkpoint:
+                return False, "turned off (DH_SYNCNET_CHECKPOINT is empty)"
+            if self._failed:
+                return False, self._failed[0]
+            return None, f"weights {self.settings.syncnet_checkpoint} (loaded at the first comparison)"
+
     def score(self, videos: Sequence[tuple[str, str | Path | None]], max_seconds: float | None = None) -> ScoresReport:
         """``videos``: (model id, video path or None) in the order shown; a model without a video gets no row."""
         from wav2lip384.evaluate import video_scores

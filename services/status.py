@@ -121,8 +121,21 @@ def ffmpeg_row() -> StatusItem:
                       "no system ffprobe on PATH (Debian package ffmpeg)")
 
 
+def scores_row(svc: AppServices) -> StatusItem:
+    """The Compare tab's lip-sync scores (SyncNet, the LSE-D / LSE-C protocol); never loads the network to say so."""
+    ok, detail = svc.scores.state()
+    name = "Lip-sync scores (Compare tab)"
+    if ok:
+        return StatusItem(name, True, "loaded", "", detail)
+    if ok is None:
+        return StatusItem(name, True, "loads at the first comparison", "", detail)
+    return StatusItem(name, False, "unavailable",
+                      "Comparisons still show the videos, sharpness and mouth stillness (see Details).", detail)
+
+
 def status_items(svc: AppServices) -> list[StatusItem]:
-    return model_rows(svc) + [detector_row(svc), embedder_row(svc), tts_row(svc), asr_row(svc), ffmpeg_row()]
+    return model_rows(svc) + [detector_row(svc), embedder_row(svc), tts_row(svc), asr_row(svc), scores_row(svc),
+                              ffmpeg_row()]
 
 
 def status_markdown(items: list[StatusItem]) -> str:

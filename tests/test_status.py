@@ -200,3 +200,20 @@ def test_a_large_local_file_is_hashed_once_when_its_model_first_loads(tmp_path, 
         assert row.active == "loaded" and row.details.startswith(f"your local weights: {big} · sha256 {sha}")
     finally:
         svc.close()
+
+
+def test_lip_sync_scores_row_says_what_compare_can_score_without_loading_anything(tmp_path):
+    from services.status import scores_row
+
+    default = AppServices(Settings(cache_dir=str(tmp_path / "c1")), tmp_parent=tmp_path / "t1")
+    off = AppServices(Settings(cache_dir=str(tmp_path / "c2"), syncnet_checkpoint=""), tmp_parent=tmp_path / "t2")
+    try:
+        row = scores_row(default)
+        assert row.ok and row.active == "loads at the first comparison" and Settings().syncnet_checkpoint in row.details
+        row = scores_row(off)
+        assert not row.ok and row.active == "unavailable" and "DH_SYNCNET_CHECKPOINT" in row.details
+        assert "DH_" not in row.fix and "still show the videos" in row.fix
+        assert any(r.part.startswith("Lip-sync scores") for r in default.status())
+    finally:
+        default.close()
+        off.close()
