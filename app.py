@@ -528,7 +528,8 @@ TALK_JS = """
   const video = () => document.querySelector('#talk_video video');
   const speaking = (on) => document.body.classList.toggle('dh-talk-speaking', on);
   const show = (sel, text) => { const el = document.querySelector(sel); if (el) el.textContent = text; };
-  let an = null, buf = null, floor = null, run = 0, quiet = 0, lastTurn = '';
+  const minRun = Math.max(1, Math.round(cfg.min_speech_s / cfg.frame_s));
+  let an = null, buf = null, floor = null, recent = [], quiet = 0, lastTurn = '';
   const onSpeech = (onset) => {
     const v = video();
     if (v && !v.paused && !v.ended) {
@@ -563,15 +564,15 @@ TALK_JS = """
     if (!T.voiced) {
       if (floor === null || lvl < floor) floor = lvl;
       else if (lvl < startThr) floor = Math.min(lvl, floor + cfg.floor_rise_db_per_s * cfg.frame_s);
-      if (lvl >= startThr) {
-        run += 1;
-        if (run * cfg.frame_s >= cfg.min_speech_s - 1e-9) {
-          T.voiced = true; quiet = 0; T.lastVoiced = now;
-          onSpeech(now - run * cfg.frame_s * 1000);
-        }
-      } else run = 0;
+      recent.push(lvl >= startThr ? 1 : 0);
+      if (recent.length > 2 * minRun) recent.shift();
+      if (recent.reduce((a, b) => a + b, 0) >= minRun) {
+        T.voiced = true; quiet = 0; T.lastVoiced = now;
+        onSpeech(now - (recent.length - recent.indexOf(1)) * cfg.frame_s * 1000);
+        recent = [];
+      }
     } else if (lvl >= stopThr) { quiet = 0; T.lastVoiced = now; }
-    else if (++quiet * cfg.frame_s >= cfg.end_silence_s) { T.voiced = false; run = 0; }
+    else if (++quiet * cfg.frame_s >= cfg.end_silence_s) { T.voiced = false; recent = []; }
   };
   setInterval(tick, cfg.frame_s * 1000);
   const listen = async () => {
@@ -589,7 +590,7 @@ TALK_JS = """
   const deafen = () => {  // the visitor stopped the microphone: this detector lets it go too
     if (T.stream) T.stream.getTracks().forEach((t) => t.stop());
     if (T.ctx) T.ctx.close();
-    T.stream = T.ctx = an = null; T.listening = false; T.voiced = false; floor = null; run = 0;
+    T.stream = T.ctx = an = null; T.listening = false; T.voiced = false; floor = null; recent = [];
   };
   document.addEventListener('click', (e) => {
     if (!e.target.closest) return;

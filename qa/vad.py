@@ -13,7 +13,8 @@ The rule (one place; the browser's own barge-in detector is given the same numbe
 * each ``frame_s`` frame's level is its RMS in dBFS;
 * the noise floor follows the quietest frames at once and rises slowly (``floor_rise_db_per_s``) when it is
   louder, only while nobody speaks;
-* speech starts after ``min_speech_s`` of frames above ``max(floor + start_db, min_level_db)``;
+* speech starts once ``min_speech_s`` of frames within twice that time are above
+  ``max(floor + start_db, min_level_db)`` (not necessarily in a row: syllables dip), at the first of them;
 * speech continues while frames are above ``max(floor + stop_db, min_level_db - (start_db - stop_db))`` (the lower
   threshold: the hysteresis), and ends after ``end_silence_s`` below it; the end time is the end of the last voiced
   frame, not the end of the pause;
@@ -22,6 +23,7 @@ The rule (one place; the browser's own barge-in detector is given the same numbe
 
 from __future__ import annotations
 
+import collections
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -81,7 +83,7 @@ class EnergyVAD:
         self._t = 0  # samples consumed into frames
         self.floor_db = None  # type: float | None
         self.speaking = False
-        self._run = 0  # loud frames in a row (before the start)
+        self._recent: collections.deque[int] = collections.deque()  # loud (1) or not (0), the last frames
         self._quiet = 0  # quiet frames in a row (during speech)
         self._start = 0  # sample index where the current utterance started
         self._last_voiced_end = 0
@@ -124,16 +126,17 @@ class EnergyVAD:
                     self.floor_db = lvl
                 elif lvl < start_thr:
                     self.floor_db = min(lvl, self.floor_db + rise)
-                if lvl >= start_thr:
-                    self._run += 1
-                    if self._run >= min_run:
-                        self.speaking = True
-                        self._quiet = 0
-                        self._start = t1 - self._run * self.frame
-                        self._last_voiced_end = t1
-                        events.append(VADEvent("start", self._start / self.sr))
-                else:
-                    self._run = 0
+                self._recent.append(int(lvl >= start_thr))
+                if len(self._recent) > 2 * min_run:
+                    self._recent.popleft()
+                if sum(self._recent) >= min_run:
+                    first_loud = self._recent.index(1)
+                    self.speaking = True
+                    self._quiet = 0
+                    self._start = t1 - (len(self._recent) - first_loud) * self.frame
+                    self._last_voiced_end = t1
+                    self._recent.clear()
+                    events.append(VADEvent("start", self._start / self.sr))
                 continue
             if lvl >= stop_thr:
                 self._quiet = 0
@@ -144,7 +147,6 @@ class EnergyVAD:
             if self._quiet >= end_run or too_long:
                 events.append(VADEvent("end", self._start / self.sr, self._last_voiced_end / self.sr))
                 self.speaking = False
-                self._run = 0
                 self._quiet = 0
         return events
 
