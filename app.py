@@ -608,8 +608,10 @@ TALK_JS = """
     const what = v instanceof HTMLVideoElement ? 'First frame on your screen ' : 'Answer audible ';
     show('#talk_first_frame', what + t.first_frame_s.toFixed(2) + ' s after you stopped speaking (measured in this browser)');
   }, true);
-  document.addEventListener('ended', (e) => {
-    if (e.target instanceof HTMLVideoElement && e.target.closest('#talk_video')) speaking(false);
+  document.addEventListener('ended', (e) => {  // the answer is over: the avatar listens again
+    if (!(e.target instanceof HTMLMediaElement) || !e.target.closest('#talk_video, #talk_audio')) return;
+    speaking(false);
+    if (T.listening) show('#talk_state .md', __LISTENING__);
   }, true);
 }
 """
@@ -761,7 +763,7 @@ def _talk_js() -> str:
 
     from services.conversation import VADConfig
 
-    return TALK_JS.replace("__VAD__", json.dumps(VADConfig().as_dict()))
+    return TALK_JS.replace("__VAD__", json.dumps(VADConfig().as_dict())).replace("__LISTENING__", json.dumps(TALK_IDLE))
 
 
 CSS = CSS + TALK_CSS

@@ -68,8 +68,16 @@ def talk_app(tmp_path_factory):
             yield app, mic
 
 
+# The session's shared link (Gradio deep link), as the share button copies it.
+SHARE_LINK_JS = """async () => {
+    const r = await fetch('gradio_api/deep_link?session_hash=' + window.__gradio_session_hash__);
+    const u = new URL(window.location.href);
+    u.searchParams.set('deep_link', (await r.text()).replace(/^"|"$/g, ''));
+    return u.toString(); }"""
+
+
 def test_a_spoken_conversation_ends_turns_by_itself_answers_and_can_be_interrupted(talk_app):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     app, mic = talk_app
     ARTIFACTS.mkdir(exist_ok=True)
@@ -83,15 +91,23 @@ def test_a_spoken_conversation_ends_turns_by_itself_answers_and_can_be_interrupt
         browser, page = talk_bench.open_talk(pw, app.url, mic)
         try:
             try:
-                st = talk_bench.converse(page, turns=1, timeout_s=150, on_playing=on_playing)
+                st = talk_bench.converse(page, turns=1, timeout_s=300, on_playing=on_playing)
                 # the interrupting turn is answered too, and the interrupted answer is marked in the history
                 st = talk_bench.wait_for(page, "the second answer", lambda s: "(interrupted)" in s["chat"] and sum(
-                    s["chat"].count(w) for w in ("No confident", "Matched question", "Did you mean")) >= 2, 150)
+                    s["chat"].count(w) for w in ("No confident", "Matched question", "Did you mean")) >= 2, 300)
             except talk_bench.NotSeen as err:
                 pytest.fail(str(err))
             page.screenshot(path=str(ARTIFACTS / "app_talk_barge_in.png"), full_page=True)
+            # the conversation is shareable like the other results: the link reopens the tab with its history
+            link = page.evaluate(SHARE_LINK_JS)
+            other = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+            other.goto(link, wait_until="load")
+            expect(other.get_by_role("tab", name="Talk to it · 对话", selected=True)).to_be_visible(timeout=60_000)
+            expect(other.locator("#talk_chat")).to_contain_text("(interrupted)", timeout=30_000)
+            shared_chat = other.locator("#talk_chat").inner_text()
         finally:
             browser.close()
+    assert shared_chat.count("🎙️") >= 2, shared_chat
     # the first answer played with picture and sound, its latency shown to the visitor
     assert talk_bench.playing(seen) and not seen["barge_ins"], seen
     assert "First frame on your screen" in seen["first_frame"], seen
