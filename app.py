@@ -634,8 +634,10 @@ class TalkHandlers:
         """Recording started: say at once whether spoken turns can be recognised here."""
         from services.conversation import recognition_ready
 
-        self._conv(request).reset_stream()
+        conv = self._conv(request)
+        conv.reset_stream()
         ok, why = recognition_ready(self.svc)
+        conv.can_hear = ok
         if ok:
             return TALK_IDLE, ""
         return ("⌨️ Type your question below instead.",
@@ -648,8 +650,11 @@ class TalkHandlers:
         """One microphone piece -> (turn to answer or skip, state line or skip)."""
         if piece is None:
             return gr.skip(), gr.skip()
+        conv = self._conv(request)
+        if not conv.can_hear:  # said once when recording started; typing is offered
+            return gr.skip(), gr.skip()
         sr, samples = piece
-        heard = self._conv(request).hear(sr, samples)
+        heard = conv.hear(sr, samples)
         turn = f"{heard.turn.id}" if heard.turn is not None else gr.skip()
         state = TALK_STATES.get(heard.state, TALK_IDLE) if heard.changed or heard.barge_in else gr.skip()
         return turn, state

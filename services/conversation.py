@@ -107,6 +107,7 @@ class Conversation:
         self.clock = clock
         self.max_history = max_history
         self.state = LISTENING
+        self.can_hear = True  # False where spoken turns cannot be recognised: the microphone is then ignored
         self.history: list[Exchange] = []
         self._lock = threading.Lock()
         self._vad: EnergyVAD | None = None

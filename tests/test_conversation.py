@@ -210,6 +210,9 @@ def test_without_the_recognition_model_the_tab_says_so_at_once_and_typing_is_ans
     state, notice = th.start(None)
     assert time.perf_counter() - t0 < 5
     assert "Type your question" in state and "not installed" in notice and "type" in notice.lower()
+    # the microphone keeps streaming, but nothing is waited for: no turn, no error
+    piece = (SR, (speechlike(0.2) * 32767).astype(np.int16))
+    assert th.hear(piece, None) == ({"__type__": "update"},) * 2  # gr.skip() for both outputs
     steps = list(th.answer_typed("How do I apply for a residence permit?", "wav2lip96", None))
     text, chat, video, audio, state, latency, details, notice = steps[-1]
     assert text == "" and chat[0] == {"role": "user", "content": "How do I apply for a residence permit?"}
