@@ -122,15 +122,17 @@ def open_talk(pw, url: str, mic_file: Path):
     return browser, page
 
 
-def start_talking(page) -> None:
-    """The visitor's one click."""
+def start_talking(page, timeout_s: float = 20.0) -> None:
+    """The visitor's one click on Record, once the microphone is recording (its Stop button shows)."""
     page.locator("#talk_mic .record-button").first.click()
+    page.wait_for_selector("#talk_mic .stop-button", timeout=timeout_s * 1000)
 
 
 def speak_again(page) -> None:
     """The fake microphone says the question again from its start (Stop, then Record: see the module doc)."""
     page.locator("#talk_mic .stop-button").first.click()
-    page.locator("#talk_mic .record-button").first.click()
+    page.wait_for_selector("#talk_mic .record-button", timeout=20_000)
+    start_talking(page)
 
 
 def state(page) -> dict:
@@ -199,11 +201,11 @@ def bench_talk(settings: Settings, turns: int = 10, model: str = "wav2lip96", qu
     from playwright.sync_api import sync_playwright
 
     folder = Path(tempfile.mkdtemp(prefix="talk-bench-"))
+    error = ""
     try:
         settings, notes = stand_ins(settings, model, folder)
         text = question or "How do I apply for a residence permit?"
         mic = question_wav(folder / "question.wav", spoken_question(settings, text))
-        error = ""
         with served_app(settings, log_dir=folder / "app", start_timeout_s=120) as app:
             wait_warm(app.log)
             with sync_playwright() as pw:
@@ -227,9 +229,12 @@ def bench_talk(settings: Settings, turns: int = 10, model: str = "wav2lip96", qu
             "first_frame_p95_s": _p95(firsts),
             "barge_in_stop_s": stops, "barge_in_stop_max_s": max(stops) if stops else None,
             "server_stop_after_barge_in_s": server_stops, "server_turns": server,
+            "page": {k: st[k] for k in ("chat", "state", "latency", "first_frame", "notice")} if error else {},
+            "app_log": str(folder / "app" / "app.log") if error else "",
         }
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not error:  # kept when something was not seen: the app's log says why
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def add_parser(sub) -> None:
