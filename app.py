@@ -501,8 +501,9 @@ def _config_markdown(settings: Settings) -> str:
 
 
 # ------------------------------------------------------------------------------ Conversation tab (issue 24)
-# Talk to it hands-free: Gradio's own microphone stream in (a WebSocket-free HTTP/SSE stream, so it works on a
-# Space without TURN), the Ask tab's streamed lip-synced answer out. The logic lives in services/conversation.py.
+# Talk to it hands-free: Gradio's own microphone stream in (each piece a POST to /stream/<event>, the answers back
+# as server-sent events: plain HTTPS, so it works on a Space without TURN), the Ask tab's streamed lip-synced answer
+# out (HLS over the same connection). The logic lives in services/conversation.py.
 TALK_STREAM_EVERY = 0.2  # seconds of microphone per piece sent to the server (the pause detector's resolution)
 TALK_TIME_LIMIT = 900  # one listening session holds a queue slot at most this long; press Record again after
 TALK_IDLE, TALK_HEARING, TALK_THINKING, TALK_SPEAKING = (
