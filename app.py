@@ -510,11 +510,13 @@ TALK_IDLE, TALK_HEARING, TALK_THINKING, TALK_SPEAKING = (
     "🎙️ Listening… just speak, and pause when you are done.", "👂 Hearing you…",
     "💭 Thinking…", "🗣️ Answering… speak at any time to interrupt.")
 TALK_STATES = {"listening": TALK_IDLE, "hearing": TALK_HEARING, "thinking": TALK_THINKING, "speaking": TALK_SPEAKING}
+# the answer's player lies over the avatar's photo and shows only while it plays (hidden, not removed: a player
+# laid out at zero size stays that size when shown). Gradio also files each rule under a more specific
+# '.gradio-container … .contain' copy, so the visibility is decided by body rules alone (their copies never match).
 TALK_CSS = """
 #talk_stage {position: relative;}
-#talk_stage #talk_video {display: none;}
-body.dh-talk-speaking #talk_stage #talk_video {display: block;}
-body.dh-talk-speaking #talk_stage #talk_idle {display: none;}
+#talk_stage #talk_video {position: absolute; top: 0; left: 0; right: 0; z-index: 2;}
+body:not(.dh-talk-speaking) #talk_stage #talk_video {visibility: hidden;}
 #talk_state {font-size: 1.1em;}
 """
 # In the visitor's browser, from the same rule as the server (qa.vad.VADConfig, passed in below): the moment the

@@ -46,6 +46,7 @@ STATE_JS = """() => {
           first_frame: (document.querySelector('#talk_first_frame') || {innerText: ''}).innerText,
           notice: (document.querySelector('#talk_notice') || {innerText: ''}).innerText,
           video: v ? {paused: v.paused, time: v.currentTime, ready: v.readyState,
+                      shown: getComputedStyle(v).visibility === 'visible' && v.getBoundingClientRect().height > 100,
                       frames: q ? q.totalVideoFrames : null, audio_bytes: v.webkitAudioDecodedByteCount} : null,
           turns: T.turns, barge_ins: T.bargeIns};
 }"""

@@ -109,7 +109,7 @@ def test_a_spoken_conversation_ends_turns_by_itself_answers_and_can_be_interrupt
             browser.close()
     assert shared_chat.count("🎙️") >= 2, shared_chat
     # the first answer played with picture and sound, its latency shown to the visitor
-    assert talk_bench.playing(seen) and not seen["barge_ins"], seen
+    assert talk_bench.playing(seen) and seen["video"]["shown"] and not seen["barge_ins"], seen
     assert "First frame on your screen" in seen["first_frame"], seen
     assert "After you stopped speaking" in seen["latency"] and "answer found" in seen["latency"], seen
     # the second spoken turn stopped it at once in the page
