@@ -627,6 +627,284 @@ def _config_markdown(settings: Settings) -> str:
     return f"| variable | value |\n|---|---|\n{rows}"
 
 
+# ------------------------------------------------------------------------------ Conversation tab (issue 24)
+# Talk to it hands-free: Gradio's own microphone stream in (each piece a POST to /stream/<event>, the answers back
+# as server-sent events: plain HTTPS, so it works on a Space without TURN), the Ask tab's streamed lip-synced answer
+# out (HLS over the same connection). The logic lives in services/conversation.py.
+TALK_STREAM_EVERY = 0.2  # seconds of microphone per piece sent to the server (the pause detector's resolution)
+TALK_TIME_LIMIT = 900  # one listening session holds a queue slot at most this long; press Record again after
+TALK_IDLE, TALK_HEARING, TALK_THINKING, TALK_SPEAKING = (
+    "🎙️ Listening… just speak, and pause when you are done.", "👂 Hearing you…",
+    "💭 Thinking…", "🗣️ Answering… speak at any time to interrupt.")
+TALK_STATES = {"listening": TALK_IDLE, "hearing": TALK_HEARING, "thinking": TALK_THINKING, "speaking": TALK_SPEAKING}
+# the answer's player lies over the avatar's photo and shows only while it plays (hidden, not removed: a player
+# laid out at zero size stays that size when shown). Gradio also files each rule under a more specific
+# '.gradio-container … .contain' copy, so the visibility is decided by body rules alone (their copies never match).
+TALK_CSS = """
+#talk_stage {position: relative;}
+#talk_stage #talk_video {position: absolute; top: 0; left: 0; right: 0; z-index: 2;}
+body:not(.dh-talk-speaking) #talk_stage #talk_video {visibility: hidden;}
+#talk_state {font-size: 1.1em;}
+"""
+# In the visitor's browser, from the same rule as the server (qa.vad.VADConfig, passed in below): the moment the
+# visitor starts speaking while the avatar answers, its player stops at once (barge-in; the server cancels the
+# answer when its own detector hears the same speech); and the time from the end of the visitor's speech to the
+# first frame of the answer on screen.
+TALK_JS = """
+() => {
+  const cfg = __VAD__;
+  const T = window.__dhTalk = {turns: [], bargeIns: [], lastVoiced: null, turnEnd: null, stopped: false,
+                               listening: false, level: -100, voiced: false};
+  const video = () => document.querySelector('#talk_video video');
+  const speaking = (on) => document.body.classList.toggle('dh-talk-speaking', on);
+  const show = (sel, text) => { const el = document.querySelector(sel); if (el) el.textContent = text; };
+  const minRun = Math.max(1, Math.round(cfg.min_speech_s / cfg.frame_s));
+  let an = null, buf = null, floor = null, recent = [], quiet = 0, lastTurn = '';
+  const onSpeech = (onset) => {
+    const v = video();
+    if (v && !v.paused && !v.ended) {
+      v.pause();
+      T.stopped = true;
+      speaking(false);
+      const b = {onset_ms: onset, paused_ms: performance.now()};
+      b.stop_s = (b.paused_ms - b.onset_ms) / 1000;
+      T.bargeIns.push(b);
+      show('#talk_barge', 'Stopped ' + b.stop_s.toFixed(2) + ' s after you started speaking (measured in this browser)');
+    }
+  };
+  const tick = () => {
+    const box = document.querySelector('#talk_turn textarea, #talk_turn input');
+    const turn = box ? box.value : '';
+    if (turn && turn !== lastTurn) {  // the server ended a turn: time the answer from the end of that speech
+      lastTurn = turn;
+      T.turnEnd = T.lastVoiced;
+      T.stopped = false;
+      T.turns.push({turn: turn, end_ms: T.turnEnd, first_frame_s: null});
+      show('#talk_first_frame', '');
+    }
+    if (!an) return;
+    an.getFloatTimeDomainData(buf);
+    let s = 0;
+    for (let i = 0; i < buf.length; i++) s += buf[i] * buf[i];
+    const rms = Math.sqrt(s / buf.length), lvl = rms > 1e-5 ? 20 * Math.log10(rms) : -100, now = performance.now();
+    const f = floor === null ? -100 : floor;
+    const startThr = Math.max(f + cfg.start_db, cfg.min_level_db);
+    const stopThr = Math.max(f + cfg.stop_db, cfg.min_level_db - (cfg.start_db - cfg.stop_db));
+    T.level = lvl;
+    if (!T.voiced) {
+      if (floor === null || lvl < floor) floor = lvl;
+      else if (lvl < startThr) floor = Math.min(lvl, floor + cfg.floor_rise_db_per_s * cfg.frame_s);
+      recent.push(lvl >= startThr ? 1 : 0);
+      if (recent.length > 2 * minRun) recent.shift();
+      if (recent.reduce((a, b) => a + b, 0) >= minRun) {
+        T.voiced = true; quiet = 0; T.lastVoiced = now;
+        onSpeech(now - (recent.length - recent.indexOf(1)) * cfg.frame_s * 1000);
+        recent = [];
+      }
+    } else if (lvl >= stopThr) { quiet = 0; T.lastVoiced = now; }
+    else if (++quiet * cfg.frame_s >= cfg.end_silence_s) { T.voiced = false; recent = []; }
+  };
+  setInterval(tick, cfg.frame_s * 1000);
+  const listen = async () => {
+    if (T.listening) return;
+    T.listening = true;
+    try {
+      const stream = T.stream = await navigator.mediaDevices.getUserMedia({audio: {echoCancellation: true, noiseSuppression: true}});
+      const ctx = T.ctx = new AudioContext();
+      an = ctx.createAnalyser();
+      an.fftSize = 1024;
+      buf = new Float32Array(an.fftSize);
+      ctx.createMediaStreamSource(stream).connect(an);
+    } catch (e) { T.listening = false; }
+  };
+  const deafen = () => {  // the visitor stopped the microphone: this detector lets it go too
+    if (T.stream) T.stream.getTracks().forEach((t) => t.stop());
+    if (T.ctx) T.ctx.close();
+    T.stream = T.ctx = an = null; T.listening = false; T.voiced = false; floor = null; recent = [];
+  };
+  document.addEventListener('click', (e) => {
+    if (!e.target.closest) return;
+    if (e.target.closest('#talk_mic .stop-button')) deafen();
+    else if (e.target.closest('#talk_mic .record-button')) listen();
+  }, true);
+  document.addEventListener('playing', (e) => {
+    const v = e.target;
+    if (!(v instanceof HTMLMediaElement) || !v.closest('#talk_video, #talk_audio')) return;
+    if (T.stopped) { v.pause(); return; }  // a piece of the interrupted answer still arriving
+    speaking(v instanceof HTMLVideoElement);
+    const t = T.turns[T.turns.length - 1];
+    if (!t || t.first_frame_s !== null || t.end_ms === null) return;
+    t.first_frame_s = (performance.now() - t.end_ms) / 1000;
+    const what = v instanceof HTMLVideoElement ? 'First frame on your screen ' : 'Answer audible ';
+    show('#talk_first_frame', what + t.first_frame_s.toFixed(2) + ' s after you stopped speaking (measured in this browser)');
+  }, true);
+  document.addEventListener('ended', (e) => {  // the answer is over: the avatar listens again
+    if (!(e.target instanceof HTMLMediaElement) || !e.target.closest('#talk_video, #talk_audio')) return;
+    speaking(false);
+    if (T.listening) show('#talk_state .md', __LISTENING__);
+  }, true);
+}
+"""
+
+
+class TalkHandlers:
+    """The Conversation tab's functions: microphone pieces in, the conversation's state and answers out."""
+
+    def __init__(self, services: AppServices, streaming: bool):
+        from services.conversation import Conversations
+
+        self.svc = services
+        self.streaming = streaming
+        self.convs = Conversations()
+
+    def _conv(self, request: gr.Request | None):
+        return self.convs.get(getattr(request, "session_hash", None) or "api")
+
+    def start(self, request: gr.Request = None):
+        """Recording started: say at once whether spoken turns can be recognised here."""
+        from services.conversation import recognition_ready
+
+        conv = self._conv(request)
+        conv.reset_stream()
+        ok, why = recognition_ready(self.svc)
+        conv.can_hear = ok
+        if ok:
+            return TALK_IDLE, ""
+        return ("⌨️ Type your question below instead.",
+                f"{why} Type your question in the box below and press Enter: the avatar answers it the same way.")
+
+    def stop(self, request: gr.Request = None):
+        self._conv(request).reset_stream()
+
+    def hear(self, piece, request: gr.Request = None):
+        """One microphone piece -> (turn to answer or skip, state line or skip)."""
+        if piece is None:
+            return gr.skip(), gr.skip()
+        conv = self._conv(request)
+        if not conv.can_hear:  # said once when recording started; typing is offered
+            return gr.skip(), gr.skip()
+        sr, samples = piece
+        heard = conv.hear(sr, samples)
+        turn = f"{heard.turn.id}" if heard.turn is not None else gr.skip()
+        state = TALK_STATES.get(heard.state, TALK_IDLE) if heard.changed or heard.barge_in else gr.skip()
+        return turn, state
+
+    def _history(self, conv) -> list[dict]:
+        msgs: list[dict] = []
+        for ex in conv.history:
+            if ex.question:
+                msgs.append({"role": "user", "content": ("🎙️ " if ex.spoken else "") + ex.question})
+            if ex.answer is not None:
+                text = Handlers._answer_md(ex.answer)
+                if ex.stopped:
+                    text += "\n\n*(interrupted)*"
+                msgs.append({"role": "assistant", "content": text})
+            elif ex.note:
+                msgs.append({"role": "assistant", "content": f"*{ex.note}*"})
+        return msgs
+
+    @staticmethod
+    def _latency_md(t: dict) -> str:
+        names = (("turn_ended", "your turn ended"), ("recognised", "text recognised"), ("answered", "answer found"),
+                 ("first_chunk", "first lip-synced video sent"), ("first_sound", "spoken answer sent"))
+        parts = [f"{label} {t[k]:.2f} s" for k, label in names if k in t]
+        if "server_stop_after_barge_in" in t:
+            parts.append(f"interrupted: stopped {t['server_stop_after_barge_in']:.2f} s after you started speaking")
+        return ("After you stopped speaking: " + " · ".join(parts)) if parts else ""
+
+    def _answer(self, conv, turn, model):
+        shown = {"audio": None, "notice": ""}
+        for up in conv.answer(self.svc, turn, DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
+                              chunks=self.streaming):
+            video = gr.skip()
+            if up.chunk is not None:
+                video = str(up.chunk)
+            elif up.phase == "done" and not self.streaming and up.final_video is not None:
+                video = str(up.final_video)
+            if up.audio is not None and (up.final_video is None or not self.streaming):
+                shown["audio"] = str(up.audio)
+            if up.notice:
+                shown["notice"] = up.notice
+            state = {"recognised": TALK_THINKING, "answer": TALK_THINKING, "waiting": TALK_THINKING,
+                     "chunk": TALK_SPEAKING, "done": TALK_SPEAKING, "stopped": TALK_HEARING,
+                     "unheard": TALK_IDLE}.get(up.phase, TALK_IDLE)
+            details = {**up.details, "phase": up.phase, "question": up.question,
+                       "seconds_after_end_of_speech": up.timings}
+            yield (self._history(conv), video, shown["audio"], state, self._latency_md(up.timings), details,
+                   shown["notice"])
+
+    def answer_turn(self, turn_id, model, request: gr.Request = None):
+        """Generator: the spoken turn ``turn_id`` (ended by a pause) recognised, answered and spoken."""
+        conv = self._conv(request)
+        turn = conv.take(int(turn_id)) if str(turn_id or "").isdigit() else None
+        if turn is None:
+            return
+        yield from self._answer(conv, turn, model)
+
+    def answer_typed(self, text, model, request: gr.Request = None):
+        """Generator: a typed question, answered like a spoken one (the box is cleared)."""
+        conv = self._conv(request)
+        turn = conv.typed(text)
+        for values in self._answer(conv, turn, model):
+            yield ("",) + values
+
+
+def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, streaming: bool) -> None:
+    """The Conversation tab: one click on Record starts it; the avatar listens, answers and can be interrupted."""
+    th = TalkHandlers(svc, streaming)
+    with gr.Tab("Talk to it · 对话", id="talk"):
+        gr.Markdown("Press **Record** once and ask your question out loud; pause when you are done. The avatar "
+                    "answers, then listens again. Speak while it answers to interrupt it.")
+        with gr.Row():
+            with gr.Column(scale=5, elem_id="talk_stage"):
+                gr.Image(value=str(DEFAULT_AVATAR) if DEFAULT_AVATAR.exists() else None, interactive=False,
+                         show_label=False, elem_id="talk_idle", height=420, buttons=[])
+                t_video = gr.Video(streaming=streaming, autoplay=True, elem_id="talk_video", interactive=False,
+                                   show_label=False, height=420)
+                t_mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", elem_id="talk_mic",
+                                 label="Your microphone", waveform_options=PLAIN_PLAYER)
+                t_state = gr.Markdown("Press **Record** to start.", elem_id="talk_state")
+            with gr.Column(scale=5):
+                t_chat = gr.Chatbot(label="Conversation · 对话记录", elem_id="talk_chat", height=380)
+                t_text = gr.Textbox(label="…or type your question and press Enter", elem_id="talk_text",
+                                    max_length=500)
+                t_notice = gr.Markdown(elem_classes="notice", elem_id="talk_notice")
+                t_audio = gr.Audio(label="Spoken answer (audio)", type="filepath", interactive=False,
+                                   autoplay=True, elem_id="talk_audio", waveform_options=PLAIN_PLAYER,
+                                   visible=not streaming)
+                t_latency = gr.Markdown(elem_classes="figure", elem_id="talk_latency")
+                gr.HTML('<span id="talk_first_frame" class="figure"></span><br>'
+                        '<span id="talk_barge" class="figure"></span>')
+                with gr.Accordion("Settings", open=False):
+                    t_model = _model_picker(svc, prefer=registry.DEFAULT_MODEL)
+                with gr.Accordion("Details", open=False):
+                    t_details = gr.JSON(label="this turn")
+                _share_button("conversation", settings.share_link_hours)
+        t_turn = gr.Textbox(visible="hidden", elem_id="talk_turn")
+        outputs = [t_chat, t_video, t_audio, t_state, t_latency, t_details, t_notice]
+        t_mic.start_recording(th.start, None, [t_state, t_notice], api_visibility="private", queue=False)
+        t_mic.stop_recording(th.stop, None, None, api_visibility="private", queue=False)
+        t_mic.stream(th.hear, [t_mic], [t_turn, t_state], stream_every=TALK_STREAM_EVERY,
+                     time_limit=TALK_TIME_LIMIT, concurrency_limit=16, concurrency_id="talk_listen",
+                     show_progress="hidden", api_visibility="private")
+        _on_render(t_turn.change, tabs, "talk", gradio_errors(th.answer_turn), [t_turn, t_model], outputs,
+                   api_visibility="private", show_progress="hidden", trigger_mode="multiple")
+        _on_render(t_text.submit, tabs, "talk", gradio_errors(th.answer_typed), [t_text, t_model],
+                   [t_text] + outputs, api_name="talk", show_progress="hidden")
+
+
+def _talk_js() -> str:
+    import json
+
+    from services.conversation import VADConfig
+
+    return TALK_JS.replace("__VAD__", json.dumps(VADConfig().as_dict())).replace("__LISTENING__", json.dumps(TALK_IDLE))
+
+
+CSS = CSS + TALK_CSS
+CLIENT_JS = "() => { (" + CLIENT_JS.strip() + ")(); (" + _talk_js().strip() + ")(); }"
+
+
 def build_demo(settings: Settings, services: AppServices | None = None, streaming: bool | None = None) -> gr.Blocks:
     # size-reason: the Blocks layout is one nested `with` tree (tabs, rows, columns) that Gradio builds in order;
     #   cutting it hides the page's structure.
@@ -729,6 +1007,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 _on_render(q_sugg.input, tabs, "ask", gradio_errors(h.ask_choice),
                            [q_sugg, q_photo, q_model, q_engine, q_faq], [q_text] + ask_outputs,
                            api_visibility="private", show_progress=ASK_PROGRESS)
+
+            _conversation_tab(svc, settings, tabs, streaming)
 
             with gr.Tab("Text → Avatar", id="text"):
                 with gr.Row():

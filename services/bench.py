@@ -120,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--browser", action="store_true",
                    help="also start app.py and measure click -> first visible frame in headless Chromium")
     b.add_argument("--question", action="append", help="repeatable; default: one zh and one en example question")
+    from services.talk_bench import add_parser as add_talk_bench
+    from services.talk_bench import run as run_talk_bench
+
+    add_talk_bench(sub)  # python -m services talk-bench: the Conversation tab, driven in Chromium
     args = p.parse_args(argv)
+    if args.cmd == "talk-bench":
+        return run_talk_bench(args)
     spec = registry.get(args.model)
     settings = Settings.from_env()
     questions = args.question or ["身份证丢了怎么补办？", "How do I apply for a residence permit?"]

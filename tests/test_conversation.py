@@ -1,0 +1,224 @@
+"""The conversation mode without a browser: the pause detector (qa.vad), the turn state machine with barge-in
+(services.conversation) and the Conversation tab's handlers offline (no recognition model: typing works).
+
+The state-machine tests give :meth:`Conversation.answer` a stand-in for AppServices whose recogniser and
+``ask_stream`` replay fixed steps: they check the plumbing (states, cancellation, timings), never model output.
+The offline test runs the real services (a two-entry knowledge base, espeak, no lip-sync weights).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from common.settings import Settings
+from qa.vad import EnergyVAD, VADConfig, level_db
+from services.conversation import HEARING, LISTENING, SPEAKING, THINKING, Conversation, Conversations
+from services.results import AskUpdate
+
+SR = 48_000
+
+
+def speechlike(seconds: float, sr: int = SR, level: float = 0.3, seed: int = 1) -> np.ndarray:
+    """Voiced harmonics with a syllable-rate envelope, (n,) float32."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2)
+    rng = np.random.default_rng(seed)
+    return (level * x / np.abs(x).max() + 1e-4 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def noise(seconds: float, db: float, sr: int = SR, seed: int = 2) -> np.ndarray:
+    return (10 ** (db / 20) * np.random.default_rng(seed).normal(size=int(seconds * sr))).astype(np.float32)
+
+
+def feed(vad_or_conv, signal: np.ndarray, piece_s: float = 0.2, sr: int = SR):
+    """Feed ``signal`` in microphone-sized pieces; all events (EnergyVAD) or Heard results (Conversation)."""
+    out = []
+    n = int(piece_s * sr)
+    for i in range(0, len(signal), n):
+        piece = signal[i:i + n]
+        if isinstance(vad_or_conv, EnergyVAD):
+            out += vad_or_conv.feed(piece)
+        else:
+            out.append(vad_or_conv.hear(sr, (piece * 32767).astype(np.int16)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ qa.vad
+def test_a_question_then_a_pause_gives_one_start_and_one_end_at_the_speech_edges():
+    sig = np.concatenate([noise(0.6, -70), speechlike(1.5), noise(1.0, -70)])
+    events = feed(EnergyVAD(SR), sig)
+    assert [e.kind for e in events] == ["start", "end"]
+    assert events[0].t_start == pytest.approx(0.6, abs=0.05)
+    assert events[1].t_end == pytest.approx(2.1, abs=0.05)  # the last voiced frame, not the end of the pause
+
+
+def test_a_click_or_a_short_pause_inside_the_question_do_not_end_or_start_a_turn():
+    click = np.concatenate([noise(0.5, -70), speechlike(0.06), noise(1.0, -70)])
+    assert feed(EnergyVAD(SR), click) == []  # shorter than min_speech_s
+    halting = np.concatenate([noise(0.5, -70), speechlike(0.8), noise(0.3, -70), speechlike(0.8), noise(1.0, -70)])
+    events = feed(EnergyVAD(SR), halting)
+    assert [e.kind for e in events] == ["start", "end"]  # a 0.3 s pause (< end_silence_s) is inside the turn
+    assert events[1].t_end == pytest.approx(2.4, abs=0.05)
+
+
+def test_the_floor_adapts_to_steady_noise_and_quiet_speech_over_it_is_still_heard():
+    cfg = VADConfig()
+    hum = noise(3.0, -40)  # a noisy room: never speech by itself
+    assert feed(EnergyVAD(SR, cfg), hum) == []
+    speech = speechlike(1.0, level=0.15) + noise(1.0, -40, seed=3)  # ~-22 dBFS speech over it
+    assert level_db(speech) > -40 + cfg.start_db
+    events = feed(EnergyVAD(SR, cfg), np.concatenate([hum, speech, noise(1.0, -40, seed=4)]))
+    assert [e.kind for e in events] == ["start", "end"]
+
+
+def test_a_monologue_is_cut_at_max_utterance():
+    events = feed(EnergyVAD(SR, VADConfig(max_utterance_s=2.0)), np.concatenate([noise(0.3, -70), speechlike(5.0)]))
+    assert events[1].kind == "end" and events[1].t_end - events[1].t_start == pytest.approx(2.0, abs=0.05)
+
+
+# --------------------------------------------------------------------------------- the turn state machine
+class StandIn:
+    """AppServices' recognizer() and ask_stream() replaying fixed steps (plumbing only)."""
+
+    def __init__(self, text="How do I apply?", chunks=4, chunk_s=0.05):
+        self.text, self.chunks, self.chunk_s = text, chunks, chunk_s
+        self.heard: list[np.ndarray] = []
+        self.closed = threading.Event()
+
+    def recognizer(self):
+        def transcribe(audio):
+            self.heard.append(audio[0])
+            return SimpleNamespace(text=self.text, language="en", timings={"recognise_s": 0.01}, model="stand-in")
+
+        return SimpleNamespace(transcribe=transcribe)
+
+    def ask_stream(self, question, avatar, model, **kw):
+        answer = SimpleNamespace(outcome="answer", text=f"answer to {question}", answered=True)
+        try:
+            yield AskUpdate(answer=answer)
+            for i in range(self.chunks):
+                time.sleep(self.chunk_s)
+                yield AskUpdate(answer=answer, chunk=Path(f"chunk{i}.mp4"), index=i)
+            yield AskUpdate(answer=answer, done=True, final_video=Path("all.mp4"), audio=Path("all.wav"),
+                            speech_seconds=1.0)
+        finally:
+            self.closed.set()
+
+
+def _spoken_turn(conv: Conversation):
+    heard = feed(conv, np.concatenate([noise(0.5, -70), speechlike(1.2), noise(0.8, -70)]))
+    turns = [h.turn for h in heard if h.turn is not None]
+    assert len(turns) == 1
+    return heard, turns[0]
+
+
+def test_a_pause_ends_the_turn_with_its_audio_and_the_answer_streams_with_timings():
+    conv = Conversation()
+    heard, turn = _spoken_turn(conv)
+    assert [h.state for h in heard if h.changed] == [HEARING, THINKING]
+    # the turn holds the speech (with a little audio before it) and when it ended, in wall-clock time
+    assert 1.2 <= turn.speech_seconds <= 1.2 + conv.vad_config.pre_roll_s + 0.15
+    assert turn.t_turn_end - turn.t_speech_end == pytest.approx(conv.vad_config.end_silence_s, abs=0.25)
+    assert conv.take(turn.id) is turn and conv.take(turn.id) is None
+    svc = StandIn()
+    steps = list(conv.answer(svc, turn))
+    assert [s.phase for s in steps] == ["recognised", "answer", "chunk", "chunk", "chunk", "chunk", "done"]
+    assert len(svc.heard[0]) == len(turn.audio)
+    t = steps[-1].timings
+    assert 0 < t["turn_ended"] <= t["recognised"] <= t["answered"] <= t["first_chunk"]
+    assert conv.state == LISTENING and not conv.history[0].stopped
+    assert conv.history[0].question == "How do I apply?" and conv.history[0].answer.text.startswith("answer to")
+
+
+def test_speech_during_the_answer_stops_it_and_the_server_stops_rendering():
+    conv = Conversation()
+    _, turn = _spoken_turn(conv)
+    svc = StandIn(chunks=50, chunk_s=0.05)
+    steps = conv.answer(svc, turn)
+    phases = [next(steps).phase for _ in range(3)]  # recognised, answer, first chunk
+    assert phases == ["recognised", "answer", "chunk"] and conv.state == SPEAKING
+    heard = feed(conv, np.concatenate([speechlike(0.4), noise(0.2, -70)]))
+    assert any(h.barge_in for h in heard) and conv.state == HEARING
+    rest = list(steps)
+    assert rest[-1].phase == "stopped" and len(rest) <= 2  # at most the chunk in flight, then stopped
+    assert svc.closed.is_set()  # ask_stream was closed: no more rendering
+    assert 0 <= rest[-1].timings["server_stop_after_barge_in"] < 1.0
+    assert conv.history[0].stopped and conv.state == HEARING  # still hearing the new turn
+
+
+def test_a_typed_question_is_a_turn_too_and_an_empty_one_is_refused():
+    from common.errors import UserFacingError
+
+    conv = Conversation()
+    steps = list(conv.answer(StandIn(), conv.typed("  Where do I renew my passport? ")))
+    assert steps[0].question == "Where do I renew my passport?" and steps[-1].phase == "done"
+    assert "turn_ended" not in steps[-1].timings and not conv.history[0].spoken
+    with pytest.raises(UserFacingError, match="Type your question"):
+        list(conv.answer(StandIn(), conv.typed("  ")))
+
+
+def test_nothing_recognised_says_so_and_keeps_listening():
+    conv = Conversation()
+    _, turn = _spoken_turn(conv)
+    steps = list(conv.answer(StandIn(text=""), turn))
+    assert [s.phase for s in steps] == ["unheard"] and "say it again" in steps[0].notice
+    assert conv.state == LISTENING
+
+
+def test_sessions_are_apart_and_the_oldest_is_dropped():
+    convs = Conversations(max_sessions=2)
+    a, b = convs.get("a"), convs.get("b")
+    assert convs.get("a") is a and a is not b
+    convs.get("c")
+    assert convs.get("b") is not b  # "b" was the least recently used when "c" came
+
+
+# ------------------------------------------------------------------ offline: no recognition model, typing
+@pytest.fixture(scope="module")
+def offline_services(tmp_path_factory):
+    from services import AppServices
+
+    root = tmp_path_factory.mktemp("talk-offline")
+    kb = root / "kb.jsonl"
+    kb.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+        {"id": "permit", "question": "居住证怎么办理？", "answer": "到社区服务站办理。",
+         "question_en": "How do I apply for a residence permit?", "answer_en": "At the community service station."},
+        {"id": "id", "question": "身份证丢了怎么补办？", "answer": "请到派出所补领。",
+         "question_en": "How do I replace a lost ID card?", "answer_en": "Go to the police station."}]),
+        encoding="utf-8")
+    settings = Settings.from_env({"DH_QA_KB": str(kb), "DH_CACHE_DIR": str(root / "cache"), "DH_TTS_ENGINE": "espeak",
+                                  "DH_ASR_MODEL": "", **{f"DH_{m}_CHECKPOINT": str(root / "none") for m in
+                                                        ("WAV2LIP96", "WAV2LIP256", "LIVETALKING384")}})
+    svc = AppServices(settings, tmp_parent=root / "requests")
+    yield svc
+    svc.close()
+
+
+def test_without_the_recognition_model_the_tab_says_so_at_once_and_typing_is_answered(offline_services):
+    app = pytest.importorskip("app")
+    th = app.TalkHandlers(offline_services, streaming=True)
+    t0 = time.perf_counter()
+    state, notice = th.start(None)
+    assert time.perf_counter() - t0 < 5
+    assert "Type your question" in state and "not installed" in notice and "type" in notice.lower()
+    # the microphone keeps streaming, but nothing is waited for: no turn, no error
+    piece = (SR, (speechlike(0.2) * 32767).astype(np.int16))
+    assert th.hear(piece, None) == ({"__type__": "update"},) * 2  # gr.skip() for both outputs
+    steps = list(th.answer_typed("How do I apply for a residence permit?", "wav2lip96", None))
+    text, chat, video, audio, state, latency, details, notice = steps[-1]
+    assert text == "" and chat[0] == {"role": "user", "content": "How do I apply for a residence permit?"}
+    # answered as the Ask tab answers (which outcome depends on the embedder available offline)
+    assert chat[1]["role"] == "assistant" and any(h in chat[1]["content"] for h in (
+        "Matched question", "Did you mean", "No confident match"))
+    assert audio and Path(audio).stat().st_size > 1000  # no lip-sync here: the answer is spoken as audio
+    assert "unavailable" in notice.lower()
+    assert details["seconds_after_end_of_speech"]["answered"] >= 0 and "answer found" in latency
