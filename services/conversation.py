@@ -32,6 +32,7 @@ import numpy as np
 
 from common.errors import UserFacingError
 from qa.vad import EnergyVAD, VADConfig, to_float_mono
+from wav2lip384.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -205,13 +206,15 @@ class Conversation:
                 self.state = LISTENING
 
     # ---- answering ------------------------------------------------------------------------------------
-    def answer(self, svc, turn: Turn, avatar=None, model: str = "wav2lip96", engine: str | None = "auto",
+    def answer(self, svc, turn: Turn, avatar=None, model: str = registry.DEFAULT_MODEL, engine: str | None = "auto",
                chunks: bool = True, assistant=None) -> Iterator[TalkUpdate]:
         """Recognise (a spoken turn), answer and speak ``turn``; stops at the next step once cancelled.
 
         ``svc``: the app's :class:`~services.core.AppServices` (``recognizer()`` and ``ask_stream``). Raises
         UserFacingError only for problems the visitor can fix (an empty typed question, a bad avatar).
         """
+        # size-reason: one generator over one turn's stages (recognise, answer, each spoken chunk, done), with a
+        # cancellation check and a latency stamp between every two; split, the stamps would travel through helpers.
         cancel = self._begin(turn)
         ex = Exchange(turn.id, turn.text, turn.spoken)
         t_end = turn.t_speech_end

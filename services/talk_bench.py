@@ -30,6 +30,7 @@ import numpy as np
 
 from common.settings import Settings
 from services.served import CHROMIUM_ARGS, served_app, with_random_generators
+from wav2lip384.models import registry
 
 FAKE_MIC_ARGS = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
 MIC_RATE = 48000  # what a browser records at; the fake device reads 16-bit PCM wav
@@ -197,7 +198,7 @@ def _p95(xs: list[float]) -> float | None:
     return round(float(np.percentile(xs, 95)), 3) if xs else None
 
 
-def bench_talk(settings: Settings, turns: int = 10, model: str = "wav2lip96", question: str = "",
+def bench_talk(settings: Settings, turns: int = 10, model: str = registry.DEFAULT_MODEL, question: str = "",
                timeout_s: float = 120.0) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -240,7 +241,7 @@ def bench_talk(settings: Settings, turns: int = 10, model: str = "wav2lip96", qu
 
 def add_parser(sub) -> None:
     b = sub.add_parser("talk-bench", help="drive the Conversation tab with a fake microphone; prints JSON")
-    b.add_argument("--model", default="wav2lip96")
+    b.add_argument("--model", default=registry.DEFAULT_MODEL)
     b.add_argument("--turns", type=int, default=10)
     b.add_argument("--question", default="", help="what the fake microphone says (the app's own voice)")
     b.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each step")

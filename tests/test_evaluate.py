@@ -227,8 +227,8 @@ def test_cli_and_compare_scores_end_to_end(shared_data, published_syncnet, tmp_p
     speech = load_audio(EXAMPLES / "speech_en.ogg")
     wave = np.concatenate([speech[:16000], np.zeros(6400, np.float32), speech[16000:25600]])  # 2 s, a 0.4 s pause
     sf.write(tmp_path / "speech.wav", wave, 16000)
-    settings = Settings(wav2lip96_checkpoint=str(tmp_path / "w96"), syncnet_checkpoint=str(published_syncnet),
-                        cache_dir=str(tmp_path / "cache"))
+    settings = Settings(syncnet_checkpoint=str(published_syncnet), cache_dir=str(tmp_path / "cache")).with_weights(
+        {"DH_WAV2LIP96_CHECKPOINT": str(tmp_path / "w96")})
     svc = AppServices(settings, tmp_parent=tmp_path / "out")
     try:
         res = svc.compare(CLOSEUP_AVATAR, audio=str(tmp_path / "speech.wav"), models=["wav2lip96"])["wav2lip96"]

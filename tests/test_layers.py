@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Packages allowed to import the trainers / benchmarks: they ARE them, or they are their command lines.
-NOT_INFERENCE = {"wav2lip384.train", "wav2lip384.bench", "services.bench", "services.__main__"}
+NOT_INFERENCE = {"wav2lip384.train", "wav2lip384.bench", "services.bench", "services.talk_bench", "services.__main__"}
 
 
 def _contracts() -> dict[str, dict]:
