@@ -290,10 +290,10 @@ class Handlers:
             audio, photo, model)))
 
     def pickers(self) -> tuple:
-        """At each page load: the three model pickers and the comparison's ticks, as this server is now (weights
+        """At each page load: the model pickers (Ask, Text, Audio, Conversation) and the comparison's ticks, as this server is now (weights
         found or gone since start-up, the Hub reachable again). Every model stays a valid choice."""
         available = self.svc.available_models()
-        pickers = tuple(_picker_update(available, prefer) for prefer in PICKER_PREFERENCE)
+        pickers = tuple(_picker_update(available, prefer) for prefer in PICKER_PREFERENCE + PICKER_PREFERENCE[:1])
         ticks = gr.update(choices=_compare_choices(available), value=self.svc.compare_default() if available else [])
         return pickers + (ticks,)
 
@@ -849,8 +849,9 @@ class TalkHandlers:
             yield ("",) + values
 
 
-def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, streaming: bool) -> None:
-    """The Conversation tab: one click on Record starts it; the avatar listens, answers and can be interrupted."""
+def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, streaming: bool) -> gr.Radio:
+    """The Conversation tab: one click on Record starts it; the avatar listens, answers and can be interrupted.
+    Returns its model picker (refreshed with the others when a page loads)."""
     th = TalkHandlers(svc, streaming)
     with gr.Tab("Talk to it · 对话", id="talk"):
         gr.Markdown("Press **Record** once and ask your question out loud; pause when you are done. The avatar "
@@ -876,7 +877,7 @@ def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, strea
                 gr.HTML('<span id="talk_first_frame" class="figure"></span><br>'
                         '<span id="talk_barge" class="figure"></span>')
                 with gr.Accordion("Settings", open=False):
-                    t_model = _model_picker(svc, prefer=registry.DEFAULT_MODEL)
+                    t_model = _model_picker(PICKER_PREFERENCE[0])
                 with gr.Accordion("Details", open=False):
                     t_details = gr.JSON(label="this turn")
                 _share_button("conversation", settings.share_link_hours)
@@ -891,6 +892,7 @@ def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, strea
                    api_visibility="private", show_progress="hidden", trigger_mode="multiple")
         _on_render(t_text.submit, tabs, "talk", gradio_errors(th.answer_typed), [t_text, t_model],
                    [t_text] + outputs, api_name="talk", show_progress="hidden")
+    return t_model
 
 
 def _talk_js() -> str:
@@ -1008,7 +1010,7 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                            [q_sugg, q_photo, q_model, q_engine, q_faq], [q_text] + ask_outputs,
                            api_visibility="private", show_progress=ASK_PROGRESS)
 
-            _conversation_tab(svc, settings, tabs, streaming)
+            talk_model = _conversation_tab(svc, settings, tabs, streaming)
 
             with gr.Tab("Text → Avatar", id="text"):
                 with gr.Row():
@@ -1098,7 +1100,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
                 # filled when the tab is opened (a plain request, not the queue: nothing stays open at page load)
                 s_tab.select(h.status, None, [s_md, s_details], api_visibility="private", queue=False)
         # what can run is looked at when a page loads, never while the UI is built (no file or Hub look-up then)
-        demo.load(h.pickers, None, [q_model, t_model, a_model, c_models], api_visibility="private", queue=False)
+        demo.load(h.pickers, None, [q_model, t_model, a_model, talk_model, c_models], api_visibility="private",
+                  queue=False)
     return demo
 
 

@@ -257,9 +257,10 @@ def test_ui_has_scriptable_tabs_and_names_unavailable_models(svc, offline_settin
     public = {n for n, dep in api.items() if dep.get("api_visibility", "public") == "public"}
     assert {"text_to_avatar", "audio_to_avatar", "ask", "ask_voice", "compare", "status"} <= public
     tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-    assert tabs[:4] == ["Ask the assistant", "Text → Avatar", "Audio → Avatar", "Compare models"] and "Status" in tabs
+    assert tabs == ["Ask the assistant", "Talk to it · 对话", "Text → Avatar", "Audio → Avatar", "Compare models",
+                    "Status"]
     radios = [b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.label == "Lip-sync model"]
-    assert len(radios) == 3
+    assert len(radios) == 4  # Ask, Conversation, Text, Audio
     for r in radios:  # every registry id is a valid value, whatever can run (API clients never get a validation error)
         assert [v for _, v in r.choices] == registry.ids() and r.interactive is not False
     compare = [b for b in demo.blocks.values() if isinstance(b, gr.CheckboxGroup)]
@@ -279,8 +280,8 @@ def test_pickers_and_compare_tick_only_what_can_run(svc, monkeypatch):
     import app
 
     monkeypatch.setattr(type(svc.models), "weights", lambda self, m: (m == "wav2lip96", ""))
-    ask, text, audio, ticks = app.Handlers(svc).pickers()
-    assert ask["value"] == text["value"] == audio["value"] == "wav2lip96"  # the preferred 256 cannot run
+    ask, text, audio, talk, ticks = app.Handlers(svc).pickers()
+    assert ask["value"] == text["value"] == audio["value"] == talk["value"] == "wav2lip96"  # the preferred 256 cannot run
     assert ticks["value"] == ["wav2lip96"]
     labels = dict((v, label) for label, v in text["choices"])
     assert "not available" not in labels["wav2lip96"] and "not available here" in labels["wav2lip256"]
