@@ -227,7 +227,8 @@ def measure_upload_default(embedder: Embedder, query_files: list[str | Path],
             kb = KnowledgeBase(tuple(Entry(id=full.entries[i].id, question=full.entries[i].question,
                                            answer=full.entries[i].answer) for i in rows), "upload-shaped sample")
             ids = {e.id for e in kb.entries}
-            qs = [{**q, "expected_id": q["expected_id"] if q["expected_id"] in ids else None} for q in queries]
+            qs = [{**q, "expected_id": q["expected_id"] if q["expected_id"] in ids else None,
+                   "also_ok": tuple(i for i in q.get("also_ok", ()) if i in ids)} for q in queries]
             a = Assistant.load(kb, emb, config=AssistantConfig(index=IndexConfig(phrasings=False)))
             runs[f"{size}-{d}"] = ev.run_queries(a, qs)
     pooled = ev.calibrate_rule([r for rs in runs.values() for r in rs])

@@ -71,9 +71,11 @@ class AppServices:
         with self._assistant_lock:
             if self._assistant is None:
                 from qa import Assistant, AssistantConfig, LLMConfig
+                from qa.assistant import deployment_thresholds
 
                 s = self.settings
-                config = AssistantConfig(llm=LLMConfig(base_url=s.llm_base_url, api_key=s.llm_api_key, model=s.llm_model))
+                config = AssistantConfig(llm=LLMConfig(base_url=s.llm_base_url, api_key=s.llm_api_key, model=s.llm_model),
+                                         **deployment_thresholds(s))
                 try:
                     self._assistant = Assistant.load(kb=s.qa_kb or None, embedder=s.qa_embedder, backend=s.qa_backend,
                                                      cache_dir=self.cache_dir / "qa", config=config,
