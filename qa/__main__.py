@@ -68,6 +68,8 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     b.add_argument("--synthetic", type=int, default=1_000_000, help="entries in the synthetic HNSW index (0: skip)")
     b.add_argument("--queries-n", type=int, default=200)
     b.add_argument("--no-builtin", action="store_true", help="only the synthetic index")
+    b.add_argument("--no-cold", action="store_true",
+                   help="skip the cold build (minutes of embedding): only the fresh start and ask latency")
     u = sub.add_parser("upload-default", parents=[common],
                        help="measure the uncalibrated default for uploaded FAQs on upload-shaped sub-KBs (JSON)")
     u.add_argument("--queries", nargs="+", default=None,
@@ -246,7 +248,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     if args.cmd == "bench":
         from qa.bench import run
 
-        out = run(args.embedder, args.backend, args.synthetic, args.queries_n, builtin=not args.no_builtin)
+        out = run(args.embedder, args.backend, args.synthetic, args.queries_n, builtin=not args.no_builtin,
+                  cold=not args.no_cold)
         print(json.dumps(out, ensure_ascii=False, indent=None if not args.json else 2))
         return 0
     return 1

@@ -125,7 +125,7 @@ class LexicalIndex:
     """BM25 over an entry's texts, aggregated per entry (see the module docstring)."""
 
     def __init__(self, kb: KnowledgeBase, answer_weight: float = 0.0, k1: float = 1.2, b: float = 0.75,
-                 coverage_weight: float = 0.5):
+                 coverage_weight: float = 0.0):
         import bm25s
 
         docs: list[list[str]] = []

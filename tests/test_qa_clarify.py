@@ -114,7 +114,7 @@ def test_calibration_learns_the_margin_that_separates_wrong_answers_and_cross_va
         rs.append(_qr("a", "ba" if wrong else "ab", 0.5 + 0.1 * rng.random(),
                       0.01 * rng.random() if wrong else 0.03 + 0.1 * rng.random()))
     rs += [_qr(None, "ab", 0.2 * rng.random(), 0.1) for _ in range(40)]
-    rule = ev.calibrate_rule(rs)
+    rule = ev.calibrate_rule(rs, clarify_budget=0.12)  # 10 % near-ties: asking them all back needs > 8 %
     assert 0.01 <= rule.margin <= 0.03
     m = ev.metrics(rs, rule)
     assert m["accepted_wrong"] == 0 and m["clarify_rate"] <= 0.12 and m["clarify_contains_correct"] == 1.0

@@ -20,7 +20,7 @@ import pytest
 from common.errors import UserFacingError
 from common.settings import Settings
 from qa import evaluate as ev
-from qa.assistant import HELP_LINE, REFUSAL_SPEECH, Assistant, AssistantConfig, decide, deployment_thresholds
+from qa.assistant import HELP_LINE, REFUSAL_SPEECH, Assistant, decide, deployment_thresholds
 from qa.kb import Entry, KnowledgeBase, load_kb
 from qa.lexical import LexicalIndex, normalize, tokenize
 
@@ -229,7 +229,7 @@ def test_own_faq_uses_the_same_ranking(tmp_path, builtin):
     f = tmp_path / "faq.csv"
     f.write_text("question,answer\n社保卡怎么申领？,带身份证去网点。\n社保卡丢了怎么挂失补办？,先挂失再补卡。\n"
                  "身份证丢了怎么补办？,到派出所补领。\n", encoding="utf-8")
-    a = build_faq_assistant(load_faq(f), builtin.embedder, cache_dir=tmp_path / "c")
+    a = build_faq_assistant(load_faq(f, max_mb=1, max_entries=10), builtin.embedder, cache_dir=tmp_path / "c")
     assert a.lexical is not None and a.config.index.lexical_weight == builtin.config.index.lexical_weight
     hits = a.search("怎么办理社保卡", k=3)
     assert hits[0].entry.question == "社保卡怎么申领？"
