@@ -233,3 +233,18 @@ def test_own_faq_uses_the_same_ranking(tmp_path, builtin):
     assert a.lexical is not None and a.config.index.lexical_weight == builtin.config.index.lexical_weight
     hits = a.search("怎么办理社保卡", k=3)
     assert hits[0].entry.question == "社保卡怎么申领？"
+
+
+@pytest.mark.slow
+def test_deployment_thresholds_reach_the_assistant(builtin):
+    from qa import AssistantConfig
+
+    s = Settings.from_env({"DH_QA_THRESHOLD": "0.5", "DH_QA_ANSWER_THRESHOLD": "0.55", "DH_QA_MARGIN": "0.06",
+                           "DH_QA_EN_SHIFT": "0.01"})
+    a = Assistant(builtin.kb, builtin.embedder, builtin.index, AssistantConfig(**deployment_thresholds(s)),
+                  lexical=builtin.lexical)
+    st = a.status()
+    assert (st["threshold"], st["answer_threshold"], st["margin"], st["en_shift"]) == (0.5, 0.55, 0.06, 0.01)
+    assert st["calibrated"] is False and "given" in st["calibration"]
+    # the built-in calibration is untouched
+    assert builtin.status()["threshold"] != 0.5 and builtin.status()["calibrated"]
