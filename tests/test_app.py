@@ -172,8 +172,9 @@ def test_handlers_make_videos_and_stream_the_answer(services):
     md, sugg, *_rest = next(gen)
     gen.close()  # only the text matters here
     details = _rest[2]
-    assert not details["answered"] and "Sorry" in md and len(details["suggestions"]) == 3
-    assert sugg["visible"] and len(sugg["choices"]) == 3
+    # off-topic: a short refusal, no unrelated "related questions" (issue 23)
+    assert not details["answered"] and "Sorry" in md and details["suggestions"] == []
+    assert not sugg["visible"]
     zh = next(h.ask("火星上天气怎么样？", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     assert "抱歉" in zh[0]  # "I don't know" in the user's language
 
