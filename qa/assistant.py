@@ -7,6 +7,8 @@ It was calibrated on the development set plus an independent held-out set with `
 assistant says it does not know, in the question's language, and offers the three closest questions;
 optionally an OpenAI-compatible LLM answers instead, marked as generated.
 """
+# size-reason: the calibrated decision (answer / ask back / refuse), its zh/en wording and the deployment thresholds
+# are one unit read together; the optional LLM fallback (LLMConfig, _ask_llm) is the part that could move out next.
 
 from __future__ import annotations
 
