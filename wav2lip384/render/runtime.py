@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,8 @@ def export_onnx(gen, folder: str | os.PathLike, batch: int = 2) -> dict[str, Pat
             (_Faces(gen), (faces,), ["faces"], f_names, paths["faces"]),
             (_Decode(gen), (emb, *feats), ["emb", *f_names], ["rows"], paths["decode"])]
     for module, args, ins, outs, path in jobs:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks are static per export: fine
             torch.onnx.export(module.eval(), args, str(path), input_names=ins, output_names=outs,
                               dynamic_axes=dyn(ins + outs), opset_version=ONNX_OPSET, dynamo=False)
     return paths

@@ -1,0 +1,97 @@
+"""OpenVINO runtime (render/runtime.py): the generator interface it offers, and int8 within tolerance of fp32.
+
+- tiny copies of the real layer tables: OpenVINO fp32 reproduces torch's rows, through ``forward`` (video),
+  encode-once + ``decode`` with batch-1 features (photo) and trimmed features (the feature cache);
+- "auto" with int8 on: the int8 candidate is timed and verified like bf16 and falls back when verification fails;
+- golden inputs of every public family (``../shared/reference/golden``, recipe in tests/test_golden.py): int8
+  calibrated on the golden input stays within mean 1 / p99 4 grey levels of the published code's fp32 output on
+  the rows the paste-back shows.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wav2lip384.render import runtime
+from wav2lip384.render.optimize import (
+    MAX_MEAN_DIFF_LEVELS,
+    MAX_P99_DIFF_LEVELS,
+    OptimizeConfig,
+    diff_levels,
+    optimize_generator,
+    transform_generator,
+)
+
+pytestmark = pytest.mark.skipif(not runtime.available(), reason="openvino/nncf not installed")
+
+
+@pytest.fixture(autouse=True)
+def _own_decision_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _inputs(size, n=3, seed=1):
+    from wav2lip384.render.optimize import calibration_batch
+
+    return calibration_batch(size, n, seed=seed)
+
+
+@pytest.mark.parametrize("arch", [96, "livetalking384_sam"])
+def test_openvino_fp32_has_the_generators_interface_and_rows(arch):
+    from test_optimize import tiny_generator
+
+    g = tiny_generator(arch)
+    fp = transform_generator(g, channels_last=False)
+    ov = runtime.build(fp, "fp32")
+    mel, faces = _inputs(g.img_size)
+    r = fp.first_row
+    with torch.inference_mode():
+        ref = fp(mel, faces)
+        video = ov(mel, faces)
+        feats = ov.trim_feats(ov.encode_faces(faces[:1]))
+        photo = ov.decode(ov.encode_audio(mel), feats)
+        ref_photo = fp.decode(fp.encode_audio(mel), fp.trim_feats(fp.encode_faces(faces[:1])))
+    assert ov.img_size == g.img_size and ov.first_row == r > 0
+    assert video.shape == ref.shape and (video[:, :, r:] - ref[:, :, r:]).abs().max() <= 1e-4
+    assert torch.equal(video[:, :, :1], faces[:, 3:6, :1])  # above the cut: the reference face, as torch
+    assert (photo[:, :, r:] - ref_photo[:, :, r:]).abs().max() <= 1e-4
+
+
+def test_auto_times_and_verifies_int8_and_falls_back(tmp_path):
+    from test_optimize import tiny_generator
+
+    g = tiny_generator(96)
+    cal = _inputs(96, n=4, seed=5)
+    fast = optimize_generator(g, OptimizeConfig(int8="on"), calibration=cal, cache_dir=tmp_path)
+    cand = fast.precision["candidates"]["openvino-int8"]
+    assert {"fps", "verified", "mean_diff_levels", "p99_diff_levels"} <= set(cand), cand
+    never = optimize_generator(g, OptimizeConfig(int8="on", max_mean_diff=0.0, max_p99_diff=0.0),
+                               calibration=cal, cache_dir=tmp_path)
+    assert never.precision["chosen"] == "torch-fp32" and never.precision["candidates"]["openvino-int8"]["verified"] is False
+    # int8 IR files are kept: a second decision (other tolerance) reuses them
+    assert list((tmp_path / "runtime").glob("*/decode.xml"))
+
+
+@pytest.mark.slow
+def test_int8_stays_within_tolerance_on_the_golden_inputs_of_every_public_family(shared_dir):
+    import numpy as np
+    from conftest import missing_shared
+    from test_golden import CASES, deterministic_generator, deterministic_inputs
+
+    path = shared_dir / "reference" / "golden" / "generator_golden_outputs.npz"
+    if not path.is_file():
+        missing_shared(path)
+    with np.load(path) as z:
+        golden = {k: z[k] for k in z.files}
+    for model_id, (arch, key, gain) in CASES.items():
+        model = deterministic_generator(arch, gain)
+        mel, face = deterministic_inputs(model.img_size)
+        fp = transform_generator(model, channels_last=False)
+        int8 = runtime.build(fp, "int8", calibration=(mel, face))
+        with torch.inference_mode():
+            out = int8(mel, face)  # (1, 3, S, S)
+        d = diff_levels(out, torch.from_numpy(golden[key])[None], fp.first_row)
+        assert d["mean_diff_levels"] <= MAX_MEAN_DIFF_LEVELS and d["p99_diff_levels"] <= MAX_P99_DIFF_LEVELS, (
+            model_id, d)
+        del model, fp, int8
