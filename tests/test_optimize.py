@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from wav2lip384 import faces as F
-from wav2lip384.models.config import GeneratorConfig
 from wav2lip384.models import Wav2LipGenerator
+from wav2lip384.models.config import GeneratorConfig
 from wav2lip384.render.optimize import (
     EXACT_ATOL,
     MAX_MEAN_DIFF_LEVELS,
@@ -373,8 +373,8 @@ class _FixedBox(F.FaceDetector):
 @pytest.mark.slow
 def test_video_avatar_reuses_cached_encoder_features(tmp_path, monkeypatch):
     """Second request with the same video avatar: no face encoder call, and the same frames as without cache."""
-    from wav2lip384.render.pipeline import LipSyncPipeline
     from wav2lip384.media.video import VideoWriter, open_video
+    from wav2lip384.render.pipeline import LipSyncPipeline
 
     rng = np.random.default_rng(0)
     video = tmp_path / "face.mp4"
