@@ -237,12 +237,13 @@ def calibration_batch(size: int, n: int = 4, seed: int = 0) -> tuple[torch.Tenso
 
 
 def calibration_from_crops(crops, windows, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """The avatar's own model inputs: ``crops`` (k, S, S, 3) uint8 face crops as the pipeline feeds them (BGR) and
-    ``windows`` (m, 80, 16) speech mel windows -> (mel (n, 1, 80, 16), faces (n, 6, S, S)), spread evenly."""
+    """The avatar's own model inputs: ``crops`` (k, S, S, 3) RGB uint8 face crops (a prepared avatar's
+    ``crops.crops``) and ``windows`` (m, 80, 16) speech mel windows -> (mel (n, 1, 80, 16), faces (n, 6, S, S)),
+    spread evenly, fed as the pipeline feeds them (BGR in [0, 1], lower half of the target masked)."""
     crops, windows = np.asarray(crops), np.asarray(windows)
     ci = np.linspace(0, len(crops) - 1, n).round().astype(int)
     wi = np.linspace(0, len(windows) - 1, n).round().astype(int)
-    x = torch.from_numpy(crops[ci]).permute(0, 3, 1, 2).float() / 255.0  # (n, 3, S, S)
+    x = torch.from_numpy(np.ascontiguousarray(crops[ci][..., ::-1])).permute(0, 3, 1, 2).float() / 255.0  # BGR
     masked = x.clone()
     masked[:, :, x.shape[2] // 2:] = 0
     return torch.from_numpy(windows[wi]).float()[:, None], torch.cat([masked, x], dim=1)
