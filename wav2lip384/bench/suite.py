@@ -477,7 +477,7 @@ def run(video: Path, audio: Path, seconds: float | None, entries: list[str], thr
         if proc.returncode != 0:
             out[key] = {"error": proc.stderr.strip()[-1500:]}
             continue
-        out[key] = json.loads(proc.stdout)
+        out[key] = json.loads(proc.stdout.strip().splitlines()[-1])  # the entry is the last line
         out[key]["cpu_class"] = cpu_class
         out[key]["process_wall_s"] = round(time.perf_counter() - t0, 1)
         out[key]["load_avg"] = [round(x, 2) for x in os.getloadavg()]
@@ -564,7 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         if not f.is_file():
             raise UserFacingError(f"benchmark input {f} not found (pass --video/--audio)")
     if args.one:
-        print(json.dumps(run_one(args.one, args.video, args.audio, seconds, settings, args.with_compile)))
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):  # progress bars (NNCF's) must not mix with the JSON line
+            entry = run_one(args.one, args.video, args.audio, seconds, settings, args.with_compile)
+        print(json.dumps(entry))
         return 0
     entries = list(args.entries or [])
     for m in args.models or []:
