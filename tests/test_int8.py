@@ -73,25 +73,43 @@ def test_auto_times_and_verifies_int8_and_falls_back(tmp_path):
     assert list((tmp_path / "runtime").glob("*/decode.xml"))
 
 
+# measured (2026-12-07, OpenVINO 2026.4.1 + NNCF 3.4.0, full static int8 of the three graphs): the 96 family stays
+# within tolerance on its golden input; wav2lip256's deterministic golden weights do not (mean 4.4, p99 23 levels:
+# the face encoder and the decoder each exceed it alone), so "auto" must refuse int8 there and run fp32/bf16
+INT8_WITHIN_TOLERANCE = {"wav2lip96"}
+
+
 @pytest.mark.slow
-def test_int8_stays_within_tolerance_on_the_golden_inputs_of_every_public_family(shared_dir):
+@pytest.mark.parametrize("model_id", ["wav2lip96", "wav2lip256", "livetalking384"])
+def test_int8_on_the_golden_inputs_of_every_public_family_is_within_tolerance_or_refused(model_id, shared_dir,
+                                                                                       monkeypatch, tmp_path):
+    """int8 calibrated on the golden input: where it stays within mean 1 / p99 4 levels of the published code's
+    fp32 output on the shown rows, "auto" takes it (timed fastest here on purpose); where it does not, "auto"
+    falls back and says why. Never an unverified int8 frame."""
     import numpy as np
     from conftest import missing_shared
     from test_golden import CASES, deterministic_generator, deterministic_inputs
+    from test_optimize import _fake_timing
+
+    import wav2lip384.render.optimize as O
 
     path = shared_dir / "reference" / "golden" / "generator_golden_outputs.npz"
     if not path.is_file():
         missing_shared(path)
+    arch, key, gain = CASES[model_id]
     with np.load(path) as z:
-        golden = {k: z[k] for k in z.files}
-    for model_id, (arch, key, gain) in CASES.items():
-        model = deterministic_generator(arch, gain)
-        mel, face = deterministic_inputs(model.img_size)
-        fp = transform_generator(model, channels_last=False)
-        int8 = runtime.build(fp, "int8", calibration=(mel, face))
-        with torch.inference_mode():
-            out = int8(mel, face)  # (1, 3, S, S)
-        d = diff_levels(out, torch.from_numpy(golden[key])[None], fp.first_row)
-        assert d["mean_diff_levels"] <= MAX_MEAN_DIFF_LEVELS and d["p99_diff_levels"] <= MAX_P99_DIFF_LEVELS, (
-            model_id, d)
-        del model, fp, int8
+        golden = torch.from_numpy(z[key])[None]  # (1, 3, S, S)
+    model = deterministic_generator(arch, gain)
+    mel, face = deterministic_inputs(model.img_size)
+    _fake_timing(monkeypatch, {"float32": 10.0, "bfloat16": 1.0, "int8": 100.0})
+    fast = optimize_generator(model, OptimizeConfig(int8="on"), calibration=(mel, face), cache_dir=tmp_path)
+    cand = fast.precision["candidates"]["openvino-int8"]
+    with torch.inference_mode():
+        d = diff_levels(fast(mel, face), golden, O.paste_first_row(model.img_size))
+    if cand["verified"]:
+        assert fast.precision["chosen"] == "openvino-int8"
+        assert d["mean_diff_levels"] <= MAX_MEAN_DIFF_LEVELS and d["p99_diff_levels"] <= MAX_P99_DIFF_LEVELS, d
+    else:
+        assert fast.precision["chosen"] == "torch-fp32" and "unverified" in fast.precision["reason"]
+        assert d["max_diff_levels"] <= 0.03  # fp32: the golden output itself
+    assert cand["verified"] == (model_id in INT8_WITHIN_TOLERANCE), cand

@@ -359,7 +359,8 @@ def _auto_precision(gen: Wav2LipGenerator, config: OptimizeConfig, calibration=N
     root = decision_cache_dir(cache_dir)
     calibrated = calibration is not None
     if calibration is None:
-        calibration = calibration_batch(gen.img_size, n=min(8, max(2, batch_size)))
+        # a short batch: the large models cost ~0.1-1 s per frame per candidate on 2 cores (decided once, cached)
+        calibration = calibration_batch(gen.img_size, n=min(8 if gen.img_size <= 96 else 4, max(2, batch_size)))
     mel, faces = (t.to(device) for t in calibration)
     half = max(1, len(mel) // 2)  # int8 is calibrated on the first half, verified on all (incl. unseen frames)
     cal_digest = hashlib.sha256(mel.cpu().numpy().tobytes() + faces.cpu().numpy().tobytes()).hexdigest()[:16]
