@@ -73,10 +73,11 @@ def test_auto_times_and_verifies_int8_and_falls_back(tmp_path):
     assert list((tmp_path / "runtime").glob("*/decode.xml"))
 
 
-# measured (2026-12-07, OpenVINO 2026.4.1 + NNCF 3.4.0, full static int8 of the three graphs): the 96 family stays
-# within tolerance on its golden input; wav2lip256's deterministic golden weights do not (mean 4.4, p99 23 levels:
-# the face encoder and the decoder each exceed it alone), so "auto" must refuse int8 there and run fp32/bf16
-INT8_WITHIN_TOLERANCE = {"wav2lip96"}
+# measured (2026-12-07, OpenVINO 2026.4.1 + NNCF 3.4.0, full static int8 of the three graphs): wav2lip96 and
+# livetalking384 (mean 0.72, p99 2.9 levels) stay within tolerance on their golden inputs; wav2lip256's
+# deterministic golden weights do not (mean 4.4, p99 23 levels: the face encoder and the decoder each exceed it
+# alone), so "auto" must refuse int8 there and run fp32/bf16
+INT8_WITHIN_TOLERANCE = {"wav2lip96", "livetalking384"}
 
 
 @pytest.mark.slow
