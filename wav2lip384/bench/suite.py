@@ -13,8 +13,8 @@ frames of output video per second of wall time for one whole request, audio deco
 - ``ours_<M>_video`` / ``ours_<M>_photo`` with ``<M>`` = ``96`` (wav2lip96), ``384`` (paper384), ``256``
   (wav2lip256), ``livetalking384`` or any registry id (``--models ID ...`` selects both entries of each id):
   e.g. ``ours_96_video``, ``ours_384_photo``, ``ours_256_video``, ``ours_livetalking384_video``; our pipeline with its default
-  optimisations (exact transforms + bf16 where native and verified within 1 grey level on the loaded
-  weights, see ``precision``) and the avatar prepared by an earlier request (the app's steady state);
+  optimisations (exact transforms + the precision "auto" measured on this machine and these weights: timed
+  and verified within mean 1 / p99 4 grey levels of fp32, see ``precision`` with each candidate's fps) and the avatar prepared by an earlier request (the app's steady state);
   ``fps_cold`` = the first request for the avatar (frame decode + face detection included).
 - ``plain_96_video``, ``plain_384_video``: the same pipeline with ``optimize=False`` (plain eager), for the
   optimisations' own speed-up.
@@ -28,6 +28,14 @@ frames of output video per second of wall time for one whole request, audio deco
   ``ours_96_video+fp32``/``ours_384_video+fp32`` force the exact fp32 path (what a CPU without native bf16
   gets); ``+bf16`` forces bf16 without the check; ``--entries ours_384_video+compile@threads1`` the opt-in
   ``torch.compile`` (its ``fps_cold`` includes compiling).
+- ``ours_<M>_video+int8``: "auto" with OpenVINO int8 among the candidates, calibrated on this avatar's face crops
+  and speech windows (``precision.chosen`` says what won); ``runtimes_<M>``: the generator's per-frame work on
+  PyTorch, OpenVINO and ONNX Runtime in fp32 / bf16 / int8 with each one's difference from fp32
+  (:mod:`wav2lip384.bench.runtimes`).
+- both CPU classes in one run (``--cpu-classes``, default ``native avx2``): every entry again with the suffix
+  ``@avx2``, its process started with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` (the AVX2 class
+  reproduced on a bf16 CPU; ``cpu_classes`` in the JSON says so), with ``ratios_vs_baseline@avx2`` against the
+  baseline measured in that class. ``weights_used`` names the file by its sha256 (``random (...)`` otherwise).
 - ``levers_96``, ``levers_384`` (not with ``--quick``): the generator alone at the pipeline's batch size, one
   lever at a time (BN folding, lower-half decoding, channels_last, bf16 with its quality loss, torch.compile
   with its compile time when ``--with-compile`` is given, threads, batch sizes).
