@@ -20,6 +20,7 @@ from services.core import DEFAULT_AVATAR, AppServices
 from services.served import app_page, served_app, with_random_generators
 from services.status import embedder_row, tts_row
 from wav2lip384.models import registry
+from wav2lip384.weights.provenance import weights_provenance
 
 
 def bench(settings: Settings, questions: list[str], avatar: Path, model: str = registry.DEFAULT_MODEL, repeats: int = 1,
@@ -134,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         svc = AppServices(settings)
         ok, msg = svc.weights(spec.id)
+        checkpoint = svc.models.checkpoint(spec.id)
         svc.close()
-        note = "real weights"
+        # which file ran, by its sha256; "published weights" only for the registry's published file
+        note = weights_provenance(spec.id, checkpoint, hash_now_bytes=1 << 40).describe() if ok else ""
         if not ok:
             # Timing does not depend on the weights' values: a random generator of the same architecture
             # costs the same per frame. Said loudly in the output so nobody mistakes the video for real.

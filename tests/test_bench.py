@@ -26,8 +26,8 @@ def test_entry_names_map_to_registry_ids():
 def test_models_option_selects_both_entries_of_each_model(monkeypatch, tmp_path, capsys):
     seen = {}
 
-    def fake_run(video, audio, seconds, entries, threads, with_compile=False):
-        seen["entries"] = entries
+    def fake_run(video, audio, seconds, entries, threads, with_compile=False, cpu_classes=()):
+        seen["entries"], seen["cpu_classes"] = entries, cpu_classes
         return {"machine": {"uptime_end": ""}, "matmul_peak_gflops": 1.0}
 
     monkeypatch.setattr(bench, "run", fake_run)
@@ -38,7 +38,43 @@ def test_models_option_selects_both_entries_of_each_model(monkeypatch, tmp_path,
     assert code == 0 and json.loads(capsys.readouterr().out)["matmul_peak_gflops"] == 1.0
     assert seen["entries"] == ["ours_livetalking384_video", "ours_livetalking384_photo", "ours_256_video",
                                "ours_256_photo"]
+    assert seen["cpu_classes"] == ("native", "avx2")  # both CPU classes by default
     assert bench.main(["--video", str(video), "--audio", str(audio), "--models", "nope"]) == 2
+
+
+def test_avx2_class_runs_in_child_processes_with_the_two_variables(monkeypatch, tmp_path):
+    """One run, both classes: the AVX2 entries' processes get ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY, the JSON
+    says so, and each class is compared with the baseline measured in that class."""
+    import subprocess
+    import types
+
+    calls = []
+
+    def fake_subprocess_run(cmd, capture_output, text, env=None):
+        calls.append((cmd[cmd.index("--one") + 1], (env or {}).get("ONEDNN_MAX_CPU_ISA"),
+                      (env or {}).get("ATEN_CPU_CAPABILITY")))
+        fps = 10.0 if "baseline" in cmd[cmd.index("--one") + 1] else 30.0
+        return types.SimpleNamespace(returncode=0, stdout=json.dumps({"fps": fps / (2 if env else 1)}), stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_subprocess_run)
+    monkeypatch.setattr(bench, "matmul_peak_gflops", lambda *a, **k: 1.0)
+    monkeypatch.setattr(bench, "_uptime", lambda: "")
+    out = bench.run(tmp_path / "v.mp4", tmp_path / "a.wav", 1.0, ["baseline_96_original_style", "ours_96_video"], None)
+    assert calls == [("baseline_96_original_style", None, None), ("ours_96_video", None, None),
+                     ("baseline_96_original_style", "AVX2", "avx2"), ("ours_96_video", "AVX2", "avx2")]
+    assert out["ours_96_video@avx2"]["cpu_class"] == "avx2" and "ONEDNN_MAX_CPU_ISA=AVX2" in out["cpu_classes"]["avx2"]
+    assert out["ratios_vs_baseline"] == {"ours_96_video": 3.0}
+    assert out["ratios_vs_baseline@avx2"] == {"ours_96_video@avx2": 3.0}
+
+
+def test_weights_label_names_a_local_file_by_sha256_and_never_calls_it_real(tmp_path):
+    import hashlib
+
+    f = tmp_path / "wav2lip.pth"
+    f.write_bytes(b"random weights, not the published file")
+    label = bench.weights_label("wav2lip96", str(f))
+    assert hashlib.sha256(f.read_bytes()).hexdigest() in label and str(f) in label
+    assert "real" not in label.lower() and "published weights" not in label
 
 
 def test_bench_uses_only_the_pipelines_public_api():

@@ -13,8 +13,8 @@ frames of output video per second of wall time for one whole request, audio deco
 - ``ours_<M>_video`` / ``ours_<M>_photo`` with ``<M>`` = ``96`` (wav2lip96), ``384`` (paper384), ``256``
   (wav2lip256), ``livetalking384`` or any registry id (``--models ID ...`` selects both entries of each id):
   e.g. ``ours_96_video``, ``ours_384_photo``, ``ours_256_video``, ``ours_livetalking384_video``; our pipeline with its default
-  optimisations (exact transforms + bf16 where native and verified within 1 grey level on the loaded
-  weights, see ``precision``) and the avatar prepared by an earlier request (the app's steady state);
+  optimisations (exact transforms + the precision "auto" measured on this machine and these weights: timed
+  and verified within mean 1 / p99 4 grey levels of fp32, see ``precision`` with each candidate's fps) and the avatar prepared by an earlier request (the app's steady state);
   ``fps_cold`` = the first request for the avatar (frame decode + face detection included).
 - ``plain_96_video``, ``plain_384_video``: the same pipeline with ``optimize=False`` (plain eager), for the
   optimisations' own speed-up.
@@ -28,6 +28,14 @@ frames of output video per second of wall time for one whole request, audio deco
   ``ours_96_video+fp32``/``ours_384_video+fp32`` force the exact fp32 path (what a CPU without native bf16
   gets); ``+bf16`` forces bf16 without the check; ``--entries ours_384_video+compile@threads1`` the opt-in
   ``torch.compile`` (its ``fps_cold`` includes compiling).
+- ``ours_<M>_video+int8``: "auto" with OpenVINO int8 among the candidates, calibrated on this avatar's face crops
+  and speech windows (``precision.chosen`` says what won); ``runtimes_<M>``: the generator's per-frame work on
+  PyTorch, OpenVINO and ONNX Runtime in fp32 / bf16 / int8 with each one's difference from fp32
+  (:mod:`wav2lip384.bench.runtimes`).
+- both CPU classes in one run (``--cpu-classes``, default ``native avx2``): every entry again with the suffix
+  ``@avx2``, its process started with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` (the AVX2 class
+  reproduced on a bf16 CPU; ``cpu_classes`` in the JSON says so), with ``ratios_vs_baseline@avx2`` against the
+  baseline measured in that class. ``weights_used`` names the file by its sha256 (``random (...)`` otherwise).
 - ``levers_96``, ``levers_384`` (not with ``--quick``): the generator alone at the pipeline's batch size, one
   lever at a time (BN folding, lower-half decoding, channels_last, bf16 with its quality loss, torch.compile
   with its compile time when ``--with-compile`` is given, threads, batch sizes).
@@ -112,7 +120,7 @@ def load_generator_or_random(model: str, spec: str | None):
         status = generator_status(model, spec)
         if status.available and status.where != "hub":  # local file or already in the Hugging Face cache
             try:
-                return load_generator(model, spec), f"real ({spec})"
+                return load_generator(model, spec), weights_label(model, spec)
             except UserFacingError as err:
                 reason = str(err).split(". ")[0]
         else:
@@ -121,6 +129,25 @@ def load_generator_or_random(model: str, spec: str | None):
         reason = "no checkpoint configured"
     torch.manual_seed(0)
     return build_model("generator", generator_config(model)).eval(), f"random (real weights unavailable: {reason})"
+
+
+def weights_label(model: str, spec: str) -> str:
+    """Which weights ran, by the file's sha256: "published weights: repo : file @ rev · sha256 …" only for the
+    registry's published file; a local file is named by its path and sha256 and never called real or published."""
+    from wav2lip384.weights.provenance import weights_provenance
+
+    prov = weights_provenance(model, spec, hash_now_bytes=1 << 40)  # hash now, whatever the size
+    return prov.describe()
+
+
+def avatar_calibration(pipe, face: Path, clip: Path, n: int):
+    """The avatar's own calibration batch for precision/int8 decisions, through the pipeline's public API."""
+    from wav2lip384.media.audio import load_audio
+    from wav2lip384.render.optimize import calibration_from_crops
+
+    wav = load_audio(clip, sample_rate=16000)
+    prep = pipe.prepare(face, len(wav) / 16000)
+    return calibration_from_crops(prep.crops.crops, pipe.mel_windows(wav, prep.fps), n=n)
 
 
 def flops_per_frame(gen) -> tuple[float, float]:
@@ -180,7 +207,7 @@ def _pixel_diff(pipe, plain_gen, face: Path, clip: Path, n: int) -> int:
     idx = list(range(min(n, len(windows))))
     a = pipe.pasted_frames(prep, windows, idx)
     b = pipe.pasted_frames(prep, windows, idx, generator=plain_gen)
-    return int(max(np.abs(x.astype(np.int16) - y.astype(np.int16)).max() for x, y in zip(a, b)))
+    return int(max(np.abs(x.astype(np.int16) - y.astype(np.int16)).max() for x, y in zip(a, b, strict=True)))
 
 
 def run_one(name: str, video: Path, audio: Path, seconds: float | None, settings, with_compile: bool = False) -> dict:
@@ -191,7 +218,9 @@ def run_one(name: str, video: Path, audio: Path, seconds: float | None, settings
     try:
         clip, short, photo = _inputs(work, video, audio, seconds)
         _warm_mel()
-        if name.startswith("levers_"):
+        if name.startswith("runtimes_"):
+            entry, desc = _run_runtimes(name, video, clip, work, settings)
+        elif name.startswith("levers_"):
             model = model_id(name.split("_", 1)[1])
             gen, desc = load_generator_or_random(model, _spec(model, settings))
             entry = bench_levers(gen, model=model, quick=False, with_compile=with_compile)
@@ -199,7 +228,7 @@ def run_one(name: str, video: Path, audio: Path, seconds: float | None, settings
             entry, desc = _run_baseline(video, clip, work, settings)
         else:
             entry, desc = _run_pipeline(name, video, clip, short, photo, work, settings)
-        entry["weights"] = desc
+        entry["weights"] = entry["weights_used"] = desc  # a file by its sha256, or "random (...)"
         entry["peak_rss_mb"] = _rss_mb()
         entry["torch_threads"] = torch.get_num_threads()
         return entry
@@ -236,6 +265,22 @@ def _run_baseline(video: Path, clip: Path, work: Path, settings) -> tuple[dict, 
     return entry, desc
 
 
+def _run_runtimes(name: str, video: Path, clip: Path, work: Path, settings) -> tuple[dict, str]:
+    from wav2lip384.bench.runtimes import bench_runtimes
+    from wav2lip384.render.pipeline import DEFAULT_BATCH, LipSyncPipeline
+
+    model = model_id(name.split("_", 1)[1])
+    gen, desc = load_generator_or_random(model, _spec(model, settings))
+    pipe = LipSyncPipeline(gen, model=model, detector_checkpoint=settings.s3fd_checkpoint, cache_dir=work / "cache",
+                           show_progress=False, optimize=False)
+    batch = DEFAULT_BATCH.get(model, 8)
+    mel, faces = avatar_calibration(pipe, video, clip, batch)
+    del pipe
+    entry = bench_runtimes(gen, mel, faces)
+    entry["model"], entry["calibration"] = model, f"{batch} face crops and speech windows of the video avatar"
+    return entry, desc
+
+
 def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, work: Path, settings):
     from wav2lip384.render.optimize import OptimizeConfig
     from wav2lip384.render.pipeline import LipSyncPipeline
@@ -245,10 +290,16 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     model = model_id(token)
     gen, desc = load_generator_or_random(model, _spec(model, settings))
     optimize = {"compile": OptimizeConfig(compile=True), "bf16": OptimizeConfig(dtype="bf16"),
-                "fp32": OptimizeConfig(dtype="fp32")}.get(extra, kind == "ours")
+                "fp32": OptimizeConfig(dtype="fp32"), "int8": OptimizeConfig(dtype="fp32")}.get(extra, kind == "ours")
     pipe = LipSyncPipeline(gen, model=model, detector_checkpoint=settings.s3fd_checkpoint,
                            cache_dir=work / "cache", show_progress=False, optimize=optimize)
     face = video if avatar == "video" else photo
+    if extra == "int8":  # "auto" with OpenVINO int8 among the candidates, calibrated on this avatar's frames
+        from wav2lip384.render.optimize import optimize_generator
+
+        cal = avatar_calibration(pipe, face, clip, min(16, pipe.batch_size))
+        pipe.generator = optimize_generator(gen, OptimizeConfig(int8="on"), calibration=cal,
+                                            batch_size=pipe.batch_size, cache_dir=work / "cache")
     cold = None
     if kind == "ours" or avatar == "photo":  # first request: decodes the avatar and detects the faces
         t0 = time.perf_counter()
@@ -281,6 +332,8 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     # (without compile: the pipeline's own model; building another copy would add a model's size to peak_rss_mb)
     executed_model = (optimize_generator(gen, replace(pipe.optimization, compile=False))
                       if pipe.optimization.compile else pipe.generator)
+    if getattr(executed_model, "backend", "torch") != "torch":  # another runtime: count its torch twin's FLOPs
+        executed_model = optimize_generator(gen, replace(pipe.optimization, dtype="fp32", compile=False))
     exec_full, exec_photo = flops_per_frame(executed_model)
     nominal, executed = (nominal_full, exec_full) if avatar == "video" else (nominal_photo, exec_photo)
     if avatar == "video" and feature_cache["frames"]:  # frames whose encoder features were cached skipped the encoder
@@ -382,12 +435,18 @@ ENTRIES_QUICK = ["baseline_96_original_style", "baseline_96_original_style@threa
 # "+fp32": the default transforms forced to fp32 (exact; what "auto" falls back to without native bf16);
 # "+bf16": bf16 forced without the check; "+compile" (not run by default: minutes of compiling on 2 cores, and
 # it did not pay here): opt-in torch.compile
-ENTRIES_FULL = ENTRIES_QUICK + ["ours_96_video+fp32", "ours_384_video+fp32", "levers_96", "levers_384"]
+ENTRIES_QUICK += ["runtimes_96", "ours_96_video+int8"]  # per-runtime model figures; "auto" with int8 calibrated
+ENTRIES_FULL = ENTRIES_QUICK + ["ours_96_video+fp32", "ours_384_video+fp32", "levers_96", "levers_384",
+                                "runtimes_livetalking384", "ours_livetalking384_video+int8"]
+# the AVX2 class, reproduced on this bf16 CPU in child processes (oneDNN and ATen capped to AVX2 kernels)
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+CPU_CLASSES = ("native", "avx2")
 
 
 def run(video: Path, audio: Path, seconds: float | None, entries: list[str], threads: int | None,
-        with_compile: bool = False) -> dict:
-    """Every entry in its own subprocess, one after the other; ratios computed from this one run."""
+        with_compile: bool = False, cpu_classes: tuple[str, ...] = CPU_CLASSES) -> dict:
+    """Every entry in its own subprocess, one after the other, for each CPU class (``avx2``: the same entries with
+    the suffix ``@avx2``, their processes started with :data:`AVX2_ENV`); ratios computed from this one run."""
     import torch
 
     out: dict = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
@@ -403,7 +462,17 @@ def run(video: Path, audio: Path, seconds: float | None, entries: list[str], thr
     out["matmul_peak_gflops"] = max(peaks.values())
     out["matmul_peak_gflops_by_threads"] = {str(k): v for k, v in peaks.items()}
     out["matmul_peak_gflops_bf16"] = matmul_peak_gflops(dtype="bf16")  # torch's thread count; context for bf16 entries
-    for name in entries:
+    out["cpu_classes"] = {
+        c: ("this CPU as it is" if c == "native" else
+            "the AVX2 class reproduced on this CPU: each entry's process runs with " +
+            " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + " (oneDNN and ATen kernels capped to AVX2, so bf16 is "
+            "emulated as on an AVX2-only CPU; OpenVINO cannot compile its deconvolutions under that cap)")
+        for c in cpu_classes}
+    runs = [(name, c) for c in cpu_classes for name in entries]
+    for name, cpu_class in runs:
+        env = {**os.environ, **AVX2_ENV} if cpu_class == "avx2" else None
+        key = name if cpu_class == "native" else f"{name}@avx2"
+        name = key.removesuffix("@avx2")
         base_name, _, variant = name.partition("@threads")  # e.g. "ours_384_video@threads1"
         cmd = [sys.executable, "-m", "wav2lip384.bench", "--one", base_name, "--video", str(video),
                "--audio", str(audio)]
@@ -414,17 +483,24 @@ def run(video: Path, audio: Path, seconds: float | None, entries: list[str], thr
         if with_compile:
             cmd.append("--with-compile")
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
-            out[name] = {"error": proc.stderr.strip()[-1500:]}
+            out[key] = {"error": proc.stderr.strip()[-1500:]}
             continue
-        out[name] = json.loads(proc.stdout)
-        out[name]["process_wall_s"] = round(time.perf_counter() - t0, 1)
-        out[name]["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+        out[key] = json.loads(proc.stdout.strip().splitlines()[-1])  # the entry is the last line
+        out[key]["cpu_class"] = cpu_class
+        out[key]["process_wall_s"] = round(time.perf_counter() - t0, 1)
+        out[key]["load_avg"] = [round(x, 2) for x in os.getloadavg()]
     base = out.get("baseline_96_original_style", {}).get("fps")
     if base:
         out["ratios_vs_baseline"] = {k: round(v["fps"] / base, 2) for k, v in out.items()
-                                     if isinstance(v, dict) and "fps" in v and k != "baseline_96_original_style"}
+                                     if isinstance(v, dict) and "fps" in v and k != "baseline_96_original_style"
+                                     and not k.endswith("@avx2")}
+    base_avx2 = out.get("baseline_96_original_style@avx2", {}).get("fps")
+    if base_avx2:  # the AVX2 class against the baseline measured in that class, in this run
+        out["ratios_vs_baseline@avx2"] = {k: round(v["fps"] / base_avx2, 2) for k, v in out.items()
+                                          if isinstance(v, dict) and "fps" in v and k.endswith("@avx2")
+                                          and not k.startswith("baseline_96_original_style@")}
     base1 = out.get("baseline_96_original_style@threads1", {}).get("fps")
     if base1:  # both sides with one torch thread
         out["ratios_vs_baseline_threads1"] = {k: round(v["fps"] / base1, 2) for k, v in out.items()
@@ -482,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="registry ids (or 96/384/256): run ours_<model>_video and ours_<model>_photo of each")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--with-compile", action="store_true", help="levers: also time torch.compile (minutes)")
+    p.add_argument("--cpu-classes", nargs="+", choices=CPU_CLASSES, default=list(CPU_CLASSES),
+                   help="native: this CPU; avx2: the same entries in processes capped to AVX2 (default: both)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one entry, print its JSON
     args = p.parse_args(argv)
     from common.settings import Settings
@@ -496,14 +574,19 @@ def main(argv: list[str] | None = None) -> int:
         if not f.is_file():
             raise UserFacingError(f"benchmark input {f} not found (pass --video/--audio)")
     if args.one:
-        print(json.dumps(run_one(args.one, args.video, args.audio, seconds, settings, args.with_compile)))
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):  # progress bars (NNCF's) must not mix with the JSON line
+            entry = run_one(args.one, args.video, args.audio, seconds, settings, args.with_compile)
+        print(json.dumps(entry))
         return 0
     entries = list(args.entries or [])
     for m in args.models or []:
         token = model_token(model_id(str(m)))  # unknown ids: a clear error listing the known ones
         entries += [f"ours_{token}_video", f"ours_{token}_photo"]
     entries = entries or (ENTRIES_QUICK if args.quick else ENTRIES_FULL)
-    result = run(args.video, args.audio, seconds, entries, args.threads, args.with_compile)
+    result = run(args.video, args.audio, seconds, entries, args.threads, args.with_compile,
+                 cpu_classes=tuple(args.cpu_classes))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -1,0 +1,116 @@
+"""OpenVINO runtime (render/runtime.py): the generator interface it offers, and int8 within tolerance of fp32.
+
+- tiny copies of the real layer tables: OpenVINO fp32 reproduces torch's rows, through ``forward`` (video),
+  encode-once + ``decode`` with batch-1 features (photo) and trimmed features (the feature cache);
+- "auto" with int8 on: the int8 candidate is timed and verified like bf16 and falls back when verification fails;
+- golden inputs of every public family (``../shared/reference/golden``, recipe in tests/test_golden.py): int8
+  calibrated on the golden input stays within mean 1 / p99 4 grey levels of the published code's fp32 output on
+  the rows the paste-back shows.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wav2lip384.render import runtime
+from wav2lip384.render.optimize import (
+    MAX_MEAN_DIFF_LEVELS,
+    MAX_P99_DIFF_LEVELS,
+    OptimizeConfig,
+    diff_levels,
+    optimize_generator,
+    transform_generator,
+)
+
+pytestmark = pytest.mark.skipif(not runtime.available(), reason="openvino/nncf not installed")
+
+
+@pytest.fixture(autouse=True)
+def _own_decision_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _inputs(size, n=3, seed=1):
+    from wav2lip384.render.optimize import calibration_batch
+
+    return calibration_batch(size, n, seed=seed)
+
+
+@pytest.mark.parametrize("arch", [96, "livetalking384_sam"])
+def test_openvino_fp32_has_the_generators_interface_and_rows(arch):
+    from test_optimize import tiny_generator
+
+    g = tiny_generator(arch)
+    fp = transform_generator(g, channels_last=False)
+    ov = runtime.build(fp, "fp32")
+    mel, faces = _inputs(g.img_size)
+    r = fp.first_row
+    with torch.inference_mode():
+        ref = fp(mel, faces)
+        video = ov(mel, faces)
+        feats = ov.trim_feats(ov.encode_faces(faces[:1]))
+        photo = ov.decode(ov.encode_audio(mel), feats)
+        ref_photo = fp.decode(fp.encode_audio(mel), fp.trim_feats(fp.encode_faces(faces[:1])))
+    assert ov.img_size == g.img_size and ov.first_row == r > 0
+    assert video.shape == ref.shape and (video[:, :, r:] - ref[:, :, r:]).abs().max() <= 1e-4
+    assert torch.equal(video[:, :, :1], faces[:, 3:6, :1])  # above the cut: the reference face, as torch
+    assert (photo[:, :, r:] - ref_photo[:, :, r:]).abs().max() <= 1e-4
+
+
+def test_auto_times_and_verifies_int8_and_falls_back(tmp_path):
+    from test_optimize import tiny_generator
+
+    g = tiny_generator(96)
+    cal = _inputs(96, n=4, seed=5)
+    fast = optimize_generator(g, OptimizeConfig(int8="on"), calibration=cal, cache_dir=tmp_path)
+    cand = fast.precision["candidates"]["openvino-int8"]
+    assert {"fps", "verified", "mean_diff_levels", "p99_diff_levels"} <= set(cand), cand
+    never = optimize_generator(g, OptimizeConfig(int8="on", max_mean_diff=0.0, max_p99_diff=0.0),
+                               calibration=cal, cache_dir=tmp_path)
+    assert never.precision["chosen"] == "torch-fp32" and never.precision["candidates"]["openvino-int8"]["verified"] is False
+    # int8 IR files are kept: a second decision (other tolerance) reuses them
+    assert list((tmp_path / "runtime").glob("*/decode.xml"))
+
+
+# measured (2026-12-07, OpenVINO 2026.4.1 + NNCF 3.4.0, full static int8 of the three graphs): wav2lip96 and
+# livetalking384 (mean 0.72, p99 2.9 levels) stay within tolerance on their golden inputs; wav2lip256's
+# deterministic golden weights do not (mean 4.4, p99 23 levels: the face encoder and the decoder each exceed it
+# alone), so "auto" must refuse int8 there and run fp32/bf16
+INT8_WITHIN_TOLERANCE = {"wav2lip96", "livetalking384"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_id", ["wav2lip96", "wav2lip256", "livetalking384"])
+def test_int8_on_the_golden_inputs_of_every_public_family_is_within_tolerance_or_refused(model_id, shared_dir,
+                                                                                       monkeypatch, tmp_path):
+    """int8 calibrated on the golden input: where it stays within mean 1 / p99 4 levels of the published code's
+    fp32 output on the shown rows, "auto" takes it (timed fastest here on purpose); where it does not, "auto"
+    falls back and says why. Never an unverified int8 frame."""
+    import numpy as np
+    from conftest import missing_shared
+    from test_golden import CASES, deterministic_generator, deterministic_inputs
+    from test_optimize import _fake_timing
+
+    import wav2lip384.render.optimize as O
+
+    path = shared_dir / "reference" / "golden" / "generator_golden_outputs.npz"
+    if not path.is_file():
+        missing_shared(path)
+    arch, key, gain = CASES[model_id]
+    with np.load(path) as z:
+        golden = torch.from_numpy(z[key])[None]  # (1, 3, S, S)
+    model = deterministic_generator(arch, gain)
+    mel, face = deterministic_inputs(model.img_size)
+    _fake_timing(monkeypatch, {"float32": 10.0, "bfloat16": 1.0, "int8": 100.0})
+    fast = optimize_generator(model, OptimizeConfig(int8="on"), calibration=(mel, face), cache_dir=tmp_path)
+    cand = fast.precision["candidates"]["openvino-int8"]
+    with torch.inference_mode():
+        d = diff_levels(fast(mel, face), golden, O.paste_first_row(model.img_size))
+    if cand["verified"]:
+        assert fast.precision["chosen"] == "openvino-int8"
+        assert d["mean_diff_levels"] <= MAX_MEAN_DIFF_LEVELS and d["p99_diff_levels"] <= MAX_P99_DIFF_LEVELS, d
+    else:
+        assert fast.precision["chosen"] == "torch-fp32" and "unverified" in fast.precision["reason"]
+        assert d["max_diff_levels"] <= 0.03  # fp32: the golden output itself
+    assert cand["verified"] == (model_id in INT8_WITHIN_TOLERANCE), cand
