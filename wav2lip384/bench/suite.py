@@ -447,6 +447,8 @@ def run(video: Path, audio: Path, seconds: float | None, entries: list[str], thr
         with_compile: bool = False, cpu_classes: tuple[str, ...] = CPU_CLASSES) -> dict:
     """Every entry in its own subprocess, one after the other, for each CPU class (``avx2``: the same entries with
     the suffix ``@avx2``, their processes started with :data:`AVX2_ENV`); ratios computed from this one run."""
+    # size-reason: one report assembled in the order it is read (machine, each class's entries, their ratios to
+    # that class's baseline); helpers would pass the half-built report around.
     import torch
 
     out: dict = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
