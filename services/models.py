@@ -153,6 +153,16 @@ class ModelCatalog:
     def loaded(self, model: str | int) -> bool:
         return self.spec(model).id in self._pipes
 
+    def precision(self, model: str | int) -> str:
+        """How a loaded model computes (precision and runtime chosen by measurement on this machine and these
+        weights, with the measured speed-up and difference from fp32); '' until it is loaded. Never loads."""
+        generator = getattr(self._pipes.get(self.spec(model).id), "generator", None)
+        if generator is None:
+            return ""
+        from wav2lip384.render.optimize import describe_precision, precision_status
+
+        return describe_precision(precision_status(generator))
+
     def download_state(self, model: str | int) -> str:
         """'' or e.g. 'downloading 412 of 2070 MB' while the model's weights are being fetched."""
         done_total = self._downloads.get(self.spec(model).id)

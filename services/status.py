@@ -34,6 +34,9 @@ def model_rows(svc: AppServices) -> list[StatusItem]:
             where, published = f"weights {ckpt}: provenance unknown ({err})", False
         licence = "licence" if published or not spec.license else "licence of the published weights (yours may differ)"
         details = f"{where} · {licence}: {spec.license or '—'} · {spec.quality}"
+        computed = svc.models.precision(model)
+        if computed:
+            details += f" · computes in {computed}"
         fix = ""
         if not ok:
             details += f" · to make it available: {msg}"

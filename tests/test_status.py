@@ -217,3 +217,23 @@ def test_lip_sync_scores_row_says_what_compare_can_score_without_loading_anythin
     finally:
         default.close()
         off.close()
+
+
+def test_a_loaded_models_details_say_how_it_computes(tmp_path, monkeypatch):
+    """Status -> Details names the precision and runtime chosen by measurement, once the model is loaded."""
+    svc = AppServices(Settings(cache_dir=str(tmp_path / "c")), tmp_parent=tmp_path / "t")
+    try:
+        assert svc.models.precision("wav2lip96") == ""  # not loaded: nothing measured, nothing loaded to say so
+
+        class Gen:
+            precision = {"dtype": "fp32", "reason": "fp32 measured fastest within tolerance"}
+
+        class Pipe:
+            generator = Gen()
+
+        monkeypatch.setitem(svc.models._pipes, "wav2lip96", Pipe())
+        assert svc.models.precision("wav2lip96").startswith("fp32 (fp32 measured fastest")
+        row = next(r for r in model_rows(svc) if "96" in r.part)
+        assert "computes in fp32" in row.details
+    finally:
+        svc.close()
