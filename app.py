@@ -326,6 +326,8 @@ class Handlers:
             s += " · done" if up.final_video is not None else " · spoken answer ready"
             if up.speech_seconds:
                 s += f" ({up.speech_seconds:.2f} s of speech)"
+        if up.render_note:
+            s += f" · {up.render_note}"
         return s
 
     # Gradio (6.x) records a session's component values for shared links (deep links), but once a component has
