@@ -64,8 +64,11 @@ class AppServices:
         self.chunk_s = 3.0  # at most this much speech per later chunk
         self.playback_margin_s = 0.5  # streamed playback starts this far behind rendering, at least
         # once playing, each next chunk must be rendered before what is ready has played: it holds at most (ready
-        # seconds not yet played - this) x the measured render rate (see _next_piece_s)
-        self.chunk_safety_s = 0.3
+        # seconds not yet played - this) x the measured render rate (see _next_piece_s). This covers the way to the
+        # player: Gradio converts each chunk to an HLS segment, and the player reloads its playlist about once a
+        # segment (measured in Chromium on a loaded 2-core machine: a chunk ready on the server played up to 2 s
+        # later, so a 0.3 s allowance left the video waiting)
+        self.chunk_safety_s = 0.8
 
     def close(self) -> None:
         self.dirs.close()
@@ -434,7 +437,8 @@ class AppServices:
             return
         lang = getattr(answer, "lang", None)
         out_dir = self.dirs.new("ask-")
-        avatar_path, _ = self.check_avatar(avatar or DEFAULT_AVATAR)  # a bad upload is the visitor's to fix
+        # a bad upload is the visitor's to fix
+        avatar_path, avatar_kind = self.check_avatar(avatar or DEFAULT_AVATAR)
         ok, msg = self.weights(model)
         notice = "" if ok else f"Lip-sync is unavailable: {msg}"
         pipe = None
@@ -469,7 +473,8 @@ class AppServices:
         t_speech = time.perf_counter() - t0
         engine_used = "+".join(sorted(set(engines)))
         total_s = len(whole) / 16000.0
-        pace = FramePace()
+        # the speed this pipeline last measured on this kind of avatar (the start-up warm-up measures it first)
+        pace = FramePace(frame_s=pipe.frame_seconds.get(avatar_kind))
         pieces: list[np.ndarray] = []
         chunks: list[Path] = []
         held: list[Path] = []
@@ -532,14 +537,16 @@ class AppServices:
                         render_note=note)
 
     def _next_piece_s(self, index: int, pace, rendered_s: float, t_play: float | None) -> float:
-        """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first; while playback waits
-        (rendering slower than the voice buffers first), ``chunk_s``; once playing, as much as renders before
+        """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first (``chunk_s`` when the
+        measured speed is slower than the voice even at the lower frame rate: playback waits anyway); while
+        playback waits (rendering slower than the voice buffers first), ``chunk_s``; once playing, as much as renders before
         the seconds ready but not yet played run out (less ``chunk_safety_s``), at the measured rate (with a
         10 % margin), between 0.4 s and ``chunk_s``. A chunk is playable only once all of it is rendered, so a
         3 s chunk after a 0.6 s one needs a renderer 5x faster than the voice; pieces sized to what is ready
         never make playback wait."""
-        if index == 0:
-            return self.first_chunk_s
+        if index == 0:  # short, for a quick first frame; unless the measured speed says playback must wait anyway
+            pace.choose()
+            return self.first_chunk_s if pace.keeps_up else self.chunk_s
         if t_play is None:
             return self.chunk_s
         ahead = rendered_s - (time.perf_counter() - t_play)

@@ -228,9 +228,13 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
         assert svc._next_piece_s(0, pace, 0.0, None) == svc.first_chunk_s
         assert svc._next_piece_s(1, pace, 0.6, None) == svc.chunk_s  # playback waits: big pieces are cheaper
         now = time.perf_counter()
-        # 0.6 s ready, just started playing: the next piece must render in 0.6 - 0.3 s at 0.9 x 2x real time
-        assert svc._next_piece_s(1, pace, 0.6, now) == pytest.approx(0.9 * 2 * 0.3, abs=0.02)
+        # 1.1 s ready, just started playing: the next piece must be rendered and on its way to the player before
+        # what is ready has played (less the allowance for the way there), at 0.9 x 2x real time
+        ready = svc.chunk_safety_s + 0.3
+        assert svc._next_piece_s(1, pace, ready, now) == pytest.approx(0.9 * 2 * 0.3, abs=0.02)
         assert svc._next_piece_s(3, pace, 10.0, now) == svc.chunk_s
         assert svc._next_piece_s(3, pace, 0.2, now) == 0.4  # never under 0.4 s
+        # slower than the voice even at 12.5 fps (as measured by the warm-up): no point in a short first piece
+        assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None) == svc.chunk_s
     finally:
         svc.close()
