@@ -238,3 +238,30 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
         assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None) == svc.chunk_s
     finally:
         svc.close()
+
+
+@pytest.mark.slow
+def test_the_start_up_warm_up_streams_at_both_frame_rates_and_measures_the_speed(gen96, tmp_path, monkeypatch):
+    """The first answer after start-up meets the contract too: the warm-up pays the stream path at both rates
+    an answer may use, and leaves the measured speed the first answer's pace starts from."""
+    import wav2lip384.render.pipeline as P
+    from common.settings import Settings
+    from services import AppServices
+
+    svc = AppServices(Settings(cache_dir=str(tmp_path / "cache")), tmp_parent=tmp_path / "tmp")
+    pipe = _pipe(gen96)
+    monkeypatch.setattr(svc, "pipeline", lambda m, progress=None: pipe)
+    rates = []
+    real_init = P.VideoWriter.__init__
+
+    def init(self, path, width, height, fps, **kw):
+        rates.append((fps, kw.get("audio_codec")))
+        real_init(self, path, width, height, fps, **kw)
+
+    monkeypatch.setattr(P.VideoWriter, "__init__", init)
+    try:
+        svc._warm_render("wav2lip96")
+    finally:
+        svc.close()
+    assert (12.5, "flac") in rates and (25.0, "flac") in rates  # the stream path, at both frame rates
+    assert rates[-1] == (25.0, "flac") and pipe.frame_seconds.get("image", 0) > 0
