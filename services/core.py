@@ -69,6 +69,9 @@ class AppServices:
         # segment (measured in Chromium on a loaded 2-core machine: a chunk ready on the server played up to 2 s
         # later, so a 0.3 s allowance left the video waiting)
         self.chunk_safety_s = 0.8
+        # ... but never less than this: every chunk costs a fixed ~0.1-0.3 s (its encoder), so tiny chunks fall
+        # further behind (measured: 0.4 s pieces under load rendered at half the rate of 2 s ones)
+        self.min_chunk_s = 1.0
 
     def close(self) -> None:
         self.dirs.close()
@@ -474,7 +477,8 @@ class AppServices:
         engine_used = "+".join(sorted(set(engines)))
         total_s = len(whole) / 16000.0
         # the speed this pipeline last measured on this kind of avatar (the start-up warm-up measures it first)
-        pace = FramePace(frame_s=pipe.frame_seconds.get(avatar_kind))
+        pace = FramePace(frame_s=pipe.frame_seconds.get(avatar_kind),
+                         fixed_s=pipe.render_fixed_seconds.get(avatar_kind, 0.0))
         pieces: list[np.ndarray] = []
         chunks: list[Path] = []
         held: list[Path] = []
@@ -539,19 +543,19 @@ class AppServices:
     def _next_piece_s(self, index: int, pace, rendered_s: float, t_play: float | None) -> float:
         """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first (``chunk_s`` when the
         measured speed is slower than the voice even at the lower frame rate: playback waits anyway); while
-        playback waits (rendering slower than the voice buffers first), ``chunk_s``; once playing, as much as renders before
-        the seconds ready but not yet played run out (less ``chunk_safety_s``), at the measured rate (with a
-        10 % margin), between 0.4 s and ``chunk_s``. A chunk is playable only once all of it is rendered, so a
-        3 s chunk after a 0.6 s one needs a renderer 5x faster than the voice; pieces sized to what is ready
-        never make playback wait."""
+        playback waits (rendering slower than the voice buffers first), ``chunk_s``; once playing, as much as
+        renders before the seconds ready but not yet played run out (less ``chunk_safety_s``), at the measured
+        speed (with a 10 % margin), between ``min_chunk_s`` and ``chunk_s``. A chunk is playable only once all of
+        it is rendered, so a 3 s chunk after a 0.6 s one needs a renderer 5x faster than the voice; pieces sized
+        to what is ready never make playback wait."""
         if index == 0:  # short, for a quick first frame; unless the measured speed says playback must wait anyway
             pace.choose()
             return self.first_chunk_s if pace.keeps_up else self.chunk_s
         if t_play is None:
             return self.chunk_s
         ahead = rendered_s - (time.perf_counter() - t_play)
-        rate = 0.9 * (pace.rate() or 1.0)
-        return float(min(self.chunk_s, max(0.4, rate * (ahead - self.chunk_safety_s))))
+        fits = 0.9 * pace.seconds_within(ahead - self.chunk_safety_s, pace.choose()) if pace.frame_s else 1.0
+        return float(min(self.chunk_s, max(self.min_chunk_s, fits)))
 
     def _pace_note(self, pace, model: str) -> str:
         """The frame rate chosen for the answer, in plain words, and a quicker model when even that is too slow."""

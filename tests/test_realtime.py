@@ -149,6 +149,12 @@ def test_pace_chooses_the_highest_frame_rate_that_keeps_up():
     assert pace.choose() == 2 and not pace.keeps_up
     fast = FramePace(frame_s=0.01)
     assert fast.choose() == 1 and fast.rate() == pytest.approx(4.0)
+    # a fixed cost per chunk (starting and finishing its encoder) slows short chunks most
+    fixed = FramePace(frame_s=0.01, fixed_s=0.5)
+    assert fixed.rate(seconds=2.0) == pytest.approx(2.0) and fixed.rate(seconds=0.5) == pytest.approx(0.5 / 0.625)
+    assert fixed.seconds_within(1.0) == pytest.approx(2.0) and fixed.seconds_within(0.4) == 0.0
+    fixed.record(frames=25, model_frames=25, wall_s=0.75, fixed_s=0.5)  # 0.25 s for 25 frames: 0.01 s each
+    assert fixed.frame_s == pytest.approx(0.01) and fixed.fixed_s == pytest.approx(0.5)
     # a chunk that was mostly pause does not make the model look cheap
     mostly_pause = FramePace()
     mostly_pause.record(frames=20, model_frames=4, wall_s=0.4)
@@ -230,10 +236,14 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
         now = time.perf_counter()
         # 1.1 s ready, just started playing: the next piece must be rendered and on its way to the player before
         # what is ready has played (less the allowance for the way there), at 0.9 x 2x real time
-        ready = svc.chunk_safety_s + 0.3
-        assert svc._next_piece_s(1, pace, ready, now) == pytest.approx(0.9 * 2 * 0.3, abs=0.02)
+        ready = svc.chunk_safety_s + 0.9
+        assert svc._next_piece_s(1, pace, ready, now) == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
         assert svc._next_piece_s(3, pace, 10.0, now) == svc.chunk_s
-        assert svc._next_piece_s(3, pace, 0.2, now) == 0.4  # never under 0.4 s
+        # every chunk also costs a fixed time (its encoder): what fits is less
+        slow_start = FramePace(frame_s=0.02, fixed_s=0.25)
+        assert svc._next_piece_s(1, slow_start, ready + 0.25, now) == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
+        # never under min_chunk_s: tiny chunks pay that fixed time more often and fall further behind
+        assert svc._next_piece_s(3, pace, 0.2, now) == svc.min_chunk_s
         # slower than the voice even at 12.5 fps (as measured by the warm-up): no point in a short first piece
         assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None) == svc.chunk_s
     finally:

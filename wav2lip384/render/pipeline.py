@@ -215,9 +215,11 @@ class LipSyncPipeline:
         self._detector = detector
         self._detector_checkpoint = detector_checkpoint
         self.rest_in_pauses = bool(rest_in_pauses)
-        # wall seconds per output frame that ran the model, as last measured, per avatar kind ("image"/"video"):
-        # a stream's FramePace starts from it (the app's warm-up measures it before the first answer)
+        # wall seconds per output frame that ran the model, and per render whatever its length (starting and
+        # finishing the encoder), as last measured, per avatar kind ("image"/"video"): a stream's FramePace starts
+        # from them (the app's warm-up measures them before the first answer)
         self.frame_seconds: dict[str, float] = {}
+        self.render_fixed_seconds: dict[str, float] = {}
 
     # ---------------------------------------------------------------------------------------- loading
     @classmethod
@@ -341,7 +343,8 @@ class LipSyncPipeline:
             rest = rest_weights(speech.wav16, prep.fps, n) if self.rest_in_pauses else None
             writer = self._render(prep, windows, range(n), range(n), speech.mux_path, out_path, "mp4", timings,
                                   progress, rest=rest)
-            timings.pop("model_frames", None)  # a count, not seconds
+            timings.pop("model_frames", None)  # a count, not a step's seconds
+            timings.pop("fixed", None)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         timings["total"] = time.perf_counter() - t_start
@@ -401,6 +404,7 @@ class LipSyncPipeline:
                     pace.base_fps = prep.fps
                     if pace.frame_s is None:
                         pace.frame_s = self.frame_seconds.get(prep.avatar.kind)
+                        pace.fixed_s = self.render_fixed_seconds.get(prep.avatar.kind, 0.0)
                 per = n if not max_chunk_seconds else max(1, int(round(max_chunk_seconds * prep.fps)))
                 for a in range(0, n, per):
                     b = min(n, a + per)
@@ -416,7 +420,8 @@ class LipSyncPipeline:
                     self._render(prep, windows, picks, times, mux, path, fmt, timings, None,
                                  start_time=emitted / prep.fps, audio_codec=audio_codec, rest=rest, step=step)
                     if pace is not None:  # measured before the chunk is handed on: the next one's rate uses it
-                        pace.record(m, int(timings.pop("model_frames", m)), time.perf_counter() - t)
+                        pace.record(m, int(timings.pop("model_frames", m)), time.perf_counter() - t,
+                                    timings.pop("fixed", 0.0))
                     emitted += m * step
                     index += 1
                     yield path
@@ -568,6 +573,7 @@ class LipSyncPipeline:
         gen = self.generator
         writer = VideoWriter(out_path, av.width, av.height, prep.fps / step, audio_path=mux_path, fmt=fmt,
                              crf=self.crf, preset=self.preset, start_time=start_time, audio_codec=audio_codec)
+        t_fixed = time.perf_counter() - t_all  # starting the encoder (and closing it, below): per render
         bar = tqdm(total=n, desc=f"lip-sync {self.model}", unit="frame", disable=not self.show_progress, leave=False)
         try:
             with torch.inference_mode():
@@ -622,18 +628,21 @@ class LipSyncPipeline:
             t = time.perf_counter()
             writer.close()
             t_encode += time.perf_counter() - t
+            t_fixed += time.perf_counter() - t
         except BaseException:
             writer.abort()
             raise
         finally:
             bar.close()
-        cost = frame_cost(n, model_frames, time.perf_counter() - t_all)
+        cost = frame_cost(n, model_frames, time.perf_counter() - t_all, t_fixed)
         if cost is not None:
             self.frame_seconds[av.kind] = cost
+            self.render_fixed_seconds[av.kind] = t_fixed
         timings["model"] = timings.get("model", 0.0) + t_model
         timings["paste"] = timings.get("paste", 0.0) + t_paste
         timings["encode"] = timings.get("encode", 0.0) + t_encode
         timings["model_frames"] = model_frames
+        timings["fixed"] = t_fixed
         return writer
 
 
