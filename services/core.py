@@ -496,7 +496,7 @@ class AppServices:
                 done += len(piece)
                 yield piece, 16000
 
-        note = ""
+        note, said = "", (1, True)
         try:
             for i, chunk in enumerate(pipe.stream(avatar_path, next_pieces(), out_dir, pace=pace)):
                 chunks.append(Path(chunk))
@@ -508,7 +508,9 @@ class AppServices:
                 pace.choose()
                 measured = pace.rate()
                 rate = 0.9 * measured if measured else 0.9 * rendered_s / max(now - t_render, 1e-6)
-                note = self._pace_note(pace, model) or note  # what was chosen stays said
+                if (pace.step, pace.keeps_up) != said:  # what was chosen stays said
+                    said = (pace.step, pace.keeps_up)
+                    note = self._pace_note(pace, model) or note
                 if t_first is not None or rendered_s >= release_at(total_s, rate, self.playback_margin_s):
                     if t_first is None:
                         t_first = time.perf_counter() - t0
