@@ -120,6 +120,8 @@ def bench_browser(settings: Settings, questions: list[str], repeats: int = 1, ti
     """
     import re
 
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     runs = []
     with served_app(settings, log_dir=Path(tempfile.mkdtemp(prefix="bench-app-")), start_timeout_s=90) as app, \
             app_page(app.url) as page:
@@ -142,16 +144,26 @@ def bench_browser(settings: Settings, questions: list[str], repeats: int = 1, ti
                                    timeout=timeout_s * 1000)
             timing = page.locator("#ask_timing").inner_text()
             speech = re.search(r"\(([0-9.]+) s of speech\)", timing)
-            page.wait_for_function("() => { const v = document.querySelector('#ask_video video');"
-                                   " return v && v.ended; }", timeout=timeout_s * 1000)
+            try:  # a video that never plays to its end is a stall that never ended: recorded, not fatal
+                page.wait_for_function("() => { const v = document.querySelector('#ask_video video');"
+                                       " return v && v.ended; }",
+                                       timeout=(60 + (float(speech[1]) if speech else timeout_s)) * 1000)
+                ended = True
+            except PlaywrightTimeout:
+                ended = False
             stalls = page.evaluate(STALLS_JS) or []
+            where = page.evaluate("() => { const v = document.querySelector('#ask_video video');"
+                                  " return v ? [v.currentTime, v.readyState, v.networkState] : null; }")
             played = page.evaluate("() => { const m = document.querySelector('#ask_video video'); let t = 0;"
                                    " for (let i = 0; i < m.played.length; i++) t += m.played.end(i) - m.played.start(i);"
                                    " return t; }")
             runs.append({"question": q, "first_after_start_up": k == 0,
                          "seconds_click_to_answer_text": round(t_text, 3),
                          "seconds_click_to_first_frame_playing": float(re.search(r"after ([0-9.]+) s", shown)[1]),
-                         "stalls": len(stalls), "stalled_seconds": round(sum(s["seconds"] or 0 for s in stalls), 3),
+                         "played_to_the_end": ended, "video_at_the_end": where,
+                         "stalls": len(stalls) + (not ended and not any(s["seconds"] is None for s in stalls)),
+                         "stall_events": stalls,
+                         "stalled_seconds": round(sum(s["seconds"] or 0 for s in stalls), 3),
                          "seconds_played": round(played, 3),
                          "seconds_of_speech": float(speech[1]) if speech else None,
                          "render_note": timing.split(" · ")[-1] if "frames per second" in timing else ""})
