@@ -553,7 +553,9 @@ class AppServices:
         if index == 0:  # short, for a quick first frame; unless the measured speed says playback must wait anyway
             pace.choose()
             return self.first_chunk_s if pace.keeps_up else self.chunk_s
-        if t_play is None:
+        if t_play is None or not pace.keeps_up:
+            # playback waits for it anyway, or (the machine slowed down after playback began) it cannot be kept
+            # from waiting: long pieces then make fewer, not longer, waits (each chunk also costs a fixed time)
             return self.chunk_s
         ahead = rendered_s - (time.perf_counter() - t_play)
         fits = 0.9 * pace.seconds_within(ahead - self.chunk_safety_s, pace.choose()) if pace.frame_s else 1.0

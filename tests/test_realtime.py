@@ -246,6 +246,8 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
         assert svc._next_piece_s(3, pace, 0.2, now) == svc.min_chunk_s
         # slower than the voice even at 12.5 fps (as measured by the warm-up): no point in a short first piece
         assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None) == svc.chunk_s
+        # ... or after playback began (the machine slowed down): fewer waits with long pieces
+        assert svc._next_piece_s(4, FramePace(frame_s=0.2), 2.0, now) == svc.chunk_s
     finally:
         svc.close()
 
