@@ -191,8 +191,6 @@ class AppServices:
         (chunks with lossless audio, at both frame rates an answer may be rendered at): every one-off cost of
         the Ask path is paid, and the pipeline has measured its speed before the first answer (its pace starts
         from that). The output is thrown away."""
-        from wav2lip384.render.pacing import FramePace
-
         t = np.arange(16000, dtype=np.float32) / 16000.0
         tone = (0.3 * np.sin(2 * np.pi * 180.0 * t) * (1.0 + np.sin(2 * np.pi * 3.0 * t))).astype(np.float32)
         out_dir = self.dirs.new("warm-")
@@ -568,11 +566,11 @@ class AppServices:
             return note
         spec = registry.get(model)
         quicker = [registry.get(m) for m in self.available_models() if registry.get(m).img_size < spec.img_size]
-        slow = (f"this computer makes the {spec.title} video more slowly than the voice speaks, so it starts once "
-                "enough is ready to play to the end without pausing")
+        slow = (f"this computer makes the {spec.title} video more slowly than the voice speaks, so the video waits "
+                "until enough of it is ready")
         if quicker:
             best = min(quicker, key=lambda e: e.img_size)
-            slow += f"; choose {best.title} for answers that start at once"
+            slow += f"; choose {best.title} for answers that keep up with the voice"
         return f"{note}; {slow}" if note else slow
 
     def _ask_audio_first(self, answer, avatar: Path, model: str, engine: str | None, out_dir: Path, t0: float,
