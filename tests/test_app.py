@@ -398,7 +398,7 @@ def _ask_and_listen(page, question: str, media: str, timeout_s: float = 240) -> 
 def test_browser_streamed_answer_plays_every_word_to_the_end(server):
     from playwright.sync_api import sync_playwright
 
-    from services.bench import STALLS_JS, WATCH_STALLS_JS
+    from services.bench import STALLS_JS, WATCH_STALLS_JS, stalls_seen
 
     if not app_module().streaming_available():
         pytest.skip("no system ffmpeg/ffprobe: Gradio cannot stream (the audio-first test covers this machine)")
@@ -410,7 +410,7 @@ def test_browser_streamed_answer_plays_every_word_to_the_end(server):
             played, speech_s, _ = _ask_and_listen(page, "What documents do I need to transfer my household "
                                                         "registration?", "#ask_video video")
             first_frame = page.locator("#ask_first_frame").inner_text()
-            stalls = page.evaluate(STALLS_JS)
+            stalls = stalls_seen(page.evaluate(STALLS_JS))
         finally:
             browser.close()
     assert stalls == [], stalls  # issue 20: a streamed answer never pauses
