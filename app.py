@@ -319,7 +319,7 @@ class Handlers:
     def compare_scores(self, models, video_1=None, video_2=None, video_3=None):
         """The Compare tab's second step, chained after the videos are shown: each model's lip-sync and mouth
         figures, measured on the videos just returned (the same order as :meth:`compare`)."""
-        chosen = list(models or COMPARE_DEFAULT)[:3]
+        chosen = list(models or self.svc.compare_default())[:3]
         videos = [video_1, video_2, video_3][:len(chosen)]
         for v in videos:  # what the browser sends back are our own results; checked like any file argument
             if v and _FILES:
@@ -380,6 +380,8 @@ class Handlers:
             s += " · done" if up.final_video is not None else " · spoken answer ready"
             if up.speech_seconds:
                 s += f" ({up.speech_seconds:.2f} s of speech)"
+        if up.render_note:
+            s += f" · {up.render_note}"
         return s
 
     # Gradio (6.x) records a session's component values for shared links (deep links), but once a component has

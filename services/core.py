@@ -31,6 +31,7 @@ from services.models import ModelCatalog
 from services.results import AskUpdate, StatusItem, VideoResult
 from services.scores import CompareScores
 from wav2lip384.models import registry
+from wav2lip384.render.pacing import FramePace
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,15 @@ class AppServices:
         self.chunk_s = 3.0  # at most this much speech per later chunk
         self.playback_margin_s = 0.5  # streamed playback starts this far behind rendering, at least
         self.scores = CompareScores(settings, self.face_detector)  # the Compare tab's lip-sync and mouth figures
+        # once playing, each next chunk must be rendered before what is ready has played: it holds at most (ready
+        # seconds not yet played - this) x the measured render rate (see _next_piece_s). This covers the way to the
+        # player: Gradio converts each chunk to an HLS segment, and the player reloads its playlist about once a
+        # segment (measured in Chromium on a loaded 2-core machine: a chunk ready on the server played up to 2 s
+        # later, so a 0.3 s allowance left the video waiting)
+        self.chunk_safety_s = 0.8
+        # ... but never less than this: every chunk costs a fixed ~0.1-0.3 s (its encoder), so tiny chunks fall
+        # further behind (measured: 0.4 s pieces under load rendered at half the rate of 2 s ones)
+        self.min_chunk_s = 1.0
 
     def close(self) -> None:
         self.dirs.close()
@@ -222,12 +232,20 @@ class AppServices:
         return seconds
 
     def _warm_render(self, model: str) -> None:
-        """Lip-sync one second of a voiced tone on the default avatar (the output is thrown away)."""
+        """Lip-sync one second of a voiced tone on the default avatar, then stream it the way an answer streams
+        (chunks with lossless audio, at both frame rates an answer may be rendered at): every one-off cost of
+        the Ask path is paid, and the pipeline has measured its speed before the first answer (its pace starts
+        from that). The output is thrown away."""
         t = np.arange(16000, dtype=np.float32) / 16000.0
         tone = (0.3 * np.sin(2 * np.pi * 180.0 * t) * (1.0 + np.sin(2 * np.pi * 3.0 * t))).astype(np.float32)
         out_dir = self.dirs.new("warm-")
         try:
-            self.pipeline(model)(DEFAULT_AVATAR, (tone, 16000), out_dir / "warm.mp4")
+            pipe = self.pipeline(model)
+            pipe(DEFAULT_AVATAR, (tone, 16000), out_dir / "warm.mp4")  # first runs of every layer
+            for step in (2, 1):  # the last measurement (every frame) is what the first answer starts from
+                pace = FramePace(steps=(step,))
+                list(pipe.stream(DEFAULT_AVATAR, [(tone[:8000], 16000), (tone[8000:], 16000)],
+                                 out_dir / f"stream{step}", pace=pace))
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -474,7 +492,7 @@ class AppServices:
             return
         lang = getattr(answer, "lang", None)
         out_dir = self.dirs.new("ask-")
-        avatar_path, _ = self.check_avatar(avatar or DEFAULT_AVATAR)  # a bad upload is the visitor's to fix
+        avatar_path, avatar_kind = self.check_avatar(avatar or DEFAULT_AVATAR)  # a bad upload is the visitor's to fix
         ok, problem = self.weights(model)
         pipe = None
         if ok:
@@ -502,54 +520,111 @@ class AppServices:
         for sp in self._say_sentences(_spoken(answer), lang, engine):
             engines.append(sp.engine)
             waves.append(to_lipsync_audio(sp.wave, sp.sample_rate))
-        # cut the whole answer once (at pauses, on video-frame boundaries): every chunk but the last then holds
-        # as much audio as video, so no chunk start drifts between sound and mouth
-        pieces = (split_speech(np.concatenate(waves), 16000, first_s=self.first_chunk_s, max_s=self.chunk_s)
-                  if waves else [])
+        # The answer is cut into pieces as it renders (at pauses, on boundaries of both frame rates an answer may
+        # render at: every chunk but the last then holds as much audio as video). Each next piece is only as long
+        # as can be rendered before what is ready has played (see _next_piece_s).
+        whole = np.concatenate(waves) if waves else np.zeros(0, np.float32)
         t_speech = time.perf_counter() - t0
         engine_used = "+".join(sorted(set(engines)))
-        total_s = sum(len(p) for p in pieces) / 16000.0
+        total_s = len(whole) / 16000.0
+        # the speed this pipeline last measured on this kind of avatar (the start-up warm-up measures it first)
+        pace = FramePace(frame_s=pipe.frame_seconds.get(avatar_kind),
+                         fixed_s=pipe.render_fixed_seconds.get(avatar_kind, 0.0))
+        pieces: list[np.ndarray] = []
         chunks: list[Path] = []
         held: list[Path] = []
         t_first = None
+        t_play = None  # when the first chunk was handed to the player
         rendered_s = 0.0
         t_render = time.perf_counter()
+
+        def next_pieces():
+            done = 0
+            while done < len(whole):
+                target = self._next_piece_s(len(pieces), pace, rendered_s, t_play)
+                piece = split_speech(whole[done:], 16000, first_s=target, max_s=target, fps=PIECE_FPS)[0]
+                pieces.append(piece)
+                done += len(piece)
+                yield piece, 16000
+
+        note, said = "", (1, True)
         try:
-            for i, chunk in enumerate(pipe.stream(avatar_path, ((p, 16000) for p in pieces), out_dir)):
+            for i, chunk in enumerate(pipe.stream(avatar_path, next_pieces(), out_dir, pace=pace)):
                 chunks.append(Path(chunk))
                 held.append(Path(chunk))
                 rendered_s += len(pieces[i]) / 16000.0
                 now = time.perf_counter()
-                if i == 0:  # the first chunk also pays the avatar's preparation: a rate from it is pessimistic
-                    rate, first_s, t_after_first = rendered_s / max(now - t_render, 1e-6), rendered_s, now
-                else:  # video seconds per wall second of the chunks since, with a 10 % safety margin
-                    rate = 0.9 * (rendered_s - first_s) / max(now - t_after_first, 1e-6)
+                # the frame rate of the chunks still to come is chosen now, from the speed measured so far (before
+                # any chunk is released), and so is the rate playback must not outrun
+                pace.choose()
+                measured = pace.rate()
+                rate = 0.9 * measured if measured else 0.9 * rendered_s / max(now - t_render, 1e-6)
+                if (pace.step, pace.keeps_up) != said:  # what was chosen stays said
+                    said = (pace.step, pace.keeps_up)
+                    note = self._pace_note(pace, model) or note
                 if t_first is not None or rendered_s >= release_at(total_s, rate, self.playback_margin_s):
                     if t_first is None:
                         t_first = time.perf_counter() - t0
+                        t_play = time.perf_counter()
                     for c in held:  # the player queues chunks; none replaces another
                         yield AskUpdate(answer=answer, chunk=c, index=len(chunks) - len(held),
                                         seconds_to_answer=t_answer, seconds_to_first_chunk=t_first,
-                                        seconds_to_first_speech=t_speech, engine=engine_used, model=model)
+                                        seconds_to_first_speech=t_speech, engine=engine_used, model=model,
+                                        render_note=note)
                     held = []
                 else:  # held back: say how far along rendering is (the page shows it instead of a spinner)
                     yield AskUpdate(answer=answer, seconds_to_answer=t_answer,
                                     seconds_to_first_speech=t_speech, engine=engine_used, model=model,
-                                    rendered_seconds=rendered_s, total_seconds=total_s)
+                                    rendered_seconds=rendered_s, total_seconds=total_s, render_note=note)
+            log.info("answer rendered in %d chunks: %s", len(chunks), pace.history)
         except Exception as err:  # the answer stays useful: speak it, say what failed
             if isinstance(err, UserFacingError) and not _is_model_problem(err):
                 raise
             log.exception("lip-sync of the answer failed")
-            audio = write_wav(np.concatenate(waves), 16000, out_dir / "answer.wav")
+            audio = write_wav(whole, 16000, out_dir / "answer.wav")
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=engine_used, model=model,
                             notice=LIPSYNC_FAILED.format(what="the spoken answer"), problem=str(err), done=True,
                             seconds_to_first_chunk=t_first)
             return
         full = concat_videos(chunks, out_dir / "answer.mp4") if chunks else None
-        audio = write_wav(np.concatenate(waves), 16000, out_dir / "answer.wav") if waves else None
+        audio = write_wav(whole, 16000, out_dir / "answer.wav") if waves else None
         yield AskUpdate(answer=answer, chunk=None, index=len(chunks), seconds_to_answer=t_answer,
                         seconds_to_first_chunk=t_first, seconds_to_first_speech=t_speech, final_video=full,
-                        audio=audio, engine=engine_used, model=model, done=True, speech_seconds=total_s)
+                        audio=audio, engine=engine_used, model=model, done=True, speech_seconds=total_s,
+                        render_note=note)
+
+    def _next_piece_s(self, index: int, pace, rendered_s: float, t_play: float | None) -> float:
+        """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first (``chunk_s`` when the
+        measured speed is slower than the voice even at the lower frame rate: playback waits anyway); while
+        playback waits (rendering slower than the voice buffers first), ``chunk_s``; once playing, as much as
+        renders before the seconds ready but not yet played run out (less ``chunk_safety_s``), at the measured
+        speed (with a 10 % margin), between ``min_chunk_s`` and ``chunk_s``. A chunk is playable only once all of
+        it is rendered, so a 3 s chunk after a 0.6 s one needs a renderer 5x faster than the voice; pieces sized
+        to what is ready never make playback wait."""
+        if index == 0:  # short, for a quick first frame; unless the measured speed says playback must wait anyway
+            pace.choose()
+            return self.first_chunk_s if pace.keeps_up else self.chunk_s
+        if t_play is None or not pace.keeps_up:
+            # playback waits for it anyway, or (the machine slowed down after playback began) it cannot be kept
+            # from waiting: long pieces then make fewer, not longer, waits (each chunk also costs a fixed time)
+            return self.chunk_s
+        ahead = rendered_s - (time.perf_counter() - t_play)
+        fits = 0.9 * pace.seconds_within(ahead - self.chunk_safety_s, pace.choose()) if pace.frame_s else 1.0
+        return float(min(self.chunk_s, max(self.min_chunk_s, fits)))
+
+    def _pace_note(self, pace, model: str) -> str:
+        """The frame rate chosen for the answer, in plain words, and a quicker model when even that is too slow."""
+        note = pace.describe()
+        if pace.keeps_up:
+            return note
+        spec = registry.get(model)
+        quicker = [registry.get(m) for m in self.available_models() if registry.get(m).img_size < spec.img_size]
+        slow = (f"this computer makes the {spec.title} video more slowly than the voice speaks, so the video waits "
+                "until enough of it is ready")
+        if quicker:
+            best = min(quicker, key=lambda e: e.img_size)
+            slow += f"; choose {best.title} for answers that keep up with the voice"
+        return f"{note}; {slow}" if note else slow
 
     def _ask_audio_first(self, answer, avatar: Path, model: str, engine: str | None, out_dir: Path, t0: float,
                          t_answer: float) -> Iterator[AskUpdate]:
@@ -585,6 +660,9 @@ def _spoken(answer) -> str:
 def _chosen(option: str | None) -> str | None:
     """A voice or language picked in the UI, None for "auto" (or nothing): the TTS then decides."""
     return None if option in (None, "", "auto") else option
+
+
+PIECE_FPS = 12.5  # streamed pieces are cut on boundaries of this rate: whole frames at 25 and at 12.5 fps
 
 
 def release_at(total_s: float, rate: float, margin_s: float) -> float:

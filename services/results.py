@@ -101,3 +101,6 @@ class AskUpdate:
     # and of the whole answer, so the page can say how far along it is
     rendered_seconds: float | None = None
     total_seconds: float | None = None
+    # what the render chose to keep up with the voice, in plain words ("" when nothing had to give): a lower frame
+    # rate, and a quicker model when even that is slower than the voice
+    render_note: str = ""

@@ -436,17 +436,22 @@ def _ask_and_listen(page, question: str, media: str, timeout_s: float = 240) -> 
 def test_browser_streamed_answer_plays_every_word_to_the_end(server):
     from playwright.sync_api import sync_playwright
 
+    from services.bench import STALLS_JS, WATCH_STALLS_JS, stalls_seen
+
     if not app_module().streaming_available():
         pytest.skip("no system ffmpeg/ffprobe: Gradio cannot stream (the audio-first test covers this machine)")
     with sync_playwright() as p:
         browser = _launch(p)
         try:
             page = _open(browser, server)
+            page.evaluate(WATCH_STALLS_JS)  # counts the times the video waits for data once it has begun playing
             played, speech_s, _ = _ask_and_listen(page, "What documents do I need to transfer my household "
                                                         "registration?", "#ask_video video")
             first_frame = page.locator("#ask_first_frame").inner_text()
+            stalls = stalls_seen(page.evaluate(STALLS_JS))
         finally:
             browser.close()
+    assert stalls == [], stalls  # issue 20: a streamed answer never pauses
     # every word heard once, nothing skipped or replayed: measured -0.05..+0.08 s (Gradio's one AAC encoder adds its
     # priming and last-frame padding once per stream; chunks carry FLAC and are cut on frame boundaries)
     assert abs(played - speech_s) <= 0.2, (played, speech_s)

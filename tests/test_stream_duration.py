@@ -215,3 +215,46 @@ def test_joined_answer_has_the_speech_exactly_and_every_frame(streamed, tmp_path
     for b in np.cumsum([len(p) for p in pieces[:-1]]):  # around each chunk boundary the audio still matches
         a, s = audio[b - 800:b + 800], speech[b - 800:b + 800]
         assert np.corrcoef(a, s)[0, 1] > 0.95
+
+
+@needs_system_ffmpeg
+def test_an_answer_that_drops_to_half_the_frame_rate_still_plays_as_long_as_its_speech(tmp_path):
+    """Issue 20: a renderer slower than the voice renders later chunks at 12.5 fps (the app cuts pieces on 80 ms
+    boundaries for that); through Gradio's HLS conversion the stream still lasts as long as its speech."""
+    import cv2
+    import torch
+
+    from wav2lip384.models import build_model
+    from wav2lip384.render.pacing import FramePace
+
+    class FirstFullThenHalf(FramePace):  # what a slow machine's measurement decides, without its timing noise
+        def choose(self):
+            self.step = 1 if not self.history else 2
+            return self.step
+
+    yy, xx = np.mgrid[0:120, 0:100]
+    photo = np.stack([(yy * 2) % 256, (xx * 2) % 256, np.full_like(yy, 128)], axis=2).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "me.png"), photo)
+    torch.manual_seed(0)
+    pipe = LipSyncPipeline(build_model("generator", 96).eval(), detector=BoxDetector(), show_progress=False)
+    wave = np.concatenate([speechlike(s, k) for k, s in enumerate(SENTENCES_S)])
+    pieces = split_speech(wave, SR, first_s=0.6, max_s=0.8, fps=12.5)
+    chunks = list(pipe.stream(tmp_path / "me.png", ((p, SR) for p in pieces), tmp_path / "chunks",
+                              pace=FirstFullThenHalf()))
+    speech_s = len(wave) / SR
+    rates = [round(1 / (ffprobe(c)["video"][1] / round(ffprobe(c)["video"][1] * 25))) for c in chunks[:1]]
+    assert rates == [25]
+    video = sum(ffprobe(c)["video"][1] for c in chunks)
+    assert video == pytest.approx(speech_s, abs=0.5 / 12.5 + 1e-3)  # no drift: only the last chunk may round
+    segments = gradio_segments(chunks, tmp_path)
+    with_video = [(p, d) for p, d in segments if "video" in ffprobe(p)]
+    assert len(with_video) == len(chunks)
+    for (_, extinf), piece in zip(with_video[:-1], pieces[:-1], strict=True):
+        assert extinf == pytest.approx(len(piece) / SR, abs=2e-3)  # cut on 80 ms: whole frames at both rates
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p, _ in segments))
+    info = ffprobe(joined)
+    v0, vd, _ = info["video"]
+    a0, ad, _ = info["audio"]
+    span = max(v0 + vd, a0 + ad) - min(v0, a0)
+    assert abs(span - speech_s) <= 0.2, (span, speech_s)  # the render contract: played length = speech +- 0.2 s

@@ -16,7 +16,9 @@ Steps of one request (each timed in ``LipSyncResult.timings``):
  6. ``model``   — the generator in batches under ``torch.inference_mode``; for a photo the face encoder
                   runs once (its input is the same for every frame) and only audio encoder + decoder run.
  7. ``paste``   — generated faces pasted back through a feathered lower-face mask (no box seam; the upper
-                  face and everything outside the box unchanged).
+                  face and everything outside the box unchanged). In pauses of the speech (render/silence.py)
+                  the avatar's own frame is shown instead (the mouth rests closed and still; the model is not
+                  run for it), blended into and out of over a few frames.
  8. ``encode``  — frames piped into ffmpeg as they are made (H.264 yuv420p + AAC muxed in the same process).
 
 Models see BGR images in [0, 1], like the original Wav2Lip (its public weights were trained on OpenCV's BGR
@@ -42,6 +44,8 @@ from common.errors import UserFacingError
 from wav2lip384 import faces as F
 from wav2lip384.models import registry
 from wav2lip384.render.avatars import Avatar, AvatarCache, CropSet
+from wav2lip384.render.pacing import FramePace, frame_cost
+from wav2lip384.render.silence import rest_weights
 from wav2lip384.media.video import VideoWriter, check_media
 
 DEFAULT_FPS = 25.0  # photo avatars (and the rate the models were trained at)
@@ -154,10 +158,12 @@ class LipSyncPipeline:
                  dtype=None, cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                  max_audio_seconds: float = 300.0, on_no_face: str = "error", feather: bool = True,
                  crf: int = 18, preset: str = "veryfast", show_progress: bool = True,
-                 avatar_cache: AvatarCache | None = None, optimize=None, feature_cache_mb: float = 1024.0):
+                 avatar_cache: AvatarCache | None = None, optimize=None, feature_cache_mb: float = 1024.0,
+                 rest_in_pauses: bool = True):
         """``model``: the registry id (or alias) the generator belongs to; it sets the crop policy, the pads and
         the default batch (``crop_policy`` / ``pads`` / ``batch_size`` override them). None: recognised from the
         generator's architecture (a 384 generator of another architecture counts as ``paper384``: our trainer's).
+        ``rest_in_pauses``: in pauses of the speech show the avatar's own mouth, not the model's (render/silence.py).
         """
         import torch
 
@@ -210,6 +216,12 @@ class LipSyncPipeline:
         self.avatars = avatar_cache or AvatarCache(self.cache_dir)
         self._detector = detector
         self._detector_checkpoint = detector_checkpoint
+        self.rest_in_pauses = bool(rest_in_pauses)
+        # wall seconds per output frame that ran the model, and per render whatever its length (starting and
+        # finishing the encoder), as last measured, per avatar kind ("image"/"video"): a stream's FramePace starts
+        # from them (the app's warm-up measures them before the first answer)
+        self.frame_seconds: dict[str, float] = {}
+        self.render_fixed_seconds: dict[str, float] = {}
 
     # ---------------------------------------------------------------------------------------- loading
     @classmethod
@@ -330,7 +342,11 @@ class LipSyncPipeline:
                 out_path = Path(tempfile.mkdtemp(prefix="lipsync-out-", dir=self._tmp_root())) / "lipsync.mp4"
             out_path = Path(out_path)
             # 6-8. model, paste-back, encode
-            writer = self._render(prep, windows, 0, speech.mux_path, out_path, "mp4", timings, progress)
+            rest = rest_weights(speech.wav16, prep.fps, n) if self.rest_in_pauses else None
+            writer = self._render(prep, windows, range(n), range(n), speech.mux_path, out_path, "mp4", timings,
+                                  progress, rest=rest)
+            timings.pop("model_frames", None)  # a count, not a step's seconds
+            timings.pop("fixed", None)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         timings["total"] = time.perf_counter() - t_start
@@ -344,7 +360,8 @@ class LipSyncPipeline:
     def stream(self, face: str | os.PathLike, audio_segments: Iterable[tuple[np.ndarray, int]],
                out_dir: str | os.PathLike, *, fps: float | None = None, smooth: bool = True,
                pads: Sequence[int] | None = None, fmt: str = "mp4", max_chunk_seconds: float | None = None,
-               on_no_face: str | None = None, audio_codec: str | None = None) -> Iterator[Path]:
+               on_no_face: str | None = None, audio_codec: str | None = None,
+               pace: FramePace | None = None) -> Iterator[Path]:
         """Yield one playable video chunk per audio segment (e.g. one per synthesised sentence).
 
         Frame indices continue across chunks (the video avatar keeps playing where the last chunk stopped)
@@ -358,13 +375,22 @@ class LipSyncPipeline:
         segment's samples, so a player (or Gradio's streaming output) that decodes chunk after chunk and queues
         the samples hears the speech for as long as it lasts; AAC chunks decode up to one AAC frame (64 ms at
         16 kHz) longer with ffmpeg < 7 (its end padding), which added up to +0.2 s over an 8-chunk answer.
+
+        ``pace`` (render/pacing.py): before each chunk it picks the chunk's frame rate from the render speed
+        measured so far (this pipeline's last render of the avatar's kind, then every chunk of this stream, which
+        is recorded into it before the chunk is yielded): the avatar's rate, or half of it when that cannot keep up
+        with the voice. The audio is untouched: a chunk at half the rate lasts as long as its speech. Segments are
+        read one at a time, after the previous chunk was taken, so the caller may size each next one from the
+        pace.
         """
         audio_codec = audio_codec or ("flac" if fmt == "mp4" else "aac")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="lipsync-stream-", dir=self._tmp_root()))
         try:
-            frames_done = 0
+            frames_done = 0  # frames at the avatar's rate whose speech earlier segments held
+            emitted = 0  # frames at the avatar's rate that earlier chunks' videos cover (at half the rate this may
+            # differ from the speech by one frame at a chunk's end; the next chunk evens it out: no drift)
             seconds_done = 0.0
             index = 0
             for k, segment in enumerate(audio_segments):
@@ -375,14 +401,30 @@ class LipSyncPipeline:
                 seconds_done += speech.seconds
                 n = max(1, int(round(seconds_done * prep.fps)) - frames_done)  # cumulative: no drift
                 windows = self._mel_windows(speech.wav16, prep.fps, n_frames=n)  # (n, 80, 16)
+                rest = rest_weights(speech.wav16, prep.fps, n) if self.rest_in_pauses else None
+                if pace is not None:
+                    pace.base_fps = prep.fps
+                    if pace.frame_s is None:
+                        pace.frame_s = self.frame_seconds.get(prep.avatar.kind)
+                        pace.fixed_s = self.render_fixed_seconds.get(prep.avatar.kind, 0.0)
                 per = n if not max_chunk_seconds else max(1, int(round(max_chunk_seconds * prep.fps)))
                 for a in range(0, n, per):
                     b = min(n, a + per)
+                    step = pace.choose() if pace is not None else 1
+                    # output frames of this chunk: its speech ends at frame frames_done + b (avatar's rate)
+                    m = max(1, int(np.floor((frames_done + b - emitted) / step + 0.5)))
+                    times = [emitted + j * step for j in range(m)]  # at the avatar's rate, from the answer's start
+                    picks = [min(n - 1, max(0, t - frames_done)) for t in times]  # into this segment's windows
                     mux = speech.mux_path if per >= n else speech.slice_to(
                         work / f"piece_{index:04d}.wav", a / prep.fps, None if b == n else b / prep.fps)
                     path = out_dir / f"chunk_{index:04d}.{fmt}"
-                    self._render(prep, windows[a:b], frames_done + a, mux, path, fmt, timings, None,
-                                 start_time=(frames_done + a) / prep.fps, audio_codec=audio_codec)
+                    t = time.perf_counter()
+                    self._render(prep, windows, picks, times, mux, path, fmt, timings, None,
+                                 start_time=emitted / prep.fps, audio_codec=audio_codec, rest=rest, step=step)
+                    if pace is not None:  # measured before the chunk is handed on: the next one's rate uses it
+                        pace.record(m, int(timings.pop("model_frames", m)), time.perf_counter() - t,
+                                    timings.pop("fixed", 0.0))
+                    emitted += m * step
                     index += 1
                     yield path
                 frames_done += n
@@ -511,24 +553,34 @@ class LipSyncPipeline:
         per_frame = [slot.get(s) or fresh[s] for s in src]
         return [torch.cat([f[level] for f in per_frame]) for level in range(len(per_frame[0]))]  # (b, C, h', w)
 
-    def _render(self, prep: PreparedAvatar, windows: np.ndarray, start: int, mux_path: Path, out_path: Path, fmt: str,
-                timings: dict[str, float], progress, start_time: float = 0.0,
-                audio_codec: str = "aac") -> VideoWriter:
+    def _render(self, prep: PreparedAvatar, windows: np.ndarray, picks: Sequence[int], times: Sequence[int],
+                mux_path: Path, out_path: Path, fmt: str, timings: dict[str, float], progress,
+                start_time: float = 0.0, audio_codec: str = "aac", rest: np.ndarray | None = None,
+                step: int = 1) -> VideoWriter:
+        """Render output frames ``picks`` (indices into ``windows`` and ``rest``) at frame times ``times`` (frames
+        at the avatar's rate from the start of the answer: they pick the video avatar's source frames), written at
+        the avatar's rate / ``step``. ``rest``: per window, how much of the rest pose (the avatar's own frame) to
+        show (render/silence.py); a frame that is all rest pose skips the model."""
         import torch
         from tqdm.auto import tqdm
 
         av = prep.avatar
-        n = len(windows)
+        picks, times = list(picks), list(times)
+        n = len(picks)
+        rest_w = np.zeros(n, np.float32) if rest is None else np.asarray(rest, np.float32)[picks]
         t_model = t_paste = t_encode = 0.0
+        model_frames = 0
+        t_all = time.perf_counter()
         photo = av.kind == "image"
         gen = self.generator
-        writer = VideoWriter(out_path, av.width, av.height, prep.fps, audio_path=mux_path, fmt=fmt, crf=self.crf,
-                             preset=self.preset, start_time=start_time, audio_codec=audio_codec)
+        writer = VideoWriter(out_path, av.width, av.height, prep.fps / step, audio_path=mux_path, fmt=fmt,
+                             crf=self.crf, preset=self.preset, start_time=start_time, audio_codec=audio_codec)
+        t_fixed = time.perf_counter() - t_all  # starting the encoder (and closing it, below): per render
         bar = tqdm(total=n, desc=f"lip-sync {self.model}", unit="frame", disable=not self.show_progress, leave=False)
         try:
             with torch.inference_mode():
                 feats = None
-                if photo and 0 not in prep.missing:
+                if photo and 0 not in prep.missing and bool(np.any(rest_w < 1.0)):
                     slot = self.avatars.features(av, self._feature_key(prep.crops.boxes[:1]))
                     feats = slot.get(0)
                     if feats is None:
@@ -537,32 +589,36 @@ class LipSyncPipeline:
                         slot.put(0, feats)  # kept while the store's memory budget allows
                         t_model += time.perf_counter() - t
                 for b0 in range(0, n, self.batch_size):
-                    ts = range(start + b0, start + min(n, b0 + self.batch_size))
-                    src = [av.source_index(t) for t in ts]
-                    todo = [k for k, s in enumerate(src) if s not in prep.missing]
+                    ks = range(b0, min(n, b0 + self.batch_size))
+                    src = [av.source_index(times[k]) for k in ks]
+                    # the model runs for frames with a face that are not wholly the rest pose
+                    todo = [j for j, (k, s) in enumerate(zip(ks, src, strict=True))
+                            if s not in prep.missing and rest_w[k] < 1.0]
+                    model_frames += len(todo)
                     out = None
                     t = time.perf_counter()
                     if todo:
-                        mel = torch.from_numpy(windows[[b0 + k for k in todo]])[:, None]  # (b, 1, 80, 16)
+                        mel = torch.from_numpy(windows[[picks[ks[j]] for j in todo]])[:, None]  # (b, 1, 80, 16)
                         mel = mel.to(self.device, self.dtype)
                         if feats is not None:
                             pred = gen.decode(gen.encode_audio(mel), feats)  # (b, 3, S, S)
                         elif self.feature_cache_bytes > 0:
-                            feats_b = self._video_feats(av, prep.crops, [src[k] for k in todo])  # per level (b,C,h',w)
+                            feats_b = self._video_feats(av, prep.crops, [src[j] for j in todo])  # per level (b,C,h',w)
                             pred = gen.decode(gen.encode_audio(mel), feats_b)  # (b, 3, S, S)
                         else:
-                            pred = gen(mel, self._face_batch(prep.crops.crops[[src[k] for k in todo]]))
+                            pred = gen(mel, self._face_batch(prep.crops.crops[[src[j] for j in todo]]))
                         # (b, 3, S, S) BGR [0, 1] -> (b, S, S, 3) RGB uint8
                         out = (pred.float().clamp_(0, 1).mul_(255).add_(0.5).permute(0, 2, 3, 1)
                                .to(torch.uint8).cpu().numpy()[..., ::-1])
                     t_model += time.perf_counter() - t
-                    j = 0
-                    for s in src:
+                    made = dict(zip(todo, range(len(todo)), strict=True))  # position in the batch -> row of ``out``
+                    for j, (k, s) in enumerate(zip(ks, src, strict=True)):
                         t = time.perf_counter()
-                        frame = av.frames[s]
-                        if s not in prep.missing:
-                            frame = F.paste_back(frame, out[j], prep.crops.boxes[s], feather=self.feather)
-                            j += 1
+                        frame = av.frames[s]  # the rest pose (and frames without a face)
+                        if j in made:
+                            pasted = F.paste_back(frame, out[made[j]], prep.crops.boxes[s], feather=self.feather)
+                            w = float(rest_w[k])
+                            frame = pasted if w <= 0.0 else _blend(pasted, frame, w)
                         t2 = time.perf_counter()
                         writer.write(frame)
                         t3 = time.perf_counter()
@@ -574,12 +630,33 @@ class LipSyncPipeline:
             t = time.perf_counter()
             writer.close()
             t_encode += time.perf_counter() - t
+            t_fixed += time.perf_counter() - t
         except BaseException:
             writer.abort()
             raise
         finally:
             bar.close()
+        cost = frame_cost(n, model_frames, time.perf_counter() - t_all, t_fixed)
+        if cost is not None:
+            self.frame_seconds[av.kind] = cost
+            self.render_fixed_seconds[av.kind] = t_fixed
         timings["model"] = timings.get("model", 0.0) + t_model
         timings["paste"] = timings.get("paste", 0.0) + t_paste
         timings["encode"] = timings.get("encode", 0.0) + t_encode
+        timings["model_frames"] = model_frames
+        timings["fixed"] = t_fixed
         return writer
+
+
+def _blend(generated: np.ndarray, rest: np.ndarray, w: float) -> np.ndarray:
+    """``w`` of the rest pose over ``1 - w`` of the generated frame (uint8 RGB, same size), only where they
+    differ (the pasted face box)."""
+    diff = np.any(generated != rest, axis=2)
+    rows, cols = np.flatnonzero(diff.any(axis=1)), np.flatnonzero(diff.any(axis=0))
+    if rows.size == 0:
+        return generated
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    out = generated.copy()
+    g = generated[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = (g + w * (rest[y0:y1, x0:x1].astype(np.float32) - g) + 0.5).astype(np.uint8)
+    return out

@@ -1,0 +1,279 @@
+"""Real time for streamed answers (issue 20): pauses rest the mouth without the model, and a renderer slower than
+the voice drops to half the frame rate before playback starts, with every chunk as long as its speech.
+
+Random ``wav2lip96`` weights on a synthetic photo with a fixed face box; a "slow machine" is the same generator
+made to sleep per frame, so the tests do not depend on how busy this machine is.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from wav2lip384 import faces as F
+from wav2lip384.render.pacing import FramePace
+from wav2lip384.render.silence import pause_frames, rest_weights
+
+SR = 16000
+FPS = 25
+
+
+class BoxDetector(F.FaceDetector):
+    name = "fixed-box"
+
+    def detect_batch(self, frames):
+        h, w = frames[0].shape[:2]
+        return [np.array([[w * 0.3, h * 0.25, w * 0.7, h * 0.7, 1.0]], np.float32) for _ in frames]
+
+
+def voiced(seconds: float, seed: int = 0) -> np.ndarray:
+    """A voiced, syllable-like sound (170 Hz, loudness varying at 4 Hz but never silent)."""
+    t = np.arange(int(round(seconds * SR))) / SR
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * 170 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+            + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def quiet(seconds: float, seed: int = 1) -> np.ndarray:
+    """Room noise at about -60 dB below the speech."""
+    return (0.0003 * np.random.default_rng(seed).standard_normal(int(round(seconds * SR)))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    import cv2
+
+    yy, xx = np.mgrid[0:120, 0:100]
+    img = np.stack([(yy * 2) % 256, (xx * 2) % 256, np.full_like(yy, 128)], axis=2).astype(np.uint8)
+    path = tmp_path_factory.mktemp("avatar") / "me.png"
+    cv2.imwrite(str(path), img[..., ::-1])
+    return path
+
+
+@pytest.fixture(scope="module")
+def gen96():
+    import torch
+
+    from wav2lip384.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("generator", 96).eval()
+
+
+def _pipe(gen96, **kw):
+    from wav2lip384.render.pipeline import LipSyncPipeline
+
+    return LipSyncPipeline(gen96, detector=BoxDetector(), show_progress=False, **kw)
+
+
+def _counting(monkeypatch, pipe, sleep_per_frame: float = 0.0) -> list[int]:
+    """Frames through the generator's decoder per call (a photo runs only audio encoder + decoder per frame)."""
+    calls: list[int] = []
+    real = pipe.generator.decode
+
+    def decode(audio, feats):
+        calls.append(int(audio.shape[0]))
+        if sleep_per_frame:
+            time.sleep(sleep_per_frame * int(audio.shape[0]))
+        return real(audio, feats)
+
+    monkeypatch.setattr(pipe.generator, "decode", decode)
+    return calls
+
+
+# ------------------------------------------------------------------------------------------------ pauses
+def test_pauses_need_a_minimum_length_and_use_hysteresis():
+    wave = np.concatenate([voiced(0.6), quiet(0.6), voiced(0.6), quiet(0.12), voiced(0.6)])
+    n = int(round(len(wave) / SR * FPS))
+    q = pause_frames(wave, FPS, n)
+    assert q[16:30].all() and not q[:15].any()  # the 0.6 s pause (frames 15..29), not the speech before it
+    assert not q[45:48].any()  # a 0.12 s gap inside speech is a closure within a word, not a pause
+    # hysteresis: a murmur in the pause above the entry level but below the exit level keeps the pause
+    murmur = wave.copy()
+    murmur[int(0.9 * SR):int(0.94 * SR)] *= 0
+    murmur[int(0.9 * SR):int(0.94 * SR)] += 0.3 * 10 ** (-32 / 20) * np.sin(np.arange(640) / 3)
+    assert pause_frames(murmur, FPS, n)[16:30].all()
+    w = rest_weights(wave, FPS, n)
+    assert w[:15].max() == 0 and w[30:].max() == 0
+    assert w[19:26].min() == 1.0  # the middle of the pause is all rest pose
+    assert 0 < w[15] < w[16] < w[17] < 1 and 0 < w[29] < w[28] < 1  # blended in and out over three frames
+    # a pause at either end of a chunk rests up to the cut (the chunk beside it continues it)
+    w_end = rest_weights(np.concatenate([voiced(0.6), quiet(0.6)]), FPS, 30)
+    assert w_end[-1] == 1.0 and w_end[-8:].min() == 1.0
+    assert rest_weights(quiet(1.0), FPS, 25).min() == 1.0  # all silence: no model at all
+
+
+@pytest.mark.slow
+def test_silent_frames_keep_the_rest_pose_and_cost_no_model_calls(photo, gen96, tmp_path, monkeypatch):
+    import wav2lip384.render.pipeline as P
+
+    pipe = _pipe(gen96, batch_size=8)
+    written: list[np.ndarray] = []
+    real_write = P.VideoWriter.write
+    monkeypatch.setattr(P.VideoWriter, "write", lambda self, f: written.append(np.array(f)) or real_write(self, f))
+    calls = _counting(monkeypatch, pipe)
+    wave = np.concatenate([voiced(0.6), quiet(1.0), voiced(0.6)])
+    res = pipe(photo, (wave, SR), tmp_path / "out.mp4")
+    n = res.n_frames
+    w = rest_weights(wave, FPS, n)
+    rest_pose = pipe.prepare(photo, 0.1).avatar.frames[0]
+    assert len(written) == n == 55
+    assert sum(calls) == int(np.sum(w < 1.0)) < n - 15  # only frames not wholly at rest ran the model
+    for i in np.flatnonzero(w == 1.0):  # the middle of the pause: the rest pose, pixel for pixel
+        assert np.array_equal(written[i], rest_pose), i
+    speaking = [i for i in range(n) if w[i] == 0]
+    assert all(not np.array_equal(written[i], rest_pose) for i in speaking)  # the model drew those mouths
+    ramp = [i for i in range(n) if 0 < w[i] < 1]
+    assert len(ramp) == 6
+    for i in ramp:  # between the drawn mouth and the rest pose
+        d_rest = np.abs(written[i].astype(int) - rest_pose).sum()
+        assert 0 < d_rest
+    # without rest in pauses every frame runs the model
+    plain = _pipe(gen96, batch_size=8, rest_in_pauses=False)
+    plain_calls = _counting(monkeypatch, plain)
+    plain(photo, (wave, SR), tmp_path / "plain.mp4")
+    assert sum(plain_calls) == n
+
+
+# ------------------------------------------------------------------------------------------ frame rate
+def test_pace_chooses_the_highest_frame_rate_that_keeps_up():
+    pace = FramePace()
+    assert pace.choose() == 1 and pace.keeps_up and pace.describe() == ""  # nothing measured: every frame
+    pace.record(frames=15, model_frames=15, wall_s=15 * 0.05)  # 0.05 s a frame: 0.8x real time at 25 fps
+    assert pace.choose() == 2 and pace.fps == 12.5 and pace.keeps_up
+    assert pace.describe() == "rendering at 12.5 frames per second to keep up with the voice"
+    pace.record(frames=8, model_frames=8, wall_s=8 * 0.2)  # slower still: under 1x even at 12.5 fps
+    assert pace.choose() == 2 and not pace.keeps_up
+    fast = FramePace(frame_s=0.01)
+    assert fast.choose() == 1 and fast.rate() == pytest.approx(4.0)
+    # a fixed cost per chunk (starting and finishing its encoder) slows short chunks most
+    fixed = FramePace(frame_s=0.01, fixed_s=0.5)
+    assert fixed.rate(seconds=2.0) == pytest.approx(2.0) and fixed.rate(seconds=0.5) == pytest.approx(0.5 / 0.625)
+    assert fixed.seconds_within(1.0) == pytest.approx(2.0) and fixed.seconds_within(0.4) == 0.0
+    fixed.record(frames=25, model_frames=25, wall_s=0.75, fixed_s=0.5)  # 0.25 s for 25 frames: 0.01 s each
+    assert fixed.frame_s == pytest.approx(0.01) and fixed.fixed_s == pytest.approx(0.5)
+    # a chunk that was mostly pause does not make the model look cheap
+    mostly_pause = FramePace()
+    mostly_pause.record(frames=20, model_frames=4, wall_s=0.4)
+    assert mostly_pause.frame_s == pytest.approx(0.4 / (4 + 0.25 * 16))
+
+
+@pytest.mark.slow
+def test_a_renderer_slower_than_real_time_switches_frame_rate_before_the_first_chunk_is_released(
+        photo, gen96, tmp_path, monkeypatch):
+    from wav2lip384.media.video import open_video, probe
+
+    pipe = _pipe(gen96, batch_size=8, rest_in_pauses=False)
+    _counting(monkeypatch, pipe, sleep_per_frame=0.05)  # ~0.7x real time at 25 fps, ~1.4x at 12.5
+    pace = FramePace()
+    pieces = [voiced(0.64, k) for k in range(3)]  # on 80 ms boundaries, as the app cuts them
+    stream = pipe.stream(photo, ((p, SR) for p in pieces), tmp_path / "chunks", pace=pace)
+    first = next(stream)
+    # the first chunk is not released yet (the caller holds it): the measured speed already chose 12.5 fps
+    assert pace.frame_s is not None and pace.choose() == 2 and pace.describe().startswith("rendering at 12.5")
+    chunks = [first, *stream]
+    fps = [probe(c).video[0]["fps"] for c in chunks]
+    assert fps[0] == pytest.approx(25) and fps[1:] == [pytest.approx(12.5)] * 2
+    for c, p in zip(chunks, pieces, strict=True):  # the audio untouched, each chunk as long as its speech
+        info = probe(c)
+        assert len(list(open_video(c).frames)) == round(len(p) / SR * float(info.video[0]["fps"]))
+        assert info.duration_s == pytest.approx(len(p) / SR, abs=0.045)
+    # the whole answer joined (the replay and download): every frame of both rates, as long as the speech
+    from services.media import concat_videos
+
+    joined = concat_videos(chunks, tmp_path / "answer.mp4")
+    # decoded at its first rate (25 fps) the 12.5 fps part shows each frame twice: 16 + 2 x 16 frames, no gap
+    assert len(list(open_video(joined).frames)) == 16 + 2 * (8 + 8)
+    assert probe(joined).duration_s == pytest.approx(3 * 0.64, abs=0.07)
+
+
+@pytest.mark.slow
+def test_ask_stream_on_a_slow_renderer_says_what_it_chose_and_plays_as_long_as_the_speech(
+        photo, gen96, tmp_path, monkeypatch):
+    from common.settings import Settings
+    from services import AppServices
+    from services.media import _read_chunk
+    from wav2lip384.media.video import probe
+
+    svc = AppServices(Settings(cache_dir=str(tmp_path / "cache")), tmp_parent=tmp_path / "tmp")
+    pipe = _pipe(gen96, batch_size=8)
+    pipe.frame_seconds["image"] = 0.05  # what the warm-up measured on this "slow machine"
+    _counting(monkeypatch, pipe, sleep_per_frame=0.05)
+    speech = np.concatenate([voiced(1.3, 0), quiet(0.5), voiced(1.7, 1)])
+    answer = SimpleNamespace(text="An answer.", speech="", lang="en", answered=True, outcome="answer")
+    svc._assistant = SimpleNamespace(ask=lambda q: answer)
+    monkeypatch.setattr(svc, "weights", lambda m: (True, "test weights"))
+    monkeypatch.setattr(svc, "pipeline", lambda m, progress=None: pipe)
+    monkeypatch.setattr(svc, "check_avatar", lambda a: (photo, "image"))
+    monkeypatch.setattr(svc, "_say_sentences", lambda t, lang, e: [SimpleNamespace(wave=speech, sample_rate=SR,
+                                                                                   engine="test")])
+    try:
+        ups = list(svc.ask_stream("a question", photo, "wav2lip96"))
+        released = [u for u in ups if u.chunk is not None]
+        assert len(released) >= 2 and all("12.5 frames per second" in u.render_note for u in released)
+        assert [probe(u.chunk).video[0]["fps"] for u in released] == [pytest.approx(12.5)] * len(released)
+        last = ups[-1]
+        assert last.done and "12.5 frames per second" in last.render_note
+        seconds = sum(_read_chunk(u.chunk, None, 1, tmp_path)[0] for u in released)
+        assert seconds == pytest.approx(len(speech) / SR, abs=0.2)  # played length = speech
+        assert probe(last.final_video).duration_s == pytest.approx(len(speech) / SR, abs=0.2)
+    finally:
+        svc.close()
+
+
+def test_streamed_pieces_are_sized_to_what_is_ready():
+    from common.settings import Settings
+    from services import AppServices
+
+    svc = AppServices(Settings())
+    try:
+        pace = FramePace(frame_s=0.02)  # 2x real time at 25 fps
+        assert svc._next_piece_s(0, pace, 0.0, None) == svc.first_chunk_s
+        assert svc._next_piece_s(1, pace, 0.6, None) == svc.chunk_s  # playback waits: big pieces are cheaper
+        now = time.perf_counter()
+        # 1.1 s ready, just started playing: the next piece must be rendered and on its way to the player before
+        # what is ready has played (less the allowance for the way there), at 0.9 x 2x real time
+        ready = svc.chunk_safety_s + 0.9
+        assert svc._next_piece_s(1, pace, ready, now) == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
+        assert svc._next_piece_s(3, pace, 10.0, now) == svc.chunk_s
+        # every chunk also costs a fixed time (its encoder): what fits is less
+        slow_start = FramePace(frame_s=0.02, fixed_s=0.25)
+        assert svc._next_piece_s(1, slow_start, ready + 0.25, now) == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
+        # never under min_chunk_s: tiny chunks pay that fixed time more often and fall further behind
+        assert svc._next_piece_s(3, pace, 0.2, now) == svc.min_chunk_s
+        # slower than the voice even at 12.5 fps (as measured by the warm-up): no point in a short first piece
+        assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None) == svc.chunk_s
+        # ... or after playback began (the machine slowed down): fewer waits with long pieces
+        assert svc._next_piece_s(4, FramePace(frame_s=0.2), 2.0, now) == svc.chunk_s
+    finally:
+        svc.close()
+
+
+@pytest.mark.slow
+def test_the_start_up_warm_up_streams_at_both_frame_rates_and_measures_the_speed(gen96, tmp_path, monkeypatch):
+    """The first answer after start-up meets the contract too: the warm-up pays the stream path at both rates
+    an answer may use, and leaves the measured speed the first answer's pace starts from."""
+    import wav2lip384.render.pipeline as P
+    from common.settings import Settings
+    from services import AppServices
+
+    svc = AppServices(Settings(cache_dir=str(tmp_path / "cache")), tmp_parent=tmp_path / "tmp")
+    pipe = _pipe(gen96)
+    monkeypatch.setattr(svc, "pipeline", lambda m, progress=None: pipe)
+    rates = []
+    real_init = P.VideoWriter.__init__
+
+    def init(self, path, width, height, fps, **kw):
+        rates.append((fps, kw.get("audio_codec")))
+        real_init(self, path, width, height, fps, **kw)
+
+    monkeypatch.setattr(P.VideoWriter, "__init__", init)
+    try:
+        svc._warm_render("wav2lip96")
+    finally:
+        svc.close()
+    assert (12.5, "flac") in rates and (25.0, "flac") in rates  # the stream path, at both frame rates
+    assert rates[-1] == (25.0, "flac") and pipe.frame_seconds.get("image", 0) > 0

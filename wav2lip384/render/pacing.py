@@ -1,0 +1,113 @@
+"""Keeping up with the voice: the output frame rate a streamed answer renders at, chosen from measured speed.
+
+A streamed answer must never pause: its video has to be made at least as fast as it plays. What a chunk costs
+depends on the machine (native bf16 or not, other work on it) and is only known by rendering, so
+:class:`FramePace` keeps two measured figures (from earlier renders of the same pipeline and avatar kind, e.g. the
+start-up warm-up, then from each chunk as it is rendered): wall seconds per output frame, and the fixed cost of a
+chunk (starting and finishing its encoder: measured ~0.25 s on a loaded 2-core machine, so many tiny chunks
+fall behind however fast each frame is). Before each chunk it picks the highest frame rate that renders faster
+than real time with a margin: every frame (25 fps for a photo), else every second frame (12.5 fps; the audio is
+untouched, each chunk lasts as long as its speech). When even that is too slow it says so (``keeps_up`` is
+False): the caller then buffers more before playback and offers a cheaper model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STEPS = (1, 2)  # render every frame, or every second one (25 -> 12.5 fps)
+HEADROOM = 1.15  # a frame rate is chosen only if it renders this much faster than real time
+SMOOTHING = 0.5  # weight of the newest measurement in the running estimates
+REST_FRAME_COST = 0.25  # a rest-pose frame of a pause (no model) counted as this fraction of a model frame
+TYPICAL_CHUNK_S = 2.0  # the chunk length a frame rate is judged on (later chunks hold 1-3 s of speech)
+
+
+def frame_cost(frames: int, model_frames: int, wall_s: float, fixed_s: float = 0.0) -> float | None:
+    """Wall seconds per output frame that runs the model, from one render of ``frames`` frames of which
+    ``model_frames`` ran it (the others, rest-pose frames of a pause, counted at ``REST_FRAME_COST``: a chunk that
+    was mostly pause must not make the next one look cheap), less ``fixed_s`` spent starting and finishing the
+    chunk. None when nothing ran the model."""
+    if frames <= 0 or wall_s <= 0 or model_frames <= 0:
+        return None
+    return max(wall_s - fixed_s, 1e-6) / (model_frames + REST_FRAME_COST * (frames - model_frames))
+
+
+def _smooth(old: float | None, new: float) -> float:
+    return new if old is None else (1 - SMOOTHING) * old + SMOOTHING * new
+
+
+@dataclass
+class FramePace:
+    """Measured render speed and the frame-rate step chosen from it (see the module docstring).
+
+    ``frame_s``: wall seconds per output frame measured before (None: unknown, render every frame and measure);
+    ``fixed_s``: seconds a chunk costs whatever its length. ``base_fps``: the avatar's frame rate (25 for a
+    photo), set by the stream once the avatar is open.
+    """
+
+    frame_s: float | None = None
+    fixed_s: float = 0.0
+    base_fps: float = 25.0
+    steps: tuple[int, ...] = STEPS
+    headroom: float = HEADROOM
+    step: int = 1
+    history: list[dict] = field(default_factory=list)  # one entry per rendered chunk (for logs and tests)
+
+    def __post_init__(self):
+        if self.step not in self.steps:
+            self.step = min(self.steps)
+
+    @property
+    def fps(self) -> float:
+        """The output frame rate now chosen."""
+        return self.base_fps / self.step
+
+    def seconds_to_render(self, seconds: float, step: int | None = None) -> float | None:
+        """Wall seconds to render a chunk of ``seconds`` of speech at ``step``; None before any measurement."""
+        if not self.frame_s:
+            return None
+        return self.fixed_s + self.frame_s * seconds * self.base_fps / (step or self.step)
+
+    def rate(self, step: int | None = None, seconds: float = TYPICAL_CHUNK_S) -> float | None:
+        """Seconds of video rendered per wall second at ``step`` (default: the chosen one) in chunks of
+        ``seconds``; None before any measurement."""
+        wall = self.seconds_to_render(seconds, step)
+        return None if wall is None else seconds / max(wall, 1e-9)
+
+    def seconds_within(self, wall_s: float, step: int | None = None) -> float:
+        """The most seconds of speech one chunk may hold to be rendered within ``wall_s`` (0 if none)."""
+        if not self.frame_s:
+            return 0.0
+        return max(0.0, (wall_s - self.fixed_s) * (step or self.step) / (self.frame_s * self.base_fps))
+
+    def choose(self) -> int:
+        """The smallest step (highest frame rate) that renders ``headroom`` times faster than real time, else the
+        largest step; unchanged while nothing has been measured. Called by the stream before each chunk."""
+        if self.frame_s:
+            fast = [s for s in self.steps if self.rate(s) >= self.headroom]
+            self.step = fast[0] if fast else max(self.steps)
+        return self.step
+
+    @property
+    def keeps_up(self) -> bool:
+        """Whether the chosen frame rate renders at least as fast as real time (True while unmeasured)."""
+        rate = self.rate()
+        return rate is None or rate >= 1.0
+
+    def record(self, frames: int, model_frames: int, wall_s: float, fixed_s: float = 0.0) -> None:
+        """One chunk rendered: ``frames`` output frames (``model_frames`` of them through the model, the others
+        rest-pose frames of a pause) in ``wall_s``, ``fixed_s`` of it starting and finishing the chunk (see
+        :func:`frame_cost`)."""
+        per = frame_cost(frames, model_frames, wall_s, fixed_s)
+        if per is not None:
+            self.frame_s = _smooth(self.frame_s, per)
+        if frames > 0 and wall_s > 0:
+            self.fixed_s = _smooth(self.fixed_s if self.history or self.fixed_s else None, fixed_s)
+        self.history.append({"frames": frames, "model_frames": model_frames, "wall_s": round(wall_s, 4),
+                             "fixed_s": round(fixed_s, 4), "step": self.step, "fps": self.fps})
+
+    def describe(self) -> str:
+        """What was chosen, in plain words (for the page's timing line); "" at the full frame rate."""
+        if self.step == 1:
+            return ""
+        return f"rendering at {self.fps:g} frames per second to keep up with the voice"
