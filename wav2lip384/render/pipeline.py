@@ -561,6 +561,8 @@ class LipSyncPipeline:
         at the avatar's rate from the start of the answer: they pick the video avatar's source frames), written at
         the avatar's rate / ``step``. ``rest``: per window, how much of the rest pose (the avatar's own frame) to
         show (render/silence.py); a frame that is all rest pose skips the model."""
+        # size-reason: the render loop (batches through the model, rest-pose frames around it, paste-back, the
+        # encoder) shares its buffers and timings across those steps; split, each step would take them all.
         import torch
         from tqdm.auto import tqdm
 
