@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -114,3 +116,28 @@ def test_int8_on_the_golden_inputs_of_every_public_family_is_within_tolerance_or
         assert fast.precision["chosen"] == "torch-fp32" and "unverified" in fast.precision["reason"]
         assert d["max_diff_levels"] <= 0.03  # fp32: the golden output itself
     assert cand["verified"] == (model_id in INT8_WITHIN_TOLERANCE), cand
+
+
+def test_quantizing_never_switches_on_nncf_telemetry(tmp_path):
+    """OpenVINO's converter and NNCF send usage telemetry to Google Analytics unless a consent file says no or they
+    think they run in CI (NNCF also inside pytest): the app's conversion and quantisation run here in a child
+    process without pytest or CI variables, with HOME in tmp (no consent file): nothing may consent or be written."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_optimize import tiny_generator; "
+            "from wav2lip384.render import runtime; from wav2lip384.render.optimize import transform_generator; "
+            "g = transform_generator(tiny_generator(96), channels_last=False); "
+            # the tiny model's module imports pytest, which NNCF takes for CI: forget it before NNCF is imported
+            "[sys.modules.pop(k) for k in list(sys.modules) if k.split('.')[0] in ('pytest', '_pytest')]; "
+            "runtime.build(g, 'int8'); import nncf.telemetry.wrapper as w; assert 'pytest' not in sys.modules; "
+            "t = w.telemetry; print(getattr(getattr(t, '_impl', None), 'consent', 'stub') "
+            "if isinstance(t, w.NNCFTelemetry) else 'stub')")
+    env = {k: v for k, v in os.environ.items() if k not in ("NNCF_CI", "NNCF_DEV", "CI")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=".", DH_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] in ("False", "stub")  # NNCF's client has no consent to send
+    assert not (tmp_path / "intel").exists()  # no telemetry client id written either

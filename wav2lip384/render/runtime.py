@@ -189,6 +189,18 @@ def _compile(model, hint: str, threads: int | None):
     return ov.Core().compile_model(model, "CPU", cfg)
 
 
+def _no_telemetry() -> None:
+    """OpenVINO's model conversion (ovc) and NNCF send usage telemetry to Google Analytics unless a consent file
+    in the home folder says no or they think they run in CI (openvino_telemetry: ``enable_opt_in_dialog=False``
+    takes a missing file as consent). A public-service app must not phone home, and shall not write into the
+    user's home to say so: the consent check answers "declined" in this process, before either is used."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package: both fall back to their stubs
+        return
+    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+
+
 def build(gen, precision: str, *, calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
           cache_dir: str | os.PathLike | None = None, cache_key: str = "", threads: int | None = None
           ) -> RuntimeGenerator:
@@ -196,6 +208,7 @@ def build(gen, precision: str, *, calibration: tuple[torch.Tensor, torch.Tensor]
     ``"fp32"``, ``"bf16"`` (OpenVINO's bf16 inference hint) or ``"int8"`` (NNCF post-training quantisation of all
     three graphs, calibrated on ``calibration`` = (mel (n, 1, 80, 16), faces (n, 6, S, S)), the remaining ops in
     fp32). int8 IR files are cached under ``cache_dir/runtime/<key>`` when a ``cache_key`` is given."""
+    _no_telemetry()
     import openvino as ov
 
     if precision not in ("fp32", "bf16", "int8"):
@@ -223,6 +236,7 @@ def build(gen, precision: str, *, calibration: tuple[torch.Tensor, torch.Tensor]
 
 def quantize(gen, models: dict, calibration: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
     """NNCF static int8 of the three graphs on feeds computed from ``calibration`` (one batch per graph)."""
+    _no_telemetry()
     import nncf
 
     from wav2lip384.render.optimize import calibration_batch
