@@ -918,7 +918,8 @@ def build_demo(settings: Settings, services: AppServices | None = None, streamin
     streaming = h.streaming
     engines = ["auto"]  # engines are listed without loading the voice; the Status tab shows which one runs
     keep_s = int(settings.share_link_hours * 3600)  # a shared link's media live as long as the link is promised
-    with gr.Blocks(title=TITLE, delete_cache=(min(3600, keep_s), keep_s)) as demo:
+    # analytics off: a public-service app sends nothing about its visitors' use to third parties
+    with gr.Blocks(title=TITLE, delete_cache=(min(3600, keep_s), keep_s), analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\nAsk about ID cards, household registration, social insurance or vehicles — in "
                     "Chinese or English. The assistant finds the answer, speaks it and a lip-synced avatar says it.",
                     elem_id="title")
