@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         page.get_by_role("tab", name="Status").click()
         expect(page.locator("#status_table")).to_contain_text("Lip-sync", timeout=60_000)
         page.screenshot(path=str(args.out / "status.png"), full_page=True)
+        page.get_by_role("tab", name="Talk to it · 对话").click()  # as a visitor finds it, before pressing Record
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(args.out / "talk.png"), full_page=True)
         page.get_by_role("tab", name="Ask the assistant").click()
         page.set_viewport_size({"width": 360, "height": 780})
         page.wait_for_timeout(1000)

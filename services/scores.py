@@ -150,7 +150,17 @@ class CompareScores:
                 return False, "turned off (DH_SYNCNET_CHECKPOINT is empty)"
             if self._failed:
                 return False, self._failed[0]
-            return None, f"weights {self.settings.syncnet_checkpoint} (loaded at the first comparison)"
+            spec = str(self.settings.syncnet_checkpoint)
+        # a Hub file neither cached nor downloadable now will not load: say so before a comparison tries
+        from common.hub import hub_reachable
+        from wav2lip384.weights import hub_cached_file
+
+        repo, sep, filename = spec.partition(":")
+        if sep and repo.count("/") == 1 and not Path(spec).expanduser().exists() \
+                and hub_cached_file(repo, filename) is None and not hub_reachable():
+            return False, (f"weights {spec}: not on this server and the Hugging Face Hub is not reachable "
+                           "(set DH_SYNCNET_CHECKPOINT to a local syncnet_v2.model)")
+        return None, f"weights {spec} (loaded at the first comparison)"
 
     def score(self, videos: Sequence[tuple[str, str | Path | None]], max_seconds: float | None = None) -> ScoresReport:
         """``videos``: (model id, video path or None) in the order shown; a model without a video gets no row."""

@@ -208,8 +208,14 @@ def test_lip_sync_scores_row_says_what_compare_can_score_without_loading_anythin
     default = AppServices(Settings(cache_dir=str(tmp_path / "c1")), tmp_parent=tmp_path / "t1")
     off = AppServices(Settings(cache_dir=str(tmp_path / "c2"), syncnet_checkpoint=""), tmp_parent=tmp_path / "t2")
     try:
+        row = scores_row(default)  # tests run offline (conftest): the Hub file is neither cached nor reachable
+        assert not row.ok and row.active == "unavailable" and "Hub is not reachable" in row.details
+        assert Settings().syncnet_checkpoint in row.details and "DH_" not in row.fix
+        local = tmp_path / "syncnet_v2.model"
+        local.write_bytes(b"x")
+        default.scores.settings = Settings(syncnet_checkpoint=str(local))
         row = scores_row(default)
-        assert row.ok and row.active == "loads at the first comparison" and Settings().syncnet_checkpoint in row.details
+        assert row.ok and row.active == "loads at the first comparison" and str(local) in row.details
         row = scores_row(off)
         assert not row.ok and row.active == "unavailable" and "DH_SYNCNET_CHECKPOINT" in row.details
         assert "DH_" not in row.fix and "still show the videos" in row.fix
