@@ -104,3 +104,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def load_golden(shared: Path, name: str) -> dict:
+    """The arrays of ``../shared/reference/golden/<name>`` (outputs of the public reference code), or skip/fail as
+    :func:`missing_shared` says."""
+    path = shared / "reference" / "golden" / name
+    if not path.is_file():
+        missing_shared(path)
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import missing_shared
+from conftest import load_golden
 
 from wav2lip384.models import build_model
 from wav2lip384.render.optimize import EXACT_ATOL, OptimizeConfig, optimize_generator
@@ -73,11 +73,7 @@ def deterministic_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def golden(shared_dir):
-    path = shared_dir / "reference" / "golden" / "generator_golden_outputs.npz"
-    if not path.is_file():
-        missing_shared(path)
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return load_golden(shared_dir, "generator_golden_outputs.npz")
 
 
 @pytest.fixture(scope="module", params=list(CASES))

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import missing_shared
+from conftest import load_golden, missing_shared
 
 from wav2lip384 import evaluate as ev
 from wav2lip384.media.audio import melspectrogram
@@ -76,11 +76,7 @@ def golden_audio() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def golden(shared_dir):
-    path = shared_dir / "reference" / "golden" / "syncnet_golden_outputs.npz"
-    if not path.is_file():
-        missing_shared(path)
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return load_golden(shared_dir, "syncnet_golden_outputs.npz")
 
 
 @pytest.fixture(scope="module")
