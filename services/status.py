@@ -156,7 +156,8 @@ def details_markdown(items: list[StatusItem]) -> str:
 
 def missing_parts(svc: AppServices) -> list[str]:
     """One line per part that fell back or is missing, for the start-up log (with the variable to set)."""
-    lines = []
+    lines = [f"{name} is set but no lip-sync model reads it (a typo? the models' variables: "
+             f"{', '.join(registry.weights_variables())})" for name in registry.unknown_weights_variables(svc.settings)]
     for it in status_items(svc):
         if not it.ok or it.fix:
             lines.append(f"{it.part}: {it.active} — {it.details}" if it.details else f"{it.part}: {it.active}")

@@ -243,3 +243,17 @@ def test_a_loaded_models_details_say_how_it_computes(tmp_path, monkeypatch):
         assert "computes in fp32" in row.details
     finally:
         svc.close()
+
+
+def test_start_up_log_names_a_weights_variable_no_model_reads(tmp_path):
+    """A typo such as DH_WAV2LIP_96_CHECKPOINT is said once at start-up instead of being ignored silently."""
+    from services.status import missing_parts
+
+    settings = Settings(cache_dir=str(tmp_path / "c")).with_weights({"DH_WAV2LIP_96_CHECKPOINT": "/w/96"})
+    svc = AppServices(settings, tmp_parent=tmp_path / "t")
+    try:
+        lines = missing_parts(svc)
+        assert any(line.startswith("DH_WAV2LIP_96_CHECKPOINT is set but no lip-sync model reads it") and
+                   "DH_WAV2LIP96_CHECKPOINT" in line for line in lines), lines
+    finally:
+        svc.close()
