@@ -160,7 +160,7 @@ def speech_examples() -> list[tuple[str, str]]:
 # Handler arguments that name a file the handler will open: each is checked against the app's file policy
 # (services/uploads.py) before the handler runs. The guard at the door (FileDataGuard) already refused such
 # requests; this is the second line, for anything that reaches a handler another way.
-FILE_ARGS = frozenset({"photo", "video", "audio", "path", "questions"})
+FILE_ARGS = frozenset({"photo", "video", "audio", "path", "questions", "video_1", "video_2", "video_3"})
 _FILES: list[FilePolicy] = []  # the policy of the app being served (set by build_demo)
 
 
@@ -320,10 +320,7 @@ class Handlers:
         """The Compare tab's second step, chained after the videos are shown: each model's lip-sync and mouth
         figures, measured on the videos just returned (the same order as :meth:`compare`)."""
         chosen = list(models or self.svc.compare_default())[:3]
-        videos = [video_1, video_2, video_3][:len(chosen)]
-        for v in videos:  # what the browser sends back are our own results; checked like any file argument
-            if v and _FILES:
-                _FILES[-1].check(v)
+        videos = [video_1, video_2, video_3][:len(chosen)]  # our own results sent back: checked as FILE_ARGS
         if not any(videos):
             return ""
         return self.svc.scores.score(list(zip(chosen, videos, strict=True))).markdown()
