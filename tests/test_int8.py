@@ -121,17 +121,19 @@ def test_int8_on_the_golden_inputs_of_every_public_family_is_within_tolerance_or
 def test_quantizing_never_switches_on_nncf_telemetry(tmp_path):
     """OpenVINO's converter and NNCF send usage telemetry to Google Analytics unless a consent file says no or they
     think they run in CI (NNCF also inside pytest): the app's conversion and quantisation run here in a child
-    process without pytest or CI variables, with HOME in tmp (no consent file): nothing may consent or be written."""
+    process without pytest or CI variables, with HOME in tmp (no consent file): nothing may consent or be written.
+    (``import openvino`` alone starts the converter's client: found when "auto" imported it for its version.)"""
     import os
     import subprocess
     import sys
 
     code = ("import sys; sys.path.insert(0, 'tests'); from test_optimize import tiny_generator; "
-            "from wav2lip384.render import runtime; from wav2lip384.render.optimize import transform_generator; "
-            "g = transform_generator(tiny_generator(96), channels_last=False); "
+            "from wav2lip384.render.optimize import OptimizeConfig, calibration_batch, optimize_generator; "
             # the tiny model's module imports pytest, which NNCF takes for CI: forget it before NNCF is imported
             "[sys.modules.pop(k) for k in list(sys.modules) if k.split('.')[0] in ('pytest', '_pytest')]; "
-            "runtime.build(g, 'int8'); import nncf.telemetry.wrapper as w; assert 'pytest' not in sys.modules; "
+            # the app's path: "auto" names the OpenVINO version in its cache key, then converts and quantises
+            "optimize_generator(tiny_generator(96), OptimizeConfig(int8='on'), calibration=calibration_batch(96, n=4)); "
+            "import nncf.telemetry.wrapper as w; assert 'pytest' not in sys.modules; "
             "t = w.telemetry; print(getattr(getattr(t, '_impl', None), 'consent', 'stub') "
             "if isinstance(t, w.NNCFTelemetry) else 'stub')")
     env = {k: v for k, v in os.environ.items() if k not in ("NNCF_CI", "NNCF_DEV", "CI")}

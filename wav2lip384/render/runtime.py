@@ -41,9 +41,20 @@ def available() -> bool:
 
 
 def version() -> str:
-    import openvino as ov
+    """OpenVINO's version, read from the package metadata (importing openvino starts its telemetry client)."""
+    from importlib.metadata import version as dist_version
 
-    return ov.get_version().split("-")[0]
+    return dist_version("openvino").split("-")[0]
+
+
+def _openvino():
+    """The one way this project imports OpenVINO: ``import openvino`` itself starts the converter's telemetry
+    client (openvino/tools/ovc/__init__.py), which writes a client id into the home folder and, without a consent
+    file, counts as consent to send; the consent check is answered first (:func:`_no_telemetry`)."""
+    _no_telemetry()
+    import openvino
+
+    return openvino
 
 
 # -------------------------------------------------------------------------------------- graph pieces
@@ -180,7 +191,7 @@ class RuntimeGenerator:
 
 
 def _compile(model, hint: str, threads: int | None):
-    import openvino as ov
+    ov = _openvino()
 
     cfg = {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY",
            "INFERENCE_NUM_THREADS": str(int(threads or torch.get_num_threads()))}
@@ -208,9 +219,7 @@ def build(gen, precision: str, *, calibration: tuple[torch.Tensor, torch.Tensor]
     ``"fp32"``, ``"bf16"`` (OpenVINO's bf16 inference hint) or ``"int8"`` (NNCF post-training quantisation of all
     three graphs, calibrated on ``calibration`` = (mel (n, 1, 80, 16), faces (n, 6, S, S)), the remaining ops in
     fp32). int8 IR files are cached under ``cache_dir/runtime/<key>`` when a ``cache_key`` is given."""
-    _no_telemetry()
-    import openvino as ov
-
+    ov = _openvino()
     if precision not in ("fp32", "bf16", "int8"):
         raise ValueError(f"precision must be fp32, bf16 or int8, not {precision!r}")
     cached = None
