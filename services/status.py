@@ -141,19 +141,6 @@ def status_items(svc: AppServices) -> list[StatusItem]:
                               ffmpeg_row()]
 
 
-def status_markdown(items: list[StatusItem]) -> str:
-    """A short table a visitor can read: part, state, what to do."""
-    rows = []
-    for it in items:
-        state = f"✓ {it.active}" if it.ok else f"⚠ {it.active}"  # plain symbols: present in every font
-        rows.append(f"| {it.part} | {state} | {it.fix or '—'} |")
-    return "| part | state | what to do |\n|---|---|---|\n" + "\n".join(rows)
-
-
-def details_markdown(items: list[StatusItem]) -> str:
-    return "\n".join(f"- **{it.part}**: {it.details}" for it in items if it.details)
-
-
 def missing_parts(svc: AppServices) -> list[str]:
     """One line per part that fell back or is missing, for the start-up log (with the variable to set)."""
     lines = [f"{name} is set but no lip-sync model reads it (a typo? the models' variables: "
