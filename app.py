@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import gradio as gr
 
@@ -242,11 +243,36 @@ def _progress_cb(progress):
     return cb
 
 
-def _result_values(res: VideoResult) -> tuple:
+class ResultValues(NamedTuple):
+    """The outputs of the Text and Audio tabs (and their examples), in the order of their components."""
+
+    video: str | None
+    audio: str | None
+    figures: str
+    notice: str
+    details: dict
+
+
+class AskValues(NamedTuple):
+    """The nine Ask outputs, in the order of ``ask_outputs`` in :func:`build_demo` (a tuple, as Gradio takes it)."""
+
+    answer: Any  # markdown
+    suggestions: Any  # a gr.update of the clickable questions (a list of strings for API clients)
+    video: Any  # the player: a chunk, the whole answer, None or gr.skip()
+    timing: str
+    details: dict
+    download: str | None
+    audio: str | None
+    notice: str
+    replay: str | None
+
+
+def _result_values(res: VideoResult) -> ResultValues:
     """(video, audio, figures, notice, details) of one rendered result."""
     notice = res.notice if res.path is None else ""
-    return (None if res.path is None else str(res.path), None if res.audio_path is None else str(res.audio_path),
-            "" if res.path is None else video_summary(res), notice, res.details())
+    return ResultValues(None if res.path is None else str(res.path),
+                        None if res.audio_path is None else str(res.audio_path),
+                        "" if res.path is None else video_summary(res), notice, res.details())
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -393,12 +419,12 @@ class Handlers:
         return {"video": None, "download": None, "audio": None, "notice": "", "replay": None}
 
     @staticmethod
-    def _ask_values(answer_md, sugg, video, timing: str, details: dict, shown: dict) -> tuple:
+    def _ask_values(answer_md, sugg, video, timing: str, details: dict, shown: dict) -> AskValues:
         """The nine Ask outputs, in the order of ``ask_outputs`` in :func:`build_demo`."""
-        return (answer_md, sugg, video, timing, details, shown["download"], shown["audio"], shown["notice"],
-                shown["replay"])
+        return AskValues(answer_md, sugg, video, timing, details, shown["download"], shown["audio"], shown["notice"],
+                         shown["replay"])
 
-    def _ask_cleared(self, message: str = "*Finding the answer…*") -> tuple:
+    def _ask_cleared(self, message: str = "*Finding the answer…*") -> AskValues:
         """The Ask outputs while a new question is being answered (or, with another ``message``, back at rest
         with nothing being answered): the previous answer is gone."""
         return self._ask_values(message, gr.update(choices=[], value=None, visible=False),
