@@ -540,7 +540,7 @@ class Handlers:
             lang, entry = choice[1:].split(":", 1)
             question = ""
             for values in self.ask(None, photo, model, engine, faq, entry=entry, lang=lang):
-                question = values[4].get("matched_question") or question
+                question = values.details.get("matched_question") or question
                 yield (question,) + values
             return
         yield (choice,) + self._ask_cleared()

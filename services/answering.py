@@ -49,6 +49,10 @@ class AnsweringServices:
         # further behind (measured: 0.4 s pieces under load rendered at half the rate of 2 s ones)
         self.min_chunk_s = 1.0
 
+    def assistant_pending(self) -> bool:
+        """The built-in assistant has neither loaded nor failed to load yet (it loads at the first question)."""
+        return self._assistant is None and not self._assistant_error
+
     def assistant(self):
         with self._assistant_lock:
             if self._assistant is None:

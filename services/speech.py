@@ -68,6 +68,10 @@ class SpeechServices:
                 self._asr = SpeechRecognizer(self.settings.asr_model)
             return self._asr
 
+    def recognizer_loaded(self) -> bool:
+        """The speech recogniser's weights are loaded (it loads them at the first transcription)."""
+        return getattr(self._asr, "_recognizer", None) is not None
+
     def speech_recognition(self) -> RecognizerState:
         """(available, technical detail) of the speech recogniser, without loading or downloading it."""
         try:

@@ -65,7 +65,7 @@ _ORIGIN = {"shipped": "the vectors shipped with the code", "cache": "the local c
 
 def embedder_row(svc: AppServices) -> StatusItem:
     s = svc.settings
-    if svc._assistant is None and not svc._assistant_error:
+    if svc.assistant_pending():
         return StatusItem("Question answering", True, "loads at the first question", "",
                           f"{s.qa_embedder} (backend {s.qa_backend})")
     try:
@@ -105,7 +105,7 @@ def asr_row(svc: AppServices) -> StatusItem:
     """Questions by voice: whether the speech recogniser can run (never loads or downloads it to say so)."""
     ok, detail = svc.speech_recognition()
     if ok:
-        loaded = getattr(svc._asr, "_recognizer", None) is not None
+        loaded = svc.recognizer_loaded()
         return StatusItem("Speech recognition (questions by voice)", True,
                           "loaded" if loaded else "loads at the first spoken question", "", detail)
     return StatusItem("Speech recognition (questions by voice)", False, "unavailable",
