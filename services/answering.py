@@ -4,7 +4,6 @@ One use case of :class:`services.core.AppServices`: the assistant (built-in or a
 streamed answer (``ask_stream``) with its pacing. Falls back to the spoken answer as audio by the rendering's
 degrade-to-speech rule (:mod:`services.rendering`).
 """
-# size-reason: ask_stream and its pacing helpers are one unit (moved verbatim from services/core.py, issue 22).
 
 from __future__ import annotations
 
