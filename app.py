@@ -21,11 +21,13 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import gradio as gr
 
 from common.errors import UserFacingError
 from common.settings import Settings
+from presenters import details_markdown, scores_markdown, status_markdown, video_summary
 from services import (
     CLOSEUP_AVATAR,
     DEFAULT_AVATAR,
@@ -36,8 +38,8 @@ from services import (
     VideoResult,
 )
 from services.checks import visitor_message
-from services.core import ASR_UNAVAILABLE, SpeechRecognitionUnavailable
-from services.status import details_markdown, missing_parts
+from services.speech import ASR_UNAVAILABLE, SpeechRecognitionUnavailable
+from services.status import missing_parts
 from services.uploads import FileDataGuard, FilePolicy, RefusedFile, gradio_upload_folder
 from wav2lip384.models import registry
 
@@ -241,11 +243,36 @@ def _progress_cb(progress):
     return cb
 
 
-def _result_values(res: VideoResult) -> tuple:
+class ResultValues(NamedTuple):
+    """The outputs of the Text and Audio tabs (and their examples), in the order of their components."""
+
+    video: str | None
+    audio: str | None
+    figures: str
+    notice: str
+    details: dict
+
+
+class AskValues(NamedTuple):
+    """The nine Ask outputs, in the order of ``ask_outputs`` in :func:`build_demo` (a tuple, as Gradio takes it)."""
+
+    answer: Any  # markdown
+    suggestions: Any  # a gr.update of the clickable questions (a list of strings for API clients)
+    video: Any  # the player: a chunk, the whole answer, None or gr.skip()
+    timing: str
+    details: dict
+    download: str | None
+    audio: str | None
+    notice: str
+    replay: str | None
+
+
+def _result_values(res: VideoResult) -> ResultValues:
     """(video, audio, figures, notice, details) of one rendered result."""
     notice = res.notice if res.path is None else ""
-    return (None if res.path is None else str(res.path), None if res.audio_path is None else str(res.audio_path),
-            "" if res.path is None else res.summary(), notice, res.details())
+    return ResultValues(None if res.path is None else str(res.path),
+                        None if res.audio_path is None else str(res.audio_path),
+                        "" if res.path is None else video_summary(res), notice, res.details())
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -313,7 +340,7 @@ class Handlers:
             if isinstance(r, str):
                 values += [None, f"{head}⚠️ {r}"]
             else:
-                values += [str(r.path), head + r.summary() + f"\n\n*{spec.quality}*"]
+                values += [str(r.path), head + video_summary(r) + f"\n\n*{spec.quality}*"]
         return tuple(values)
 
     def compare_scores(self, models, video_1=None, video_2=None, video_3=None):
@@ -323,7 +350,7 @@ class Handlers:
         videos = [video_1, video_2, video_3][:len(chosen)]  # our own results sent back: checked as FILE_ARGS
         if not any(videos):
             return ""
-        return self.svc.scores.score(list(zip(chosen, videos, strict=True))).markdown()
+        return scores_markdown(self.svc.scores.score(list(zip(chosen, videos, strict=True))))
 
     @staticmethod
     def _answer_md(ans) -> str:
@@ -392,12 +419,12 @@ class Handlers:
         return {"video": None, "download": None, "audio": None, "notice": "", "replay": None}
 
     @staticmethod
-    def _ask_values(answer_md, sugg, video, timing: str, details: dict, shown: dict) -> tuple:
+    def _ask_values(answer_md, sugg, video, timing: str, details: dict, shown: dict) -> AskValues:
         """The nine Ask outputs, in the order of ``ask_outputs`` in :func:`build_demo`."""
-        return (answer_md, sugg, video, timing, details, shown["download"], shown["audio"], shown["notice"],
-                shown["replay"])
+        return AskValues(answer_md, sugg, video, timing, details, shown["download"], shown["audio"], shown["notice"],
+                         shown["replay"])
 
-    def _ask_cleared(self, message: str = "*Finding the answer…*") -> tuple:
+    def _ask_cleared(self, message: str = "*Finding the answer…*") -> AskValues:
         """The Ask outputs while a new question is being answered (or, with another ``message``, back at rest
         with nothing being answered): the previous answer is gone."""
         return self._ask_values(message, gr.update(choices=[], value=None, visible=False),
@@ -442,12 +469,12 @@ class Handlers:
 
         Without a speech recogniser, or when nothing usable was recorded, it says so at once where the answer
         would be and the page is back at rest (no error badge, no waiting for an answer that cannot come)."""
-        if not self.svc.speech_recognition()[0]:
+        if not self.svc.speech_recognition().available:
             yield ("",) + self._ask_cleared(f"*{ASR_UNAVAILABLE}*")
             return
         yield ("",) + self._ask_cleared("*Listening to your question…*")
         try:
-            text, _ = self.svc.transcribe(audio)
+            text = self.svc.transcribe(audio).text
         except UserFacingError as err:  # bad recording, or the recogniser went away since the check above
             message = ASR_UNAVAILABLE if isinstance(err, SpeechRecognitionUnavailable) else visitor_message(str(err))
             yield ("",) + self._ask_cleared(f"*{message}*")
@@ -458,7 +485,7 @@ class Handlers:
     def voice_check(self):
         """At the click, outside the queue (which may be busy rendering): without a speech recogniser the answer
         area says so at once; otherwise nothing changes here."""
-        return gr.skip() if self.svc.speech_recognition()[0] else f"*{ASR_UNAVAILABLE}*"
+        return gr.skip() if self.svc.speech_recognition().available else f"*{ASR_UNAVAILABLE}*"
 
     # The public /ask and /ask_voice: the same steps as the page's, as plain values (an API client gets no
     # {"__type__": "update"}): the clickable questions as a list of strings, and in the place of the streamed
@@ -513,7 +540,7 @@ class Handlers:
             lang, entry = choice[1:].split(":", 1)
             question = ""
             for values in self.ask(None, photo, model, engine, faq, entry=entry, lang=lang):
-                question = values[4].get("matched_question") or question
+                question = values.details.get("matched_question") or question
                 yield (question,) + values
             return
         yield (choice,) + self._ask_cleared()
@@ -522,8 +549,6 @@ class Handlers:
 
     def status(self):
         items = self.svc.status()
-        from services.status import status_markdown
-
         return status_markdown(items), details_markdown(items)
 
 

@@ -1,10 +1,13 @@
-"""Plain data the services hand to the UI (and to API clients): status rows, rendered videos, answer updates."""
+"""Plain data the services hand to the UI (and to API clients): status rows, rendered videos, answer updates.
+
+No markdown or emoji here: the UI's presenters (``presenters.py`` next to app.py) turn these into text. The small
+results are named tuples, so their fields are read by name and they still unpack like the pairs they were."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -43,22 +46,6 @@ class VideoResult:
     problem: str = ""  # the technical reason behind the notice (repo, file, variable): details and log only
     source: str = ""  # where the model's weights come from
     license: str = ""
-
-    def summary(self) -> str:
-        """Plain words for the result line under a video."""
-        if self.path is None:
-            return f"🔈 Speech only. {self.notice}".strip()
-        parts = [f"**{self.model_title}** ({self.img_size}×{self.img_size} mouth)",
-                 f"{self.seconds:.1f} s to make {self.duration_s:.1f} s of video",
-                 f"{self.render_fps:.1f} frames per second"]
-        if self.clarity is not None:
-            parts.append(f"mouth sharpness {self.clarity:.0f} (higher is sharper)")
-        if self.engine:
-            parts.append(f"voice: {self.engine}")
-        text = " · ".join(parts)
-        if self.warnings:
-            text += "\n\n" + "\n".join(f"⚠️ {w}" for w in self.warnings)
-        return text
 
     def details(self) -> dict[str, Any]:
         """Engineering details for the collapsed panel."""
@@ -104,3 +91,31 @@ class AskUpdate:
     # what the render chose to keep up with the voice, in plain words ("" when nothing had to give): a lower frame
     # rate, and a quicker model when even that is slower than the voice
     render_note: str = ""
+
+
+class RecognizerState(NamedTuple):
+    """Whether spoken questions can be understood here, and the technical detail (for Status -> Details)."""
+
+    available: bool
+    detail: str
+
+
+class Transcript(NamedTuple):
+    """A spoken question as text, and the language it was recognised in."""
+
+    text: str
+    lang: str
+
+
+class AvatarCheck(NamedTuple):
+    """A checked avatar upload: its path and whether it is an "image" or a "video"."""
+
+    path: Path
+    kind: str
+
+
+class SynthesizedSpeech(NamedTuple):
+    """Text spoken by the voice: 16 kHz mono for lip-sync, and the voice's own result (``tts`` Speech: engine ...)."""
+
+    wave: Any  # np.ndarray, float32
+    speech: Any  # tts Speech

@@ -65,46 +65,6 @@ class ScoresReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def markdown(self) -> str:
-        """A table a visitor reads: one row per model, the direction of each figure in its header."""
-        if not self.rows:
-            return ""
-        cols = ["Model"]
-        if self.syncnet_ok:
-            cols += ["Lip-sync distance (lower is better)", "Lip-sync confidence (higher is better)",
-                     "Audio–video offset"]
-        cols += ["Mouth sharpness (higher is sharper)", "Mouth motion in pauses (lower is stiller)"]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for r in self.rows:
-            cells = [f"**{r.title}**"]
-            if self.syncnet_ok:
-                cells += [_num(r.lse_d, 2), _num(r.lse_c, 2), _offset(r.av_offset)]
-            cells += [_num(r.sharpness, 0), _num(r.pause_motion, 2) if r.pause_motion is not None
-                      else ("no pause in the speech" if r.sharpness is not None else "—")]
-            lines.append("| " + " | ".join(cells) + " |")
-        notes = [f"{r.title}: {r.note}" for r in self.rows if r.note]
-        text = "\n".join(lines)
-        if self.notice:
-            text += f"\n\n{self.notice}"
-        if notes:
-            text += "\n\n" + "\n".join(f"- {n}" for n in notes)
-        if self.syncnet_ok:
-            text += ("\n\n*Lip-sync distance and confidence are LSE-D and LSE-C, measured as lip-sync papers do "
-                     "(SyncNet, syncnet_python's protocol); an offset of 0 frames means sound and lips are in step.*")
-            if any(r.short_clip for r in self.rows):
-                text += " *Clips under 4 s give noisier lip-sync figures.*"
-        return text
-
-
-def _num(x: float | None, digits: int) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
-def _offset(frames: int | None) -> str:
-    if frames is None:
-        return "—"
-    return "0 frames (in step)" if frames == 0 else f"{frames:+d} frames ({abs(frames) * 40} ms)"
-
 
 class CompareScores:
     """Scores the Compare tab's videos. One per app; thread-safe; loads the SyncNet weights once, on first use.

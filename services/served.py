@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from common.settings import Settings, is_weights_variable
-from services.core import ROOT
+from services.rendering import ROOT
 from wav2lip384.models import registry
 
 APP = ROOT / "app.py"

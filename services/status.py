@@ -65,7 +65,7 @@ _ORIGIN = {"shipped": "the vectors shipped with the code", "cache": "the local c
 
 def embedder_row(svc: AppServices) -> StatusItem:
     s = svc.settings
-    if svc._assistant is None and not svc._assistant_error:
+    if svc.assistant_pending():
         return StatusItem("Question answering", True, "loads at the first question", "",
                           f"{s.qa_embedder} (backend {s.qa_backend})")
     try:
@@ -105,7 +105,7 @@ def asr_row(svc: AppServices) -> StatusItem:
     """Questions by voice: whether the speech recogniser can run (never loads or downloads it to say so)."""
     ok, detail = svc.speech_recognition()
     if ok:
-        loaded = getattr(svc._asr, "_recognizer", None) is not None
+        loaded = svc.recognizer_loaded()
         return StatusItem("Speech recognition (questions by voice)", True,
                           "loaded" if loaded else "loads at the first spoken question", "", detail)
     return StatusItem("Speech recognition (questions by voice)", False, "unavailable",
@@ -139,19 +139,6 @@ def scores_row(svc: AppServices) -> StatusItem:
 def status_items(svc: AppServices) -> list[StatusItem]:
     return model_rows(svc) + [detector_row(svc), embedder_row(svc), tts_row(svc), asr_row(svc), scores_row(svc),
                               ffmpeg_row()]
-
-
-def status_markdown(items: list[StatusItem]) -> str:
-    """A short table a visitor can read: part, state, what to do."""
-    rows = []
-    for it in items:
-        state = f"✓ {it.active}" if it.ok else f"⚠ {it.active}"  # plain symbols: present in every font
-        rows.append(f"| {it.part} | {state} | {it.fix or '—'} |")
-    return "| part | state | what to do |\n|---|---|---|\n" + "\n".join(rows)
-
-
-def details_markdown(items: list[StatusItem]) -> str:
-    return "\n".join(f"- **{it.part}**: {it.details}" for it in items if it.details)
 
 
 def missing_parts(svc: AppServices) -> list[str]:

@@ -72,7 +72,7 @@ def spoken_question(settings: Settings, text: str, lang: str | None = None) -> n
 
     svc = AppServices(settings)
     try:
-        wave, _ = svc.synthesize(text, lang or "auto", "auto")
+        wave = svc.synthesize(text, lang or "auto", "auto").wave
         return np.asarray(wave, np.float32)
     finally:
         svc.close()

@@ -158,25 +158,25 @@ def test_handlers_make_videos_and_stream_the_answer(services):
     assert details["model"] == "wav2lip96"
 
     steps = list(h.ask("How do I replace a lost ID card?", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
-    first = steps[0]
-    assert "police station" in first[0] and "Matched question" in first[0]  # the answer comes first...
-    chunks = [s[2] for s in steps[1:] if isinstance(s[2], str)]
+    first, *later = steps
+    assert "police station" in first.answer and "Matched question" in first.answer  # the answer comes first...
+    chunks = [s.video for s in later if isinstance(s.video, str)]
     assert chunks and all(Path(c).exists() for c in chunks)
-    last = steps[-1][4]
+    last = steps[-1].details
     assert last["answered"] and last["matched_id"] == "id-lost" and last["seconds_to_first_chunk"] > 0
     assert last["seconds_to_first_chunk"] >= last["seconds_to_answer_text"]
-    assert Path(steps[-1][5]).exists()  # the whole answer joined, for download
-    assert Path(steps[-1][6]).exists()  # ...and the spoken answer as audio
+    assert Path(steps[-1].download).exists()  # the whole answer joined, for download
+    assert Path(steps[-1].audio).exists()  # ...and the spoken answer as audio
 
     gen = h.ask("What is the weather like on Mars?", str(DEFAULT_AVATAR), "wav2lip96", "auto")
-    md, sugg, *_rest = next(gen)
+    step = next(gen)
     gen.close()  # only the text matters here
-    details = _rest[2]
+    md, sugg, details = step.answer, step.suggestions, step.details
     # off-topic: a short refusal, no unrelated "related questions" (issue 23)
     assert not details["answered"] and "Sorry" in md and details["suggestions"] == []
     assert not sugg["visible"]
     zh = next(h.ask("火星上天气怎么样？", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
-    assert "抱歉" in zh[0]  # "I don't know" in the user's language
+    assert "抱歉" in zh.answer  # "I don't know" in the user's language
 
 
 def test_without_any_lipsync_weights_the_answer_is_still_spoken(services, app_settings, tmp_path):
@@ -189,11 +189,11 @@ def test_without_any_lipsync_weights_the_answer_is_still_spoken(services, app_se
     try:
         steps = list(app.gradio_errors(app.Handlers(svc).ask)("怎么办理社保卡？", str(DEFAULT_AVATAR), "wav2lip96",
                                                               "auto"))
-        assert "银行网点" in steps[0][0]  # the answer text is shown...
+        assert "银行网点" in steps[0].answer  # the answer text is shown...
         last = steps[-1]
-        assert Path(last[6]).stat().st_size > 10_000  # ...and spoken, as audio
-        assert last[7] == "Lip-sync is not available on this server yet — here is the spoken answer."
-        assert "spoken answer ready" in last[3] and "DH_WAV2LIP96_CHECKPOINT" in last[4]["lipsync_problem"]
+        assert Path(last.audio).stat().st_size > 10_000  # ...and spoken, as audio
+        assert last.notice == "Lip-sync is not available on this server yet — here is the spoken answer."
+        assert "spoken answer ready" in last.timing and "DH_WAV2LIP96_CHECKPOINT" in last.details["lipsync_problem"]
     finally:
         svc.close()
 
@@ -221,10 +221,11 @@ def test_without_ffprobe_the_answer_is_spoken_first_then_the_whole_video(service
 
     # as on a machine without the system ffmpeg/ffprobe
     steps = list(app.Handlers(services, streaming=False).ask("怎么办理社保卡？", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
-    videos = [s[2] for s in steps if isinstance(s[2], str)]
-    audios = [k for k, s in enumerate(steps) if isinstance(s[6], str)]
+    videos = [s.video for s in steps if isinstance(s.video, str)]
+    audios = [k for k, s in enumerate(steps) if isinstance(s.audio, str)]
     assert len(videos) == 1 and videos[0].endswith(".mp4")  # one whole video, never chunks replacing each other
-    assert audios and audios[0] < [k for k, s in enumerate(steps) if isinstance(s[2], str)][0]  # audio first
+    first_video = min(k for k, s in enumerate(steps) if isinstance(s.video, str))
+    assert audios and audios[0] < first_video  # audio first
 
 
 def test_compare_reports_time_fps_and_sharpness_and_names_unavailable_models(services, short_speech):
@@ -232,7 +233,7 @@ def test_compare_reports_time_fps_and_sharpness_and_names_unavailable_models(ser
 
     out = app.Handlers(services).compare("", str(short_speech), str(DEFAULT_AVATAR), None, "auto",
                                          ["wav2lip96", "paper384", "livetalking384"], progress=None)
-    (v1, i1), (v2, i2), (v3, i3) = zip(out[0::2], out[1::2], strict=True)
+    v1, i1, v2, i2, v3, i3 = out  # video and figures of each of the three models
     assert Path(v1).exists() and Path(v2).exists()
     for info in (i1, i2):
         assert "frames per second" in info and "mouth sharpness" in info and "licence" in info
@@ -266,8 +267,9 @@ def test_gradio_client_drives_every_api_name(client, short_speech):
     assert isinstance(sugg, list) and _digest(_video_path(newest)) == _digest(Path(full))  # plain values: the whole
     # answer in the player's place (no {"__type__": "update"})
 
-    out = client.predict("Hi.", None, avatar, None, "auto", ["wav2lip96", "paper384"], api_name="/compare")
-    assert _video_path(out[0]).exists() and _video_path(out[2]).exists() and "mouth sharpness" in out[1]
+    v1, i1, v2, _i2, _v3, _i3 = client.predict("Hi.", None, avatar, None, "auto", ["wav2lip96", "paper384"],
+                                               api_name="/compare")
+    assert _video_path(v1).exists() and _video_path(v2).exists() and "mouth sharpness" in i1
 
 
 def test_bad_input_shows_a_message_and_the_app_keeps_serving(client, tmp_path):
@@ -321,10 +323,11 @@ def test_every_endpoint_takes_every_registry_id_and_keeps_serving(client, short_
                 "How do I get a social security card?", avatar, model, "auto", api_name="/ask")
             assert "bank branch" in answer and Path(audio).stat().st_size > 1000 and "not available" in notice
             assert "__type__" not in json.dumps([sugg, newest, replay])
-    out = client.predict("Hi.", None, avatar, None, "auto", ["wav2lip256", "livetalking384"], api_name="/compare")
-    assert out[0] is None and "Not available on this server yet" in out[1] and "DH_" not in out[1]
-    out = client.predict("Hi.", None, avatar, None, "auto", [], api_name="/compare")  # nothing ticked: what can run
-    assert _video_path(out[0]).exists() and _video_path(out[2]).exists()
+    v1, i1, *_ = client.predict("Hi.", None, avatar, None, "auto", ["wav2lip256", "livetalking384"],
+                                api_name="/compare")
+    assert v1 is None and "Not available on this server yet" in i1 and "DH_" not in i1
+    v1, _i1, v2, *_ = client.predict("Hi.", None, avatar, None, "auto", [], api_name="/compare")  # nothing ticked: what can run
+    assert _video_path(v1).exists() and _video_path(v2).exists()
 
 
 def test_five_concurrent_jobs_all_complete_with_distinct_outputs(client):
@@ -335,7 +338,7 @@ def test_five_concurrent_jobs_all_complete_with_distinct_outputs(client):
                           api_name="/text_to_avatar") for t in texts]
     with ThreadPoolExecutor(5) as pool:
         results = list(pool.map(lambda j: j.result(timeout=240), jobs))
-    paths = [_video_path(r[0]) for r in results]
+    paths = [_video_path(video) for video, _audio, _figures, _notice, _details in results]
     assert all(p.stat().st_size > 1000 for p in paths)
     assert len({_digest(p) for p in paths}) == 5  # five different speeches -> five different videos
 
@@ -553,9 +556,9 @@ def test_a_visitors_own_faq_answers_in_their_session_only(services, tmp_path):
     session_faq, status, cal_box = h.load_faq(str(faq), progress=None)
     assert "library.csv" in status and "3 questions" in status and cal_box["visible"]
     first = next(h.ask("图书馆几点开门？", str(DEFAULT_AVATAR), "wav2lip96", "auto", session_faq))
-    assert "九点" in first[0]  # answered from the visitor's FAQ...
+    assert "九点" in first.answer  # answered from the visitor's FAQ...
     other = next(h.ask("图书馆几点开门？", str(DEFAULT_AVATAR), "wav2lip96", "auto", None))
-    assert "九点" not in other[0]  # ...while every other session keeps the built-in one
+    assert "九点" not in other.answer  # ...while every other session keeps the built-in one
 
     bad = tmp_path / "bad.csv"
     bad.write_text("question,answer\n身份证怎么办？,\n", encoding="utf-8")

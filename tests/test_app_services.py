@@ -15,6 +15,7 @@ import pytest
 
 from common.errors import UserFacingError
 from common.settings import Settings
+from presenters import status_markdown, video_summary
 from services import DEFAULT_AVATAR, AppServices
 from services.checks import check_question, check_speech, count_faces
 from services.media import RequestDirs, split_speech
@@ -164,7 +165,7 @@ def test_missing_weights_are_reported_with_what_to_do_and_speech_still_delivered
     assert "DH_S3FD_CHECKPOINT" in status["Face detector"].details or "S3FD" in status["Face detector"].active
     for it in status.values():  # the table a visitor reads: no settings, repos or files
         assert "DH_" not in it.fix and "/" not in it.fix, it
-    md = svc.status_markdown()
+    md = status_markdown(svc.status())
     assert md.startswith("| part | state | what to do |") and "| Lip-sync: Wav2Lip 96 | ⚠ unavailable |" in md
     assert svc.available_models() == []
     # no lip-sync model can run: the speech is still delivered, with one calm notice in plain words; the variable
@@ -172,7 +173,7 @@ def test_missing_weights_are_reported_with_what_to_do_and_speech_still_delivered
     res = svc.text_to_avatar("hello", DEFAULT_AVATAR, "384")
     assert res.path is None and res.audio_path.is_file() and res.model == "paper384"
     assert res.notice == "Lip-sync is not available on this server yet — here is the speech."
-    assert res.summary().startswith("🔈 Speech only") and "DH_WAV2LIP384_CHECKPOINT" in res.details()["lipsync_problem"]
+    assert video_summary(res).startswith("🔈 Speech only") and "DH_WAV2LIP384_CHECKPOINT" in res.details()["lipsync_problem"]
     res = svc.audio_to_avatar(ROOT / "examples" / "speech_en.ogg", DEFAULT_AVATAR, 96)
     assert res.path is None and res.audio_path.is_file() and "DH_" not in res.notice
     assert "DH_WAV2LIP96_CHECKPOINT" in res.problem
@@ -202,12 +203,12 @@ def test_ask_without_lipsync_weights_still_speaks_the_answer(svc, tmp_path):
 
 
 def test_a_spoken_question_without_a_reachable_recogniser_says_so_at_once(svc):
-    from services.core import ASR_UNAVAILABLE
+    from services.speech import ASR_UNAVAILABLE
 
     with pytest.raises(UserFacingError, match="Record or upload"):
         svc.transcribe(None)
-    ok, detail = svc.speech_recognition()
-    assert not ok and "DH_ASR_MODEL" in detail  # the operator's detail...
+    recogniser = svc.speech_recognition()
+    assert not recogniser.available and "DH_ASR_MODEL" in recogniser.detail  # the operator's detail...
     t0 = time.perf_counter()
     with pytest.raises(UserFacingError) as err:
         svc.transcribe(ROOT / "examples" / "speech_en.ogg")
@@ -224,11 +225,14 @@ def test_a_voice_question_offline_returns_the_page_to_rest_with_the_reason(svc):
     steps = list(app.gradio_errors(app.Handlers(svc, streaming=True).ask_voice)(
         str(ROOT / "examples" / "speech_en.ogg"), str(DEFAULT_AVATAR), "wav2lip96", "auto"))
     assert len(steps) == 1  # one step: no "Finding the answer…" left behind
-    assert steps[0][0] == "" and "not available on this server yet" in steps[0][1]
+    question, *shown = steps[0]
+    assert question == "" and "not available on this server yet" in app.AskValues(*shown).answer
     assert "not available on this server yet" in app.Handlers(svc).voice_check()  # at the click, outside the queue
     api = list(app.Handlers(svc, streaming=True).ask_voice_api(str(ROOT / "examples" / "speech_en.ogg"),
                                                                str(DEFAULT_AVATAR), "wav2lip96", "auto"))
-    assert "__type__" not in repr(api) and api[-1][2] == [] and api[-1][3] is None  # plain values for clients
+    question, *shown = api[-1]
+    last = app.AskValues(*shown)
+    assert "__type__" not in repr(api) and last.suggestions == [] and last.video is None  # plain values for clients
 
 
 def test_examples_are_small_and_documented():
@@ -330,7 +334,7 @@ def test_ask_handler_refuses_an_empty_question_before_loading_anything(svc):
 
 
 def test_streamed_playback_starts_only_when_rendering_stays_ahead():
-    from services.core import release_at
+    from services.answering import release_at
 
     assert release_at(10.0, 2.0, 0.5) == 0.5  # faster than real time: only the margin
     # half real time: start at R0 = 10 - 0.5 * 9.5 = 5.25 s; playback then ends exactly margin behind rendering
@@ -365,9 +369,10 @@ def test_a_did_you_mean_click_answers_that_entry_without_asking_again(svc):
     svc._assistant = _Assistant()
     h = app.Handlers(svc, streaming=False)
     first = next(h.ask("something vague", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
-    assert "Did you mean" in first[0] and first[1]["choices"] == [("A?", "#en:a"), ("B?", "#en:b")]
-    picked = next(h.ask_choice("#en:b", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
-    assert picked[0] == "B?" and "answer of b" in picked[1] and svc._assistant.asked == ["something vague"]
+    assert "Did you mean" in first.answer and first.suggestions["choices"] == [("A?", "#en:a"), ("B?", "#en:b")]
+    question, *shown = next(h.ask_choice("#en:b", str(DEFAULT_AVATAR), "wav2lip96", "auto"))
+    picked = app.AskValues(*shown)
+    assert question == "B?" and "answer of b" in picked.answer and svc._assistant.asked == ["something vague"]
 
 
 def test_an_example_row_is_made_once_per_model_and_again_when_its_files_are_gone(svc):

@@ -181,15 +181,16 @@ def test_pause_motion_measures_the_mouth_only_while_the_speech_pauses():
 
 
 def test_compare_scores_table_hides_lip_sync_with_one_calm_line_without_weights():
+    from presenters import scores_markdown
     from services.scores import NO_SYNCNET, ModelScores, ScoresReport
 
     rows = [ModelScores("wav2lip96", "Wav2Lip 96", sharpness=12.3, pause_motion=0.5),
             ModelScores("wav2lip256", "Wav2Lip 256", note="no video to measure.")]
-    off = ScoresReport(rows=rows, notice=NO_SYNCNET).markdown()
+    off = scores_markdown(ScoresReport(rows=rows, notice=NO_SYNCNET))
     assert "Lip-sync distance" not in off and off.count(NO_SYNCNET) == 1
     assert "Mouth sharpness (higher is sharper)" in off and "(lower is stiller)" in off and "0.50" in off
     rows[0].lse_d, rows[0].lse_c, rows[0].av_offset = 7.1, 1.234, 0
-    on = ScoresReport(rows=rows, syncnet_ok=True).markdown()
+    on = scores_markdown(ScoresReport(rows=rows, syncnet_ok=True))
     assert "Lip-sync distance (lower is better)" in on and "Lip-sync confidence (higher is better)" in on
     assert "| 7.10 | 1.23 | 0 frames (in step) |" in on and NO_SYNCNET not in on
 
@@ -217,6 +218,7 @@ def test_cli_and_compare_scores_end_to_end(shared_data, published_syncnet, tmp_p
 
     from common.audio import load_audio
     from common.settings import Settings
+    from presenters import scores_markdown
     from services import CLOSEUP_AVATAR, EXAMPLES, AppServices
     from services.scores import NO_SYNCNET
     from wav2lip384.models import Wav2LipGenerator, registry
@@ -238,7 +240,7 @@ def test_cli_and_compare_scores_end_to_end(shared_data, published_syncnet, tmp_p
         assert row.lse_d > 0 and row.lse_c >= 0 and -15 <= row.av_offset <= 15 and row.short_clip
         assert row.sharpness == pytest.approx(res.clarity)  # the one sharpness figure, as under the video
         assert row.pause_motion is not None and row.pause_seconds >= 0.3
-        assert len(report.rows) == 1 and "lower is better" in report.markdown()  # no video, no row
+        assert len(report.rows) == 1 and "lower is better" in scores_markdown(report)  # no video, no row
         off = type(svc.scores)(dataclasses.replace(settings, syncnet_checkpoint=""), svc.face_detector)
         calm = off.score([("wav2lip96", res.path)])
         assert not calm.syncnet_ok and calm.notice == NO_SYNCNET and calm.rows[0].sharpness == pytest.approx(res.clarity)

@@ -45,7 +45,7 @@ def test_the_contracts_cover_the_rules():
     assert c["layers"]["layers"] == ["services", "wav2lip384 | qa | tts", "common"]
     assert set(c["foundation"]["forbidden_modules"]) == {"app", "services", "wav2lip384", "qa", "tts"}
     assert set(c["no-gradio-below-app"]["source_modules"]) == {"services", "wav2lip384", "qa", "tts", "common"}
-    assert set(c["nothing-imports-app"]["forbidden_modules"]) == {"app"}
+    assert set(c["nothing-imports-app"]["forbidden_modules"]) == {"app", "presenters"}
     assert set(c["inference-without-training"]["forbidden_modules"]) == {"wav2lip384.train", "wav2lip384.bench"}
 
 
@@ -65,6 +65,14 @@ def test_every_inference_module_is_under_the_training_contract():
     missing = sorted(found - NOT_INFERENCE - listed)
     assert not missing, f"add these to the inference-without-training contract in pyproject.toml: {missing}"
     assert not (listed & NOT_INFERENCE)
+
+
+def test_presenters_format_without_gradio():
+    """presenters.py (beside app.py, outside the contracts' root packages) turns typed results into text only."""
+    tree = ast.parse((ROOT / "presenters.py").read_text(encoding="utf-8"))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"gradio", "app"}, imported
 
 
 def _model_id_literals(tree: ast.AST, ids: set[str]) -> list[tuple[int, str]]:

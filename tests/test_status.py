@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from common.settings import Settings
+from presenters import details_markdown, status_markdown
 from services import AppServices
-from services.status import details_markdown, model_rows, status_markdown
+from services.status import model_rows
 from wav2lip384.models import registry
 from wav2lip384.weights import FileHashes, hub_blob_sha256, hub_cached_file, weights_provenance
 
