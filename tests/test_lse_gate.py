@@ -167,6 +167,7 @@ def test_pipeline_passes_the_gate_through(generator, bf16_faster):
     assert pipe.generator.precision["chosen"] == "torch-fp32" and calls == ["torch-fp32", "torch-bf16"]
 
 
+@pytest.mark.slow
 def test_end_to_end_with_syncnet_in_the_published_layout(generator, bf16_faster, published_syncnet, tmp_path):
     """The real check: both clips rendered, written as H.264 with their speech, scored by syncnet_python's network
     (random weights, so the figures mean nothing); the verdict follows the 0.1 rule on the recorded figures."""

@@ -140,19 +140,30 @@ class LseGate:
         """What a precision decision depends on of this check: whether it runs (and why not), else the SyncNet
         file (sha256), the clips (content digests), the detector, crop policy and threshold."""
         if self._key is None:
-            why = self.not_run_reason()
+            syncnet = self._known_syncnet()  # a local or cached file: known without loading it
+            why = "" if syncnet else self.not_run_reason()
             if why:
                 self._key = {"check": "lse_c", "runs": False, "why": why.split(" (")[0]}
             else:
-                if self.scorer is not None:
-                    syncnet = "injected scorer"
-                else:
+                if not syncnet:
                     prov = getattr(self._syncnet, "provenance", None)
                     syncnet = (prov.sha256 or prov.describe()) if prov is not None else "given model"
                 self._key = {"check": "lse_c", "runs": True, "max_drop": self.max_drop, "syncnet": syncnet,
                              "clips": [c.identity() for c in self.clips], "detector": self.detector.name,
                              "crop": [self.crop_policy, list(self.pads)]}
         return self._key
+
+    def _known_syncnet(self) -> str:
+        """The SyncNet file's sha256 when the check will run on a file that is already here ("" otherwise)."""
+        if not self.weights_published:
+            return ""
+        if self.scorer is not None:
+            return "injected scorer"
+        if self._syncnet is not None or not str(self.syncnet_spec or ""):
+            return ""
+        from wav2lip384.evaluate.lse import syncnet_provenance
+
+        return syncnet_provenance(self.syncnet_spec).sha256
 
     @property
     def detector(self):
