@@ -158,6 +158,11 @@ def test_a_failing_check_keeps_fp32(generator, bf16_faster):
     p = optimize_generator(generator, LOOSE, quality_gate=broken).precision
     assert p["chosen"] == "torch-fp32"
     assert p["candidates"]["torch-bf16"]["quality_gate"]["verdict"].startswith("rejected: the check failed")
+    # an example clip that is not there: loading still works, the lever is not taken
+    missing = LseGate([ExampleClip(EXAMPLES / "absent.jpg", CLIP.speech)], weights_published=True,
+                      detector=HaarDetector(), scorer=scorer_with(6.0, 6.0, []))
+    p = optimize_generator(generator, LOOSE, quality_gate=missing).precision
+    assert p["chosen"] == "torch-fp32" and "gate_error" in p["quality_gate"]["key"]
 
 
 def test_pipeline_passes_the_gate_through(generator, bf16_faster):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ class LseGate:
         self._syncnet = None if isinstance(syncnet, (str, Path)) else syncnet  # a given model
         self._syncnet_error = ""
         self._key: Any = None
-        self._fp32: tuple[Any, dict] | None = None  # (fp32 model, its figures): scored once per decision
+        self._fp32: tuple[Any, list] | None = None  # (weak ref to the fp32 model, its figures): once per decision
 
     # ------------------------------------------------------------------------------------- can it run?
     def not_run_reason(self) -> str:
@@ -184,8 +185,8 @@ class LseGate:
         with tempfile.TemporaryDirectory(prefix="lse-gate-", dir=self.work_dir) as tmp:
             work = Path(tmp)
             prepared = [self._prepare(c, work / f"speech{i}.wav", fp32.img_size) for i, c in enumerate(self.clips)]
-            if self._fp32 is None or self._fp32[0] is not fp32:
-                self._fp32 = (fp32, self._score_all("torch-fp32", fp32, prepared, work))
+            if self._fp32 is None or self._fp32[0]() is not fp32:  # a weak reference: the gate keeps no model
+                self._fp32 = (weakref.ref(fp32), self._score_all("torch-fp32", fp32, prepared, work))
             ref = self._fp32[1]
             cand = self._score_all(name, candidate, prepared, work)
         lse_c_ref = float(np.mean([r["lse_c"] for r in ref]))

@@ -376,7 +376,10 @@ def gate_key(quality_gate):
     with one that could not run) is never reused once one that runs is present."""
     if quality_gate is None:
         return None
-    key = getattr(quality_gate, "cache_key", None)
+    try:
+        key = getattr(quality_gate, "cache_key", None)
+    except Exception as e:  # noqa: BLE001 - a gate that cannot even say what it is fails its checks (fp32 stays)
+        return {"gate_error": f"{type(e).__name__}: {e}"}
     return key if key is not None else getattr(quality_gate, "__qualname__", type(quality_gate).__qualname__)
 
 
