@@ -16,8 +16,9 @@ half-trained weights have no lip sync to lose) and syncnet_python's weights reso
 which of these holds (and which SyncNet file, clips and detector), so a precision decided without the check is
 decided again once the check can run.
 
-The generators are used directly (``model(mel, faces)``), not through the render pipeline: the pipeline being
-built is the one asking. Rendering a 3 s clip costs 75 generator frames per model plus 70 SyncNet windows per
+The generators are used directly (the photo's face features encoded once, then ``decode(encode_audio(mel))``
+per batch, as a request for a photo avatar runs them), not through the render pipeline: the pipeline being built
+is the one asking. Rendering a 3 s clip costs 75 generator frames per model plus 70 SyncNet windows per
 video; it happens once per machine and weights (the decision is cached).
 """
 
@@ -272,10 +273,10 @@ class LseGate:
         h, w = prep.photo.shape[:2]
         with VideoWriter(out, w, h, FPS, audio_path=prep.wav_path, audio_codec="flac", crf=CRF) as writer, \
                 torch.inference_mode():
+            feats = model.encode_faces(prep.face_input.to(device))  # once per photo, as a request does
             for i in range(0, len(prep.windows), self.batch_size):
                 mel = torch.from_numpy(prep.windows[i:i + self.batch_size])[:, None].to(device)  # (b, 1, 80, 16)
-                faces = prep.face_input.to(device).expand(len(mel), -1, -1, -1)  # (b, 6, S, S)
-                pred = model(mel, faces)  # (b, 3, S, S) BGR [0, 1]
+                pred = model.decode(model.encode_audio(mel), feats)  # (b, 3, S, S) BGR [0, 1]
                 pred = (pred.float().clamp_(0, 1).mul_(255).add_(0.5).permute(0, 2, 3, 1)
                         .to(torch.uint8).cpu().numpy()[..., ::-1])  # (b, S, S, 3) RGB
                 for face in pred:
