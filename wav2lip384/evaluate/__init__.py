@@ -5,10 +5,13 @@ inference-side services (Compare); it never imports ``wav2lip384.train``.
 - ``lse.py``: the protocol code (syncnet_python's LSE-D / LSE-C), the weights (:data:`DEFAULT_SYNCNET`),
   :func:`evaluate` (the CLI's measures), :func:`video_scores` (one video's figures, as Compare shows them) and
   :func:`lse_of` (LSE of one video, for gates).
+- ``gate.py``: the lip-sync check of precision levers (:class:`LseGate`, :func:`lse_gate_for`): a faster
+  precision is refused when it lowers LSE-C on the example clip by more than 0.1 (published weights only).
 - ``mouth.py``: the weight-free mouth figures: :func:`sharpness` (the project's one sharpness measure) and
   :func:`pause_motion` (how still the mouth stays in pauses).
 """
 
+from wav2lip384.evaluate.gate import MAX_LSE_C_DROP, ExampleClip, LseGate, lse_gate_for  # noqa: F401
 from wav2lip384.evaluate.lse import (  # noqa: F401
     CROP_SCALE,
     DEFAULT_SYNCNET,

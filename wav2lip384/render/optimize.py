@@ -24,9 +24,13 @@ Exact within a stated tolerance (on by default, see :class:`OptimizeConfig`):
                      best so far by ``min_speedup`` AND within tolerance: mean |diff| <= ``max_mean_diff`` (1) and
                      99th percentile <= ``max_p99_diff`` (4) 8-bit grey levels; otherwise fp32. So where bf16 is
                      emulated (e.g. ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` on a bf16 CPU, ~10x slower)
-                     it loses the timing and fp32 runs. The decision is cached per machine (CPU model, the ISA
-                     variables, torch / OpenVINO versions, threads), weights (source sha256 or a sha256 of the
-                     parameters), transforms and calibration in ``<DH_CACHE_DIR>/precision/``; ``model.precision``
+                     it loses the timing and fp32 runs. A ``quality_gate`` (``optimize_generator``) has the last
+                     word on a candidate that passed both: with published weights the lip-sync check
+                     (:mod:`wav2lip384.evaluate.gate`) refuses one that lowers LSE-C on the example clip by more
+                     than 0.1; its verdict is kept with the candidate. The decision is cached per machine (CPU
+                     model, the ISA variables, torch / OpenVINO versions, threads), weights (source sha256 or a
+                     sha256 of the parameters), transforms, calibration and gate (:func:`gate_key`) in
+                     ``<DH_CACHE_DIR>/precision/``; ``model.precision``
                      holds it (:func:`precision_status` for Status: chosen precision/runtime, each candidate's fps
                      and differences). int8 is OpenVINO + NNCF static quantisation (``render/runtime.py``).
                      ``dtype="fp32"`` forces the exact path (bench ``+fp32`` entries).
@@ -185,7 +189,7 @@ def transform_generator(gen: Wav2LipGenerator, *, fold_bn: bool = True, channels
 
 def optimize_generator(gen: Wav2LipGenerator, config: OptimizeConfig = DEFAULT, *, batch_size: int = 8,
                        calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       cache_dir: str | os.PathLike | None = None) -> Wav2LipGenerator:
+                       cache_dir: str | os.PathLike | None = None, quality_gate=None) -> Wav2LipGenerator:
     """Return an optimised copy of ``gen`` (eval mode) per ``config``; ``gen`` itself is untouched.
 
     ``batch_size``: with ``compile``, the batch the graphs are compiled for (shorter batches are padded, so
@@ -194,6 +198,8 @@ def optimize_generator(gen: Wav2LipGenerator, config: OptimizeConfig = DEFAULT, 
     ``calibration``: (mel (n, 1, 80, 16), faces (n, 6, S, S)) of the avatar (:func:`calibration_from_crops`),
     for "auto"'s timing and verification and int8's calibration; ``cache_dir``: where decisions are kept
     (default: DH_CACHE_DIR's). With OpenVINO chosen the result is a :class:`render.runtime.RuntimeGenerator`.
+    ``quality_gate``: "auto" takes a verified, faster candidate only if ``quality_gate(name, candidate, fp32)``
+    accepts it (:func:`gate_verdict`; the lip-sync check :mod:`wav2lip384.evaluate.gate` is one).
     """
     apply_threads(config.num_threads, config.interop_threads)
     device = next(gen.parameters()).device
@@ -203,7 +209,7 @@ def optimize_generator(gen: Wav2LipGenerator, config: OptimizeConfig = DEFAULT, 
     if config.int8 not in ("auto", "on", "off"):
         raise ValueError(f"int8 must be 'auto', 'on' or 'off', got {config.int8!r}")
     if config.dtype == "auto":
-        fast, precision = _auto_precision(gen, config, calibration, cache_dir, batch_size)
+        fast, precision = _auto_precision(gen, config, calibration, cache_dir, batch_size, quality_gate)
     else:
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
         fast = _transform(gen, config, dtypes[config.dtype])
@@ -350,11 +356,39 @@ def _build(name: str, gen, config: OptimizeConfig, calibration, cache_dir: Path,
     return runtime.build(base, prec, calibration=calibration, cache_dir=cache_dir, cache_key=cache_key)
 
 
-def _auto_precision(gen: Wav2LipGenerator, config: OptimizeConfig, calibration=None, cache_dir=None,
-                    batch_size: int = 8) -> tuple[object, dict]:
-    """The fastest candidate that stays within tolerance of fp32 on the shown rows (module docstring).
+def gate_verdict(quality_gate, name: str, candidate, fp32) -> dict:
+    """``quality_gate(name, candidate, fp32)`` as a verdict dict with ``accepted`` (bool) and ``verdict`` (one
+    line: "accepted", "rejected: ..." or "not run: <why>", the gate's own figures beside). A gate that fails
+    (raises) rejects the candidate: a lever that could not be checked is not taken."""
+    try:
+        out = quality_gate(name, candidate, fp32)
+    except Exception as e:  # noqa: BLE001 - any failure of the check keeps the checked path out
+        return {"accepted": False, "ran": False, "verdict": f"rejected: the check failed ({type(e).__name__}: {e})"}
+    out = dict(out) if isinstance(out, dict) else {"accepted": bool(out)}
+    out["accepted"] = bool(out.get("accepted"))
+    out.setdefault("verdict", "accepted" if out["accepted"] else "rejected")
+    return out
 
-    Decided once per machine, weights, transforms and calibration, then read from the cache."""
+
+def gate_key(quality_gate):
+    """What a precision decision depends on of the gate: None without one, else its ``cache_key`` (e.g. whether
+    it can run: published weights, which SyncNet file), else its name. A decision made without the gate (or
+    with one that could not run) is never reused once one that runs is present."""
+    if quality_gate is None:
+        return None
+    try:
+        key = getattr(quality_gate, "cache_key", None)
+    except Exception as e:  # noqa: BLE001 - a gate that cannot even say what it is fails its checks (fp32 stays)
+        return {"gate_error": f"{type(e).__name__}: {e}"}
+    return key if key is not None else getattr(quality_gate, "__qualname__", type(quality_gate).__qualname__)
+
+
+def _auto_precision(gen: Wav2LipGenerator, config: OptimizeConfig, calibration=None, cache_dir=None,
+                    batch_size: int = 8, quality_gate=None) -> tuple[object, dict]:
+    """The fastest candidate that stays within tolerance of fp32 on the shown rows (module docstring) and that
+    ``quality_gate`` (when given) accepts.
+
+    Decided once per machine, weights, transforms, calibration and gate, then read from the cache."""
     device = next(gen.parameters()).device
     root = decision_cache_dir(cache_dir)
     calibrated = calibration is not None
@@ -367,7 +401,8 @@ def _auto_precision(gen: Wav2LipGenerator, config: OptimizeConfig, calibration=N
     key_doc = {"machine": machine_id(device), "weights": weights_id(gen), "arch": gen.config.name
                if hasattr(gen.config, "name") else gen.img_size,
                "transforms": {k: v for k, v in config.to_dict().items() if k in ("fold_bn", "lower_half", "channels_last")},
-               "tolerance": [config.max_mean_diff, config.max_p99_diff], "int8": config.int8, "calibration": cal_digest}
+               "tolerance": [config.max_mean_diff, config.max_p99_diff], "int8": config.int8, "calibration": cal_digest,
+               "quality_gate": gate_key(quality_gate)}
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
     path = root / "precision" / f"{key}.json"
     cal_key = f"{key}|{cal_digest}"
@@ -398,6 +433,9 @@ def _auto_precision(gen: Wav2LipGenerator, config: OptimizeConfig, calibration=N
         # faster by a margin (timings on a shared machine jitter) and verified, or it is not taken
         faster = fps > best_fps * (1 + config.min_speedup)
         measured[name] = {"fps": round(fps, 2), "verified": ok, **d, "faster_than_fp32": fps > ref_fps * (1 + config.min_speedup)}
+        if ok and faster and quality_gate is not None:  # checked only where it would be taken
+            measured[name]["quality_gate"] = verdict = gate_verdict(quality_gate, name, model, fp32)
+            ok = verdict["accepted"]
         if ok and faster:
             best_name, best_model, best_fps = name, model, fps
     decision = {"dtype": best_name.split("-")[1], "runtime": best_name.split("-")[0], "chosen": best_name,
@@ -405,6 +443,8 @@ def _auto_precision(gen: Wav2LipGenerator, config: OptimizeConfig, calibration=N
                 "tolerance_levels": {"mean": config.max_mean_diff, "p99": config.max_p99_diff},
                 "speedup_vs_fp32": round(best_fps / ref_fps, 2), "calibration": "avatar frames" if calibrated
                 else "synthetic faces", "machine": key_doc["machine"], "weights": key_doc["weights"],
+                "quality_gate": {"present": quality_gate is not None, "key": key_doc["quality_gate"],
+                                 "ran": any(v.get("quality_gate", {}).get("ran", False) for v in measured.values())},
                 "decided": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     decision["reason"] = _reason(decision)
     decision.update({k: v for k, v in measured[best_name].items() if k.endswith("_diff_levels")})
@@ -421,17 +461,29 @@ def _auto_precision(gen: Wav2LipGenerator, config: OptimizeConfig, calibration=N
 def _reason(decision: dict) -> str:
     cands = decision["candidates"]
     if decision["chosen"] == "torch-fp32":
-        others = [f"{k} {'unverified' if not v.get('verified', True) else 'not faster'}"
-                  if "fps" in v else f"{k} unavailable" for k, v in cands.items() if k != "torch-fp32"]
+        others = [f"{k} {_why_not(v)}" if "fps" in v else f"{k} unavailable"
+                  for k, v in cands.items() if k != "torch-fp32"]
         return "fp32 measured fastest within tolerance" + (f" ({', '.join(others)})" if others else "")
-    return f"{decision['chosen']} measured {decision['speedup_vs_fp32']}x fp32 and within tolerance"
+    gate = cands[decision["chosen"]].get("quality_gate")
+    return (f"{decision['chosen']} measured {decision['speedup_vs_fp32']}x fp32 and within tolerance"
+            + (f"; lip-sync check {gate['verdict']}" if gate else ""))
+
+
+def _why_not(candidate: dict) -> str:
+    if not candidate.get("verified", True):
+        return "unverified"
+    gate = candidate.get("quality_gate")
+    if gate and not gate["accepted"]:
+        return gate["verdict"]
+    return "not faster"
 
 
 def precision_status(model) -> dict:
     """For Status -> Details: the chosen precision and runtime, each candidate's measured fps and differences."""
     p = dict(getattr(model, "precision", {}) or {})
     keep = ("chosen", "dtype", "runtime", "requested", "reason", "candidates", "tolerance_levels",
-            "speedup_vs_fp32", "calibration", "cached", "mean_diff_levels", "p99_diff_levels", "max_diff_levels")
+            "speedup_vs_fp32", "calibration", "cached", "mean_diff_levels", "p99_diff_levels", "max_diff_levels",
+            "quality_gate")
     return {k: p[k] for k in keep if k in p}
 
 

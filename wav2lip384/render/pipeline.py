@@ -159,7 +159,7 @@ class LipSyncPipeline:
                  max_audio_seconds: float = 300.0, on_no_face: str = "error", feather: bool = True,
                  crf: int = 18, preset: str = "veryfast", show_progress: bool = True,
                  avatar_cache: AvatarCache | None = None, optimize=None, feature_cache_mb: float = 1024.0,
-                 rest_in_pauses: bool = True):
+                 rest_in_pauses: bool = True, quality_gate=None):
         """``model``: the registry id (or alias) the generator belongs to; it sets the crop policy, the pads and
         the default batch (``crop_policy`` / ``pads`` / ``batch_size`` override them). None: recognised from the
         generator's architecture (a 384 generator of another architecture counts as ``paper384``: our trainer's).
@@ -198,7 +198,7 @@ class LipSyncPipeline:
                                            (entry.pads if entry is not None else F.DEFAULT_PADS)))
         self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.model, 32 if self.size <= 96 else 8))
         self.generator = optimize_generator(generator.to(self.device, self.dtype).eval(), config,
-                                            batch_size=self.batch_size)
+                                            batch_size=self.batch_size, quality_gate=quality_gate)
         # "auto" runs bf16 only where it is native and verified on these weights (optimize.py)
         self.precision = describe_precision(getattr(self.generator, "precision", {"dtype": "fp32"}))
         # what encoder features depend on besides the crops: the model and its weights, the transforms (rows
