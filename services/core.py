@@ -47,7 +47,8 @@ class AppServices(SpeechServices, RenderingServices, AnsweringServices, WarmUpSe
         self.settings = settings
         self.cache_dir = Path(settings.cache_dir).expanduser()
         self.dirs = RequestDirs(tmp_parent, keep_s=keep_outputs_s)
-        self.models = ModelCatalog(settings, self.cache_dir)
+        self.models = ModelCatalog(settings, self.cache_dir,
+                                   gate_clip=(DEFAULT_AVATAR, EXAMPLES / "speech_en.ogg"))
         # one lock per part: a first-time index build (minutes on a Space) must not hold up the voice or video
         self._init_speech()
         self._init_rendering()

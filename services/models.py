@@ -36,9 +36,12 @@ def how_to_configure(spec: registry.ModelSpec) -> str:
 class ModelCatalog:
     """Availability and lazily loaded pipelines of every registered lip-sync model (thread-safe)."""
 
-    def __init__(self, settings: Settings, cache_dir: Path):
+    def __init__(self, settings: Settings, cache_dir: Path, *, gate_clip: tuple[Path, Path] | None = None):
+        """``gate_clip``: (photo, speech) of the example the lip-sync check of precision levers renders
+        (:mod:`wav2lip384.evaluate.gate`; it runs only for published weights with SyncNet weights at hand)."""
         self.settings = settings
         self.cache_dir = Path(cache_dir)
+        self.gate_clip = gate_clip
         self._lock = threading.Lock()  # guards the dicts below; never held while loading anything
         self._detector_lock = threading.Lock()
         self._pipes: dict[str, Any] = {}
@@ -98,6 +101,23 @@ class ModelCatalog:
         if not ckpt:
             return Provenance(spec.id, "none", "", spec.default_weights)
         return weights_provenance(spec.id, ckpt, hashes=self._hashes(), cache_dir=self.weights_cache_dir)
+
+    def _quality_gate(self, model: str, detector):
+        """The lip-sync check a faster precision must pass (issue 25: a lever that lowers LSE-C on the example
+        clip by more than 0.1 is not chosen); None without an example clip. It decides nothing by itself: it runs
+        only when ``auto`` found a faster candidate, the weights are the published ones and SyncNet's are at hand."""
+        if self.gate_clip is None:
+            return None
+        from wav2lip384.evaluate.gate import lse_gate_for
+
+        try:
+            published = self.provenance(model).published
+        except OSError as err:  # provenance is for the record: without it the check says it did not run
+            log.warning("provenance of %s unknown, lip-sync check of precision levers not run: %s", model, err)
+            published = False
+        face, speech = self.gate_clip
+        return lse_gate_for(model, weights_published=published, face=face, speech=speech,
+                            syncnet=self.settings.syncnet_checkpoint, detector=detector, device=self.settings.device)
 
     def _record_hash(self, pipe) -> None:
         """After a load: remember the source's sha256 (known from the load, or hashed now, once per file)."""
@@ -195,7 +215,7 @@ class ModelCatalog:
                         model=model, checkpoint=self.checkpoint(model), detector=detector,
                         device=self.settings.device, cache_dir=self.cache_dir, avatar_cache=store,
                         max_audio_seconds=self.settings.max_audio_seconds, show_progress=False,
-                        download_progress=on_download)
+                        download_progress=on_download, quality_gate=self._quality_gate(model, detector))
                 except ModelUnavailableError:
                     raise
                 except UserFacingError as err:  # weights unreadable / not downloadable: the app degrades

@@ -414,3 +414,20 @@ def test_visitor_messages_keep_decoder_words_and_settings_for_the_log():
     assert msg.endswith("(wav, mp3, ...).") and "ffmpeg" not in msg
     assert visitor_message("The file is too big (DH_MAX_UPLOAD_MB).") == "The file is too big."
     assert visitor_message("No face found in the avatar a.png.") == "No face found in the avatar a.png."
+
+
+def test_the_apps_pipelines_carry_the_lip_sync_check_of_precision_levers(offline_settings, tmp_path):
+    """Issue 25: a faster precision is taken only if the lip-sync check passes; the app builds every pipeline with
+    it. Random local weights are not the published ones, so the check says it did not run (and why)."""
+    from services.served import with_random_generators
+
+    settings = with_random_generators(offline_settings, ["wav2lip96"], tmp_path / "w")
+    svc = AppServices(settings, tmp_parent=tmp_path)
+    try:
+        gate = svc.models._quality_gate("wav2lip96", None)
+        assert gate is not None and not gate.weights_published
+        precision = svc.pipeline("wav2lip96").generator.precision
+        assert precision["quality_gate"]["present"] is True
+        assert precision["quality_gate"]["ran"] is False  # random weights: nothing to compare lip-sync on
+    finally:
+        svc.close()
