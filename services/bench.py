@@ -189,6 +189,33 @@ def bench_browser(settings: Settings, questions: list[str], repeats: int = 1, ti
 
 
 @user_errors_exit_2
+def _rss_mb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def bench_memory(settings: Settings, models: list[str], text: str = "Please bring your ID card and the form.") -> dict:
+    """The app's resident memory with ``models`` loaded: after the start-up warm-up of all of them, then after one
+    request per model on the video and the photo avatar (encoder features cached), and the peak (ru_maxrss)."""
+    import resource
+
+    from services.core import EXAMPLE_VIDEO_AVATAR
+
+    svc = AppServices(settings)
+    try:
+        out = {"models": models, "rss_mb_at_start": _rss_mb(), "warm_up_s": svc.warm_up(tuple(models))}
+        out["rss_mb_after_warm_up"] = _rss_mb()
+        for m in models:
+            for avatar in (EXAMPLE_VIDEO_AVATAR, DEFAULT_AVATAR):
+                svc.text_to_avatar(text, avatar, model=m)
+            out[f"rss_mb_after_{m}_requests"] = _rss_mb()
+        out["rss_mb_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux: KiB
+        out["precision"] = {m: svc.pipeline(m).precision for m in models}
+        return out
+    finally:
+        svc.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -202,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--browser", action="store_true",
                    help="also start app.py and measure click -> first visible frame in headless Chromium")
     b.add_argument("--question", action="append", help="repeatable; default: one zh and one en example question")
+    mem = sub.add_parser("memory", help="the app's RSS with models loaded and used; prints JSON")
+    mem.add_argument("--models", nargs="+", default=[m for m in registry.ids() if registry.get(m).default_weights],
+                     help="registry ids (default: every model with published weights)")
     from services.talk_bench import add_parser as add_talk_bench
     from services.talk_bench import run as run_talk_bench
 
@@ -209,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "talk-bench":
         return run_talk_bench(args)
+    if args.cmd == "memory":
+        return _memory_main(args)
     spec = registry.get(args.model)
     settings = Settings.from_env()
     questions = args.question or ["身份证丢了怎么补办？", "How do I apply for a residence permit?"]
@@ -239,6 +271,29 @@ def main(argv: list[str] | None = None) -> int:
         result["machine"] = {"cpus": _os.cpu_count(), "torch_threads": torch.get_num_threads(),
                              "load_average_1min": round(_os.getloadavg()[0], 2)}
         print(json.dumps(result, ensure_ascii=False, indent=2))
+    finally:
+        if random_dir is not None:
+            shutil.rmtree(random_dir, ignore_errors=True)
+    return 0
+
+
+def _memory_main(args) -> int:
+    """``python -m services memory``: models without weights here run random generators of their architecture
+    (same size, same memory; said in ``weights_used``)."""
+    settings = Settings.from_env()
+    models = [registry.get(m).id for m in args.models]
+    svc = AppServices(settings)
+    missing = [m for m in models if not svc.weights(m)[0]]
+    svc.close()
+    random_dir = Path(tempfile.mkdtemp(prefix="bench-random-weights-")) if missing else None
+    try:
+        if missing:
+            settings = with_random_generators(settings, missing, random_dir)
+        result = bench_memory(settings, models)
+        result["weights_used"] = {m: "RANDOM weights of the real architecture" if m in missing else "configured"
+                                  for m in models}
+        result["goal_mb"] = 4096
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     finally:
         if random_dir is not None:
             shutil.rmtree(random_dir, ignore_errors=True)
