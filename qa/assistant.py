@@ -128,6 +128,10 @@ class AssistantConfig:
     en_shift: float | None = None  # English questions: thresholds shifted by this much (None: the calibration's)
     n_suggestions: int = 3
     n_candidates: int = 3  # "Did you mean" offers 2 to this many questions
+    # how they are picked (Assistant._candidates): "own+topics" (shipped), "topics" (no own-text pick) or "score"
+    # (the best distinct questions by score, as before; ablations)
+    candidates: str = "own+topics"
+    uncovered_match: float = UNCOVERED_MATCH  # 0: vague questions are never refused as uncovered (ablation)
     max_question_chars: int = MAX_QUESTION_CHARS
     index: IndexConfig = field(default_factory=IndexConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -370,7 +374,8 @@ class Assistant:
         vague = (bool(cat) and len(tokenize(lex_text)) <= VAGUE_TOKENS
                  and any(h.entry.category != cat for h in hits[1:] if hits[0].score - h.score < VAGUE_MARGIN)
                  and not (self.lexical is not None and self.lexical.names_topic(lex_text, cat)))
-        uncovered = vague and lexical is not None and float(lexical[0, hits[0].position]) < UNCOVERED_MATCH
+        uncovered = (vague and lexical is not None
+                     and float(lexical[0, hits[0].position]) < self.config.uncovered_match)
         return Retrieval(hits[:k], confidence, vague, uncovered)
 
     # --- answering -------------------------------------------------------------------------------
@@ -460,10 +465,12 @@ class Assistant:
                 seen.add(key)
                 chosen.append(h)
 
+        policy = self.config.candidates
         take(pool[0])
-        take(max(pool, key=lambda h: h.own))
+        if policy == "own+topics":
+            take(max(pool, key=lambda h: h.own))
         topics = {h.entry.category for h in chosen}
-        for h in pool:  # one per topic (entries without a category: one topic)
+        for h in pool if policy != "score" else []:  # one per topic (entries without a category: one topic)
             if h.entry.category not in topics and pool[0].score - h.score <= CANDIDATE_WINDOW:
                 topics.add(h.entry.category)
                 take(h)
