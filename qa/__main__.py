@@ -41,6 +41,11 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     common.add_argument("--no-normalize", action="store_true",
                         help="embed / tokenise questions as typed (no full-width, traditional or colloquial "
                              "normalisation; ablation)")
+    common.add_argument("--candidates", choices=["own+topics", "topics", "score"], default=None,
+                        help="how 'Did you mean' picks its candidates (default own+topics; ablation)")
+    common.add_argument("--uncovered-match", type=float, default=None,
+                        help="refuse vague questions whose top entry shares less than this of their words "
+                             "(default 0.2; 0: off, ablation)")
     common.add_argument("--json", action="store_true", help="print JSON")
 
     p = argparse.ArgumentParser(prog="python -m qa", description="Knowledge-base question answering")
@@ -121,6 +126,10 @@ def _assistant(args, settings: Settings, use_llm: bool = False):
         cfg = replace(cfg, answer_threshold=args.answer_threshold)
     if args.margin is not None:
         cfg = replace(cfg, margin=args.margin)
+    if args.candidates is not None:
+        cfg = replace(cfg, candidates=args.candidates)
+    if args.uncovered_match is not None:
+        cfg = replace(cfg, uncovered_match=args.uncovered_match)
     if use_llm:
         cfg = replace(cfg, llm=LLMConfig(settings.llm_base_url, settings.llm_api_key, settings.llm_model))
     return Assistant.load(args.kb, args.embedder, args.backend, cache_dir=Path(args.cache_dir), config=cfg,

@@ -49,6 +49,7 @@ class QueryResult:
     also_ok: tuple[str, ...] = ()  # other entries that answer the question equally well
     kind: str = ""  # "answerable" | "ambiguous" | "unanswerable" ("" : from expected_id)
     options: tuple[str, ...] = ()  # ambiguous: the entries the visitor should be asked to choose between
+    uncovered: bool = False  # vague and its words barely in the top entry: refused (see decide)
 
     @property
     def answerable(self) -> bool:
@@ -120,13 +121,13 @@ def run_queries(assistant: Assistant, queries: list[dict]) -> list[QueryResult]:
     results = []
     for q in queries:
         ans, ms = timed_ask(assistant, q["query"])
-        hits, confidence, vague = assistant.retrieve_ex(assistant.validate(q["query"]), k=MRR_DEPTH)
+        hits, confidence, vague, uncovered = assistant.retrieval(assistant.validate(q["query"]), k=MRR_DEPTH)
         margin = hits[0].score - hits[1].score if len(hits) > 1 else 1.0
         cands = tuple(c.id for c in assistant._candidates(hits, detect_language(q["query"])))
         results.append(QueryResult(q["query"], q["lang"], q["expected_id"], tuple(h.entry.id for h in hits),
                                    confidence, ans.outcome == "answer" and ans.source == "kb", ms, margin, cands,
                                    vague, tuple(q.get("also_ok", ())), q.get("kind", ""),
-                                   tuple(q.get("options", ()))))
+                                   tuple(q.get("options", ())), uncovered))
     return results
 
 
@@ -155,7 +156,7 @@ def _conf(r: QueryResult, rule: Rule) -> float:
 
 
 def outcome(r: QueryResult, rule: Rule) -> str:
-    out = decide(_conf(r, rule), r.margin, rule.threshold, rule.answer_threshold, rule.margin, r.vague)
+    out = decide(_conf(r, rule), r.margin, rule.threshold, rule.answer_threshold, rule.margin, r.vague, r.uncovered)
     if out == "clarify" and len(r.candidate_ids) < 2:
         return "answer"  # as Assistant.ask: nothing distinct to offer
     return out
@@ -245,9 +246,11 @@ ANSWER_QUANTILES = tuple(range(0, 101, 2))  # answer-threshold candidates: perce
 
 
 def _outcomes(conf: np.ndarray, margin: np.ndarray, multi: np.ndarray, rule: Rule,
-              vague: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              vague: np.ndarray | None = None, uncovered: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised :func:`outcome`: (answered (n,), clarified (n,)) booleans."""
     keep = conf >= rule.threshold
+    if uncovered is not None:
+        keep &= ~uncovered
     vague = np.zeros(len(conf), bool) if vague is None else vague
     answer = keep & (((conf >= rule.answer_threshold) & (margin >= rule.margin) & ~vague) | ~multi)
     return answer, keep & ~answer
@@ -282,6 +285,7 @@ def calibrate_rule(results: list[QueryResult], target_false_reject: float = 0.05
     margin = np.array([r.margin for r in ans])
     multi = np.array([len(r.candidate_ids) >= 2 for r in ans])
     vague = np.array([r.vague for r in ans], bool)
+    uncovered = np.array([r.uncovered for r in ans], bool)
     wrong = np.array([not r.top1_right for r in ans])
     above = conf[conf >= t]
     his = sorted({t, *(float(np.percentile(above, q)) for q in ANSWER_QUANTILES)}) if len(above) else [t]
@@ -289,7 +293,7 @@ def calibrate_rule(results: list[QueryResult], target_false_reject: float = 0.05
     for hi in his:
         for m in MARGIN_GRID:
             rule = Rule(t, hi, m, shift)
-            answered, clarified = _outcomes(conf, margin, multi, rule, vague)
+            answered, clarified = _outcomes(conf, margin, multi, rule, vague, uncovered)
             cr = float(clarified.mean())
             if cr > clarify_budget + 1e-9:
                 continue

