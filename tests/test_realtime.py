@@ -263,6 +263,22 @@ def test_a_barge_in_stops_rendering_within_one_model_batch(photo, gen96, tmp_pat
     assert len(calls) == 2 and not (tmp_path / "whole.mp4").exists()
 
 
+def test_max_batch_s_bounds_each_model_batch_by_the_measured_speed(photo, gen96, tmp_path, monkeypatch):
+    pipe = _pipe(gen96, batch_size=32, rest_in_pauses=False)
+    calls = _counting(monkeypatch, pipe)
+    pace = FramePace(frame_s=0.05, steps=(1,))  # 0.05 s a frame: 0.4 s holds 8 frames
+    list(pipe.stream(photo, [(voiced(1.0), SR)], tmp_path / "a", pace=pace,
+                     max_batch_s=0.4))
+    assert calls == [8, 8, 8, 1]
+    calls.clear()
+    list(pipe.stream(photo, [(voiced(1.0), SR)], tmp_path / "b", pace=FramePace(frame_s=1.0, steps=(1,)),
+                     max_batch_s=0.4))
+    assert max(calls) == 4  # never under MIN_BATCH frames
+    calls.clear()
+    list(pipe.stream(photo, [(voiced(1.0), SR)], tmp_path / "c", pace=pace))
+    assert calls == [25]  # without it: the pipeline's batch
+
+
 def test_streamed_pieces_are_sized_to_what_is_ready():
     from common.settings import Settings
     from services import AppServices

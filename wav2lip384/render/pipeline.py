@@ -120,6 +120,7 @@ class PreparedAvatar:
     cached: bool
 
 
+MIN_BATCH = 4  # the smallest model batch ``stream(max_batch_s=...)`` uses
 VERIFY_FRAMES = 4  # frames of an avatar (other than the calibration avatar) int8 is checked on before it renders it
 
 
@@ -554,7 +555,8 @@ class LipSyncPipeline:
                out_dir: str | os.PathLike, *, fps: float | None = None, smooth: bool = True,
                pads: Sequence[int] | None = None, fmt: str = "mp4", max_chunk_seconds: float | None = None,
                on_no_face: str | None = None, audio_codec: str | None = None,
-               pace: FramePace | None = None, should_stop: Callable[[], bool] | None = None) -> Iterator[Path]:
+               pace: FramePace | None = None, should_stop: Callable[[], bool] | None = None,
+               max_batch_s: float | None = None) -> Iterator[Path]:
         """Yield one playable video chunk per audio segment (e.g. one per synthesised sentence).
 
         Frame indices continue across chunks (the video avatar keeps playing where the last chunk stopped)
@@ -578,7 +580,11 @@ class LipSyncPipeline:
 
         ``should_stop()`` (a barge-in: the visitor speaks or asks again) is asked before each segment is read, before
         each chunk and between model batches: once it returns True the stream ends within one model batch,
-        without yielding the unfinished chunk (its file is removed).
+        without yielding the unfinished chunk (its file is removed). ``max_batch_s`` bounds how long one model
+        batch may take at the speed ``pace`` measured (batch = that many seconds / seconds per frame, at most the
+        pipeline's batch, at least ``MIN_BATCH``), i.e. how late a stop is seen; None: the pipeline's batch.
+        Measured on the 2-core bf16 CPU (random 96, shared machine): bf16 costs about the same per frame in
+        batches of 4 to 32, fp32 up to 2x more per frame in batches of 4 than of 32, so keep it None for fp32.
         """
         audio_codec = audio_codec or ("flac" if fmt == "mp4" else "aac")
         out_dir = Path(out_dir)
@@ -619,10 +625,13 @@ class LipSyncPipeline:
                         work / f"piece_{index:04d}.wav", a / prep.fps, None if b == n else b / prep.fps)
                     path = out_dir / f"chunk_{index:04d}.{fmt}"
                     t = time.perf_counter()
+                    batch = None
+                    if max_batch_s and pace is not None and pace.frame_s:
+                        batch = max(MIN_BATCH, min(self.batch_size, int(max_batch_s / pace.frame_s)))
                     try:
                         self._render(prep, windows, picks, times, mux, path, fmt, timings, None,
                                      start_time=emitted / prep.fps, audio_codec=audio_codec, rest=rest, step=step,
-                                     should_stop=stop)
+                                     should_stop=stop, batch_size=batch)
                     except RenderStopped:
                         return
                     if pace is not None:  # measured before the chunk is handed on: the next one's rate uses it
