@@ -408,7 +408,7 @@ class LipSyncPipeline:
 
     # ------------------------------------------------------------------- int8 on the avatar's own frames
     def calibrate(self, face: str | os.PathLike, audio: AudioInput | None = None, *, frames: int | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> dict:
+                  should_stop: Callable[[], bool] | None = None, cache_dir: str | os.PathLike | None = None) -> dict:
         """Let "auto" consider OpenVINO int8 calibrated on this avatar's own model inputs, and run the winner.
 
         Prepares ``face`` (decode, detect, crop: cached like a request), takes ``frames`` face crops and mel windows
@@ -423,7 +423,9 @@ class LipSyncPipeline:
 
         Returns the decision (:func:`optimize.precision_status` of the model now running, plus
         ``"swapped"``). Without a possible int8 candidate (GPU, a fixed dtype, ``int8="off"``, OpenVINO missing)
-        nothing is measured and ``"swapped"`` is False."""
+        nothing is measured and ``"swapped"`` is False. ``cache_dir``: where decisions and int8 IR are kept
+        (default: DH_CACHE_DIR's, as for the choice made at construction). ``should_stop()`` True before the
+        measurement starts: nothing is measured."""
         from wav2lip384.render.optimize import calibration_from_crops, optimize_generator, precision_status
 
         with self._lock:
@@ -443,7 +445,8 @@ class LipSyncPipeline:
         mel, faces = calibration_from_crops(prep.crops.crops[usable], windows, n=n)
         if should_stop is not None and should_stop():
             return {**precision_status(self.generator), "swapped": False, "skipped": "stopped"}
-        new = optimize_generator(reference, self.optimization, batch_size=self.batch_size, calibration=(mel, faces))
+        new = optimize_generator(reference, self.optimization, batch_size=self.batch_size, calibration=(mel, faces),
+                                 cache_dir=cache_dir)
         chosen = new.precision.get("chosen", "")
         with self._lock:
             old = self.generator
