@@ -4,6 +4,8 @@
     result = pipe("avatar.mp4", "speech.wav", "out.mp4")   # -> LipSyncResult (path, fps, frames, timings, ...)
     for chunk in pipe.stream("avatar.png", [(wav, sr), ...], out_dir):  # one playable chunk per segment
         ...
+    pipe.calibrate("avatar.png", (wav, sr))  # "auto" re-measured with int8 calibrated on this avatar (cached)
+    pipe.stream(..., should_stop=event.is_set)  # a barge-in ends the stream within one model batch
 
 Steps of one request (each timed in ``LipSyncResult.timings``):
  1. ``audio``   — check and decode the speech to 16 kHz mono (any format ffmpeg reads; limit on length).
