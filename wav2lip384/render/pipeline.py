@@ -591,6 +591,8 @@ class LipSyncPipeline:
         Measured on the 2-core bf16 CPU (random 96, shared machine): bf16 costs about the same per frame in
         batches of 4 to 32, fp32 up to 2x more per frame in batches of 4 than of 32, so keep it None for fp32.
         """
+        # size-reason: one loop over segments and the chunks cut from them; the counters that keep chunks in sync
+        #   with the speech (frames_done, emitted, index), the pace and the stop test are shared by both levels.
         audio_codec = audio_codec or ("flac" if fmt == "mp4" else "aac")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
