@@ -143,3 +143,86 @@ def test_quantizing_never_switches_on_nncf_telemetry(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] in ("False", "stub")  # NNCF's client has no consent to send
     assert not (tmp_path / "intel").exists()  # no telemetry client id written either
+
+
+# ------------------------------------------------------------------------- int8 in the product path
+def _photo(tmp_path, name="me.png", shift=0):
+    import cv2
+    import numpy as np
+
+    yy, xx = np.mgrid[0:120, 0:100]
+    img = np.stack([(yy * 2 + shift) % 256, (xx * 3 + 2 * shift) % 256, np.full_like(yy, 90 + shift)], axis=2)
+    path = tmp_path / name
+    cv2.imwrite(str(path), img.astype(np.uint8)[..., ::-1])
+    return path
+
+
+def _int8_pipe(monkeypatch, **config):
+    """A tiny-96 pipeline whose "auto" finds int8 fastest (timings replaced; outputs and checks are real)."""
+    from test_optimize import _fake_timing, tiny_generator
+    from test_realtime import BoxDetector
+
+    from wav2lip384.render.pipeline import LipSyncPipeline
+
+    _fake_timing(monkeypatch, {"float32": 10.0, "bfloat16": 1.0, "int8": 100.0})
+    return LipSyncPipeline(tiny_generator(96), model="wav2lip96", detector=BoxDetector(), show_progress=False,
+                           batch_size=8, optimize=OptimizeConfig(**config))
+
+
+def test_calibrate_runs_int8_calibrated_on_the_avatar_and_a_later_start_reads_the_decision(tmp_path, monkeypatch):
+    """pipeline.calibrate(face): "auto" re-measured with the avatar's own crops and speech; int8 (verified,
+    fastest) replaces the running model, renders requests, keys encoder features by its calibration; a second
+    pipeline with the same weights reads the decision and the IR from the disk cache."""
+    from test_realtime import voiced
+
+    wide = dict(max_mean_diff=255.0, max_p99_diff=255.0)  # tiny random weights: int8 verified by construction
+    pipe = _int8_pipe(monkeypatch, **wide)
+    assert pipe.generator.precision["chosen"] == "torch-fp32"  # no avatar frames yet: int8 not a candidate
+    face = _photo(tmp_path)
+    decision = pipe.calibrate(face)
+    assert decision["swapped"] and decision["chosen"] == "openvino-int8" and decision["calibration"] == "avatar frames"
+    assert getattr(pipe.generator, "backend", "") == "openvino" and pipe.precision.startswith("int8 via openvino")
+    res = pipe(face, (voiced(0.6), 16000), tmp_path / "out.mp4")
+    assert res.precision.startswith("int8 via openvino") and res.n_frames == 15
+    assert pipe.avatar_precision(face)["verified"] is True
+    slots = pipe.avatars.feature_slots(pipe.avatars.get(face))
+    assert slots and all("openvino-int8@" in s.key.model for s in slots)
+    again = _int8_pipe(monkeypatch, **wide)
+    assert again.calibrate(face)["cached"] is True and getattr(again.generator, "backend", "") == "openvino"
+
+
+def test_int8_is_verified_on_every_other_avatar_and_falls_back_there(tmp_path, monkeypatch):
+    """An avatar other than the calibration one is checked on a few of its own frames (int8 vs fp32 on the shown
+    rows) before its first render; outside tolerance it renders with the torch model, and says why."""
+    from test_realtime import voiced
+
+    pipe = _int8_pipe(monkeypatch, max_mean_diff=255.0, max_p99_diff=255.0)
+    pipe.calibrate(_photo(tmp_path))
+    torch_model = pipe._int8.fallback
+    assert getattr(torch_model, "backend", "torch") == "torch"
+    other = _photo(tmp_path, "other.png", shift=60)
+    assert pipe.avatar_precision(other)["verified"] is True  # within the (wide) tolerance: int8 renders it
+    # a tolerance int8 cannot meet (exact): the next new avatar fails its check and renders with torch
+    from dataclasses import replace
+
+    pipe.optimization = replace(pipe.optimization, max_mean_diff=0.0, max_p99_diff=0.0)
+    strict = _photo(tmp_path, "strict.png", shift=120)
+    calls = []
+    real = torch_model.decode
+    monkeypatch.setattr(torch_model, "decode", lambda a, f: calls.append(len(a)) or real(a, f))
+    res = pipe(strict, (voiced(0.6), 16000), tmp_path / "strict.mp4")
+    check = pipe.avatar_precision(strict)
+    assert check["verified"] is False and check["mean_diff_levels"] > 0
+    from wav2lip384.render.pipeline import VERIFY_FRAMES
+
+    # every frame through the torch model (here the fp32 reference itself, which also ran the check's frames)
+    assert sum(calls) == res.n_frames + VERIFY_FRAMES
+    assert "outside tolerance on this avatar" in check["precision"] and res.precision == check["precision"]
+    assert pipe.avatar_precision(other)["verified"] is True  # an avatar's result is kept
+
+
+def test_calibrate_without_an_int8_candidate_changes_nothing(tmp_path, monkeypatch):
+    pipe = _int8_pipe(monkeypatch, int8="off")
+    before = pipe.generator
+    out = pipe.calibrate(_photo(tmp_path))
+    assert out["swapped"] is False and "skipped" in out and pipe.generator is before

@@ -224,6 +224,61 @@ def test_ask_stream_on_a_slow_renderer_says_what_it_chose_and_plays_as_long_as_t
         svc.close()
 
 
+def test_a_barge_in_stops_rendering_within_one_model_batch(photo, gen96, tmp_path, monkeypatch):
+    """``should_stop`` (the visitor speaks or asks again) is asked between model batches and chunks: the stream
+    ends after the batch that was running, yields nothing more and leaves no unfinished chunk; a whole-request
+    render raises RenderStopped and leaves no file."""
+    import threading
+
+    from wav2lip384.render.pipeline import RenderStopped
+
+    pipe = _pipe(gen96, batch_size=8, rest_in_pauses=False)
+    calls = _counting(monkeypatch, pipe, sleep_per_frame=0.02)  # 0.16 s a batch of 8
+    stop = threading.Event()
+    asked: list[float] = []
+    real = pipe.generator.decode
+
+    def decode(audio, feats):
+        if len(calls) == 2:  # the barge-in arrives while the second chunk's first batch runs
+            stop.set()
+            out = real(audio, feats)
+            asked.append(time.perf_counter())  # that batch is done: nothing more may run
+            return out
+        return real(audio, feats)
+
+    monkeypatch.setattr(pipe.generator, "decode", decode)
+    pieces = [voiced(0.64, k) for k in range(3)]  # 16 frames = 2 batches each
+    out = tmp_path / "chunks"
+    got = []
+    for chunk in pipe.stream(photo, ((p, SR) for p in pieces), out, should_stop=stop.is_set):
+        got.append(chunk)
+    ended = time.perf_counter()
+    assert [c.name for c in got] == ["chunk_0000.mp4"] and len(calls) == 3  # no batch after the one running
+    assert not (out / "chunk_0001.mp4").exists()
+    assert ended - asked[0] <= 0.3  # after the running batch: only stopping the encoder and cleaning up
+    stop.clear()
+    calls.clear()
+    with pytest.raises(RenderStopped):
+        pipe(photo, (voiced(1.2), SR), tmp_path / "whole.mp4", should_stop=lambda: len(calls) >= 2)
+    assert len(calls) == 2 and not (tmp_path / "whole.mp4").exists()
+
+
+def test_max_batch_s_bounds_each_model_batch_by_the_measured_speed(photo, gen96, tmp_path, monkeypatch):
+    pipe = _pipe(gen96, batch_size=32, rest_in_pauses=False)
+    calls = _counting(monkeypatch, pipe)
+    pace = FramePace(frame_s=0.05, steps=(1,))  # 0.05 s a frame: 0.4 s holds 8 frames
+    list(pipe.stream(photo, [(voiced(1.0), SR)], tmp_path / "a", pace=pace,
+                     max_batch_s=0.4))
+    assert calls == [8, 8, 8, 1]
+    calls.clear()
+    list(pipe.stream(photo, [(voiced(1.0), SR)], tmp_path / "b", pace=FramePace(frame_s=1.0, steps=(1,)),
+                     max_batch_s=0.4))
+    assert max(calls) == 4  # never under MIN_BATCH frames
+    calls.clear()
+    list(pipe.stream(photo, [(voiced(1.0), SR)], tmp_path / "c", pace=pace))
+    assert calls == [25]  # without it: the pipeline's batch
+
+
 def test_streamed_pieces_are_sized_to_what_is_ready():
     from common.settings import Settings
     from services import AppServices

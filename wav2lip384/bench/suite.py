@@ -28,8 +28,9 @@ frames of output video per second of wall time for one whole request, audio deco
   ``ours_96_video+fp32``/``ours_384_video+fp32`` force the exact fp32 path (what a CPU without native bf16
   gets); ``+bf16`` forces bf16 without the check; ``--entries ours_384_video+compile@threads1`` the opt-in
   ``torch.compile`` (its ``fps_cold`` includes compiling).
-- ``ours_<M>_video+int8``: "auto" with OpenVINO int8 among the candidates, calibrated on this avatar's face crops
-  and speech windows (``precision.chosen`` says what won); ``runtimes_<M>``: the generator's per-frame work on
+- ``ours_<M>_video+int8``: the app's path (``LipSyncPipeline.calibrate``): "auto" with OpenVINO int8 among the
+  candidates, calibrated on this avatar's face crops and speech windows (``precision.chosen`` says what won);
+  ``runtimes_<M>``: the generator's per-frame work on
   PyTorch, OpenVINO and ONNX Runtime in fp32 / bf16 / int8 with each one's difference from fp32
   (:mod:`wav2lip384.bench.runtimes`).
 - both CPU classes in one run (``--cpu-classes``, default ``native avx2``): every entry again with the suffix
@@ -290,16 +291,12 @@ def _run_pipeline(name: str, video: Path, clip: Path, short: Path, photo: Path, 
     model = model_id(token)
     gen, desc = load_generator_or_random(model, _spec(model, settings))
     optimize = {"compile": OptimizeConfig(compile=True), "bf16": OptimizeConfig(dtype="bf16"),
-                "fp32": OptimizeConfig(dtype="fp32"), "int8": OptimizeConfig(dtype="fp32")}.get(extra, kind == "ours")
+                "fp32": OptimizeConfig(dtype="fp32"), "int8": OptimizeConfig()}.get(extra, kind == "ours")
     pipe = LipSyncPipeline(gen, model=model, detector_checkpoint=settings.s3fd_checkpoint,
                            cache_dir=work / "cache", show_progress=False, optimize=optimize)
     face = video if avatar == "video" else photo
-    if extra == "int8":  # "auto" with OpenVINO int8 among the candidates, calibrated on this avatar's frames
-        from wav2lip384.render.optimize import optimize_generator
-
-        cal = avatar_calibration(pipe, face, clip, min(16, pipe.batch_size))
-        pipe.generator = optimize_generator(gen, OptimizeConfig(int8="on"), calibration=cal,
-                                            batch_size=pipe.batch_size, cache_dir=work / "cache")
+    if extra == "int8":  # the app's path: "auto" re-measured with int8 calibrated on this avatar's crops and speech
+        pipe.calibrate(face, clip, frames=min(16, pipe.batch_size), cache_dir=work / "cache")
     cold = None
     if kind == "ours" or avatar == "photo":  # first request: decodes the avatar and detects the faces
         t0 = time.perf_counter()

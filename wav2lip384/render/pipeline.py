@@ -4,6 +4,8 @@
     result = pipe("avatar.mp4", "speech.wav", "out.mp4")   # -> LipSyncResult (path, fps, frames, timings, ...)
     for chunk in pipe.stream("avatar.png", [(wav, sr), ...], out_dir):  # one playable chunk per segment
         ...
+    pipe.calibrate("avatar.png", (wav, sr))  # "auto" re-measured with int8 calibrated on this avatar (cached)
+    pipe.stream(..., should_stop=event.is_set)  # a barge-in ends the stream within one model batch
 
 Steps of one request (each timed in ``LipSyncResult.timings``):
  1. ``audio``   — check and decode the speech to 16 kHz mono (any format ffmpeg reads; limit on length).
@@ -33,6 +35,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -42,17 +45,21 @@ import numpy as np
 
 from common.errors import UserFacingError
 from wav2lip384 import faces as F
+from wav2lip384.media.video import VideoWriter, check_media
 from wav2lip384.models import registry
 from wav2lip384.render.avatars import Avatar, AvatarCache, CropSet
 from wav2lip384.render.pacing import FramePace, frame_cost
 from wav2lip384.render.silence import rest_weights
-from wav2lip384.media.video import VideoWriter, check_media
 
 DEFAULT_FPS = 25.0  # photo avatars (and the rate the models were trained at)
 # frames per generator call on CPU, by registry id: the registry's ``batch`` (the one place for it)
 DEFAULT_BATCH = {spec.id: spec.batch for spec in registry.MODELS.values()}
 
 AudioInput = str | os.PathLike | tuple[np.ndarray, int]
+
+
+class RenderStopped(Exception):
+    """Rendering was stopped by the caller's ``should_stop`` (a barge-in): the unfinished file was removed."""
 
 
 @dataclass
@@ -113,6 +120,80 @@ class PreparedAvatar:
     warnings: list[str]
     fps: float
     cached: bool
+
+
+MIN_BATCH = 4  # the smallest model batch ``stream(max_batch_s=...)`` uses
+VERIFY_FRAMES = 4  # frames of an avatar (other than the calibration avatar) int8 is checked on before it renders it
+
+
+def _int8_possible(config, device, dtype) -> bool:
+    """Whether "auto" could still pick an avatar-calibrated OpenVINO int8 model (:meth:`LipSyncPipeline.calibrate`)."""
+    import torch
+
+    from wav2lip384.render import runtime
+
+    return (config.dtype == "auto" and config.int8 != "off" and device.type == "cpu" and dtype == torch.float32
+            and runtime.available())
+
+
+def _calibration_sound(seconds: float = 1.6) -> np.ndarray:
+    """16 kHz speech-like calibration audio when none is given: a voiced sound whose pitch and loudness move like
+    syllables (1.2 s), then a quiet pause (0.4 s), so the mel windows cover speech and silence."""
+    t = np.arange(int(round(1.2 * 16000)), dtype=np.float32) / 16000.0
+    pitch = 150.0 + 40.0 * np.sin(2 * np.pi * 0.8 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / 16000.0
+    voiced = (np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.25 * np.sin(3 * phase)) * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))
+    quiet = 0.0005 * np.random.default_rng(0).standard_normal(int(round((seconds - 1.2) * 16000)))
+    return (0.2 * np.concatenate([voiced, quiet])).astype(np.float32)
+
+
+def describe_precision_of(gen, check: dict | None = None) -> str:
+    """One line on how ``gen`` computes (optimize.describe_precision), and why when an avatar's check chose it."""
+    from wav2lip384.render.optimize import describe_precision
+
+    line = describe_precision(getattr(gen, "precision", {"dtype": "fp32"}) or {"dtype": "fp32"})
+    if check and check.get("verified") is False:
+        line += (f"; int8 was outside tolerance on this avatar's frames (mean {check['mean_diff_levels']:.2f}/255, "
+                 f"p99 {check['p99_diff_levels']:.1f}/255 from fp32)")
+    return line
+
+
+@dataclass
+class _Int8Check:
+    """An avatar-calibrated int8 model runs: which avatar it was calibrated on, the calibration's mel windows
+    (reused to verify other avatars), the torch model an avatar outside tolerance renders with, the fp32
+    reference, and per avatar key the verification result."""
+
+    avatar_key: str
+    mel: np.ndarray  # (n, 1, 80, 16) calibration mel windows
+    fallback: object
+    reference: object
+    results: dict[str, dict] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def verify(self, gen, key: str, crops: CropSet, missing, config) -> dict:
+        """``gen`` (int8) against the fp32 reference on ``VERIFY_FRAMES`` of this avatar's crops (frames with a
+        face, spread evenly) and the calibration's mel windows, on the rows the paste-back shows; the same
+        tolerance as "auto" (optimize.within_tolerance). Cached per avatar key."""
+        import torch
+
+        from wav2lip384.render.optimize import calibration_from_crops, diff_levels, paste_first_row, within_tolerance
+
+        with self.lock:
+            if key in self.results:
+                return self.results[key]
+            usable = [i for i in range(len(crops.crops)) if i not in missing] or [0]
+            n = min(VERIFY_FRAMES, len(self.mel))
+            mel, faces = calibration_from_crops(crops.crops[usable], self.mel[:, 0], n=n)
+            outs = []
+            with torch.inference_mode():
+                for m in (gen, self.reference):
+                    dtype = next(m.parameters()).dtype
+                    emb = m.encode_audio(mel.to(dtype))
+                    outs.append(m.decode(emb, m.trim_feats(m.encode_faces(faces.to(dtype)))).float())
+            d = diff_levels(outs[0], outs[1], paste_first_row(int(gen.img_size)))
+            self.results[key] = {"verified": within_tolerance(d, config), **d}
+            return self.results[key]
 
 
 def _weights_fingerprint(generator) -> str:
@@ -197,15 +278,26 @@ class LipSyncPipeline:
         self.pads = tuple(int(p) for p in (pads if pads is not None else
                                            (entry.pads if entry is not None else F.DEFAULT_PADS)))
         self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.model, 32 if self.size <= 96 else 8))
-        self.generator = optimize_generator(generator.to(self.device, self.dtype).eval(), config,
-                                            batch_size=self.batch_size, quality_gate=quality_gate)
+        source = generator.to(self.device, self.dtype).eval()
+        # a faster precision must also pass this lip-sync check when given (wav2lip384.evaluate.gate)
+        self.quality_gate = quality_gate
+        self.generator = optimize_generator(source, config, batch_size=self.batch_size, quality_gate=quality_gate)
         # "auto" runs bf16 only where it is native and verified on these weights (optimize.py)
         self.precision = describe_precision(getattr(self.generator, "precision", {"dtype": "fp32"}))
         # what encoder features depend on besides the crops: the model and its weights, the transforms (rows
-        # kept, BN folded) and the compute dtype; pipelines that agree on all of them may share features
-        self._feature_model = "|".join((self.model, _weights_fingerprint(generator),
-                                        json.dumps(config.to_dict(), sort_keys=True),
-                                        str(getattr(self.generator, "precision", {}).get("dtype", "fp32"))))
+        # kept, BN folded); the compute dtype / runtime is added per generator (_feature_model_of), so pipelines
+        # that agree on all of them may share features
+        self._feature_base = "|".join((self.model, _weights_fingerprint(generator),
+                                       json.dumps(config.to_dict(), sort_keys=True)))
+        # int8 in the product path (calibrate): the fp32 weights "auto" measures from, kept only where an
+        # avatar-calibrated OpenVINO int8 model may still win (CPU, "auto", fp32 input, OpenVINO installed);
+        # when fp32 runs already, that model itself (its transforms are idempotent: no second copy)
+        self._reference = None
+        if _int8_possible(config, self.device, self.dtype):
+            chosen = getattr(self.generator, "precision", {}).get("chosen", "")
+            self._reference = self.generator if chosen == "torch-fp32" else source
+        self._int8: _Int8Check | None = None  # set when an avatar-calibrated int8 model runs (calibrate)
+        self._lock = threading.Lock()
         self.max_audio_seconds = float(max_audio_seconds)
         self.on_no_face = on_no_face
         self.feather = feather
@@ -302,25 +394,133 @@ class LipSyncPipeline:
     def feature_cache(self, face: str | os.PathLike) -> dict:
         """Encoder features this pipeline keeps for an avatar in the avatar store: {"bytes": int, "frames": set of
         source frame indices} (a photo: frame 0 once encoded; empty for an avatar not prepared yet)."""
-        slots = [s for s in self.avatars.feature_slots(self.avatars.get(face)) if s.key.model == self._feature_model]
+        slots = [s for s in self.avatars.feature_slots(self.avatars.get(face))
+                 if s.key.model.startswith(self._feature_base + "|")]
         return {"bytes": sum(s.nbytes for s in slots), "frames": set().union(*(s.indices for s in slots))}
 
-    def _feature_key(self, boxes: np.ndarray):
+    def _feature_model_of(self, gen) -> str:
+        """The model part of the encoder-feature key for generator ``gen``: the pipeline's model, weights and
+        transforms, and how ``gen`` computes (runtime and dtype; an int8 model also its calibration)."""
+        prec = getattr(gen, "precision", {}) or {}
+        how = getattr(gen, "feature_tag", "") or prec.get("chosen") or f"torch-{prec.get('dtype', 'fp32')}"
+        return f"{self._feature_base}|{how}"
+
+    def _feature_key(self, gen, boxes: np.ndarray):
         from wav2lip384.render.avatars import FeatureKey
 
-        return FeatureKey.of(self._feature_model, self.dtype, boxes)
+        return FeatureKey.of(self._feature_model_of(gen), self.dtype, boxes)
+
+    # ------------------------------------------------------------------- int8 on the avatar's own frames
+    def calibrate(self, face: str | os.PathLike, audio: AudioInput | None = None, *, frames: int | None = None,
+                  should_stop: Callable[[], bool] | None = None, cache_dir: str | os.PathLike | None = None) -> dict:
+        """Let "auto" consider OpenVINO int8 calibrated on this avatar's own model inputs, and run the winner.
+
+        Prepares ``face`` (decode, detect, crop: cached like a request), takes ``frames`` face crops and mel windows
+        of ``audio`` (speech with pauses, e.g. one synthesised sentence; None: a built-in voiced sound and a
+        pause) spread evenly (:func:`optimize.calibration_from_crops`), and re-runs the measured choice of
+        :func:`optimize.optimize_generator` with that calibration: int8 is quantised on half of it, every
+        candidate is timed and verified on all of it, and a candidate that is faster than the running one and
+        within tolerance replaces ``self.generator`` (the decision and the int8 IR are cached on disk, so a
+        later start with the same weights, machine and avatar decides in seconds). When int8 runs, every OTHER
+        avatar is verified on a few of its own frames before its first render (:meth:`avatar_precision`) and
+        renders with the previous torch model when int8 is outside tolerance there.
+
+        Returns the decision (:func:`optimize.precision_status` of the model now running, plus
+        ``"swapped"``). Without a possible int8 candidate (GPU, a fixed dtype, ``int8="off"``, OpenVINO missing)
+        nothing is measured and ``"swapped"`` is False. ``cache_dir``: where decisions and int8 IR are kept
+        (default: DH_CACHE_DIR's, as for the choice made at construction). ``should_stop()`` True before the
+        measurement starts: nothing is measured."""
+        from wav2lip384.render.optimize import calibration_from_crops, optimize_generator, precision_status
+
+        with self._lock:
+            reference = self._reference
+        if reference is None:
+            return {**precision_status(self.generator), "swapped": False,
+                    "skipped": "no int8 candidate here (GPU, a fixed dtype, int8 off, or OpenVINO not installed)"}
+        if audio is None:
+            wav16 = _calibration_sound()
+        else:
+            with tempfile.TemporaryDirectory(prefix="calibrate-", dir=self._tmp_root()) as tmp:
+                wav16 = self._speech(audio, Path(tmp)).wav16
+        prep = self.prepare(face, len(wav16) / 16000.0)
+        windows = self._mel_windows(wav16, prep.fps)  # (N, 80, 16)
+        usable = [i for i in range(len(prep.crops.crops)) if i not in prep.missing] or [0]
+        n = int(frames or (8 if self.size <= 96 else 4))
+        mel, faces = calibration_from_crops(prep.crops.crops[usable], windows, n=n)
+        if should_stop is not None and should_stop():
+            return {**precision_status(self.generator), "swapped": False, "skipped": "stopped"}
+        new = optimize_generator(reference, self.optimization, batch_size=self.batch_size, calibration=(mel, faces),
+                                 cache_dir=cache_dir, quality_gate=self.quality_gate)
+        chosen = new.precision.get("chosen", "")
+        with self._lock:
+            old = self.generator
+            running = getattr(old, "precision", {}).get("chosen", "")
+            swapped = chosen != running or chosen == "openvino-int8"
+            if chosen == "openvino-int8":
+                import hashlib
+
+                digest = hashlib.sha256(mel.numpy().tobytes() + faces.numpy().tobytes()).hexdigest()[:16]
+                new.feature_tag = f"{chosen}@{digest}"  # other calibration, other int8 model, other features
+                previous = self._int8.fallback if self._int8 is not None else old
+                fallback = previous if getattr(previous, "backend", "torch") == "torch" else reference
+                self._int8 = _Int8Check(prep.avatar.key, np.asarray(mel), fallback, reference,
+                                        {prep.avatar.key: {"verified": True, "calibrated_on": True}})
+                self.generator = new
+            elif swapped:  # a torch dtype measured faster on the avatar's frames: int8 lost, fp32 no longer needed
+                self.generator, self._int8, self._reference = new, None, None
+            else:  # the same torch path won again: keep the running model, record the newer measurement
+                old.precision = new.precision
+                self._int8, self._reference = None, None
+            self.precision = describe_precision_of(self.generator)
+            return {**precision_status(self.generator), "swapped": swapped}
+
+    def avatar_precision(self, face: str | os.PathLike) -> dict:
+        """How ``face`` renders: {"precision": one line for Status/log, "verified": bool | None, diff levels}; an
+        avatar other than the calibration avatar is verified here (a few of its frames through int8 and fp32)
+        when an avatar-calibrated int8 model runs and it was not verified yet (None: no check needed)."""
+        av = self.avatars.get(face)
+        self._generator_for(av)  # verifies it when needed
+        check = self._int8
+        info = dict(check.results.get(av.key, {})) if check is not None else {}
+        return {"precision": self._precision_for(av), "verified": info.get("verified"), **info}
+
+    def _precision_for(self, av: Avatar) -> str:
+        """How avatar ``av`` was rendered, in one line (the running model's, or why it fell back there)."""
+        check = self._int8
+        info = check.results.get(av.key) if check is not None else None
+        if not info:
+            return self.precision
+        return describe_precision_of(self.generator if info.get("verified") else check.fallback, info)
+
+    def _generator_for(self, av: Avatar, crops: CropSet | None = None, missing: set[int] | frozenset = frozenset()):
+        """The generator that renders avatar ``av``: ``self.generator``, unless an avatar-calibrated int8 model
+        runs and this avatar's frames take it outside tolerance of fp32 (then the previous torch model).
+        Verifies the avatar on first use (``crops``: its prepared crops; without them it is prepared here)."""
+        with self._lock:
+            gen, check = self.generator, self._int8
+        if check is None:
+            return gen
+        result = check.results.get(av.key)
+        if result is None:
+            if crops is None:
+                prep = self._prepare(av.path, 0, 1.0, fps=None, pads=None, smooth=True, on_no_face="passthrough",
+                                     timings={})
+                crops, missing = prep.crops, prep.missing
+            result = check.verify(gen, av.key, crops, missing, self.optimization)
+        return gen if result.get("verified") else check.fallback
 
     # --------------------------------------------------------------------------------------- requests
     def __call__(self, face: str | os.PathLike, audio: AudioInput, out_path: str | os.PathLike | None = None, *,
                  fps: float | None = None, smooth: bool = True, pads: Sequence[int] | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 on_no_face: str | None = None) -> LipSyncResult:
+                 on_no_face: str | None = None, should_stop: Callable[[], bool] | None = None) -> LipSyncResult:
         """Lip-sync ``face`` (image or video file) to ``audio`` (file path or ``(samples, sample_rate)``).
 
         ``fps`` applies to photo avatars (default 25); a video avatar keeps its own frame rate.
         ``out_path=None`` writes ``lipsync.mp4`` into a new directory that the caller owns.
         ``pads`` (top, bottom, left, right) default to the model's (registry). ``progress(done, total)`` is
-        called after each batch of frames (a tqdm bar is shown as well).
+        called after each batch of frames (a tqdm bar is shown as well). ``should_stop()`` is asked between model
+        batches: True stops rendering within one batch and raises :class:`RenderStopped` (no file is left).
         """
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -344,7 +544,7 @@ class LipSyncPipeline:
             # 6-8. model, paste-back, encode
             rest = rest_weights(speech.wav16, prep.fps, n) if self.rest_in_pauses else None
             writer = self._render(prep, windows, range(n), range(n), speech.mux_path, out_path, "mp4", timings,
-                                  progress, rest=rest)
+                                  progress, rest=rest, should_stop=should_stop)
             timings.pop("model_frames", None)  # a count, not a step's seconds
             timings.pop("fixed", None)
         finally:
@@ -354,14 +554,16 @@ class LipSyncPipeline:
                              width=writer.out_width, height=writer.out_height,
                              timings={k: round(v, 4) for k, v in timings.items()}, detector=prep.det.detector,
                              model=self.model, avatar_kind=prep.avatar.kind, warnings=prep.warnings,
-                             avatar_cached=prep.cached, precision=self.precision, weights=self.weights,
+                             avatar_cached=prep.cached, precision=self._precision_for(prep.avatar),
+                             weights=self.weights,
                              crop_policy=self.crop_policy)
 
     def stream(self, face: str | os.PathLike, audio_segments: Iterable[tuple[np.ndarray, int]],
                out_dir: str | os.PathLike, *, fps: float | None = None, smooth: bool = True,
                pads: Sequence[int] | None = None, fmt: str = "mp4", max_chunk_seconds: float | None = None,
                on_no_face: str | None = None, audio_codec: str | None = None,
-               pace: FramePace | None = None) -> Iterator[Path]:
+               pace: FramePace | None = None, should_stop: Callable[[], bool] | None = None,
+               max_batch_s: float | None = None) -> Iterator[Path]:
         """Yield one playable video chunk per audio segment (e.g. one per synthesised sentence).
 
         Frame indices continue across chunks (the video avatar keeps playing where the last chunk stopped)
@@ -382,7 +584,17 @@ class LipSyncPipeline:
         with the voice. The audio is untouched: a chunk at half the rate lasts as long as its speech. Segments are
         read one at a time, after the previous chunk was taken, so the caller may size each next one from the
         pace.
+
+        ``should_stop()`` (a barge-in: the visitor speaks or asks again) is asked before each segment is read, before
+        each chunk and between model batches: once it returns True the stream ends within one model batch,
+        without yielding the unfinished chunk (its file is removed). ``max_batch_s`` bounds how long one model
+        batch may take at the speed ``pace`` measured (batch = that many seconds / seconds per frame, at most the
+        pipeline's batch, at least ``MIN_BATCH``), i.e. how late a stop is seen; None: the pipeline's batch.
+        Measured on the 2-core bf16 CPU (random 96, shared machine): bf16 costs about the same per frame in
+        batches of 4 to 32, fp32 up to 2x more per frame in batches of 4 than of 32, so keep it None for fp32.
         """
+        # size-reason: one loop over segments and the chunks cut from them; the counters that keep chunks in sync
+        #   with the speech (frames_done, emitted, index), the pace and the stop test are shared by both levels.
         audio_codec = audio_codec or ("flac" if fmt == "mp4" else "aac")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -393,7 +605,8 @@ class LipSyncPipeline:
             # differ from the speech by one frame at a chunk's end; the next chunk evens it out: no drift)
             seconds_done = 0.0
             index = 0
-            for k, segment in enumerate(audio_segments):
+            stop = should_stop or (lambda: False)
+            for k, segment in enumerate(_until(audio_segments, stop)):
                 timings: dict[str, float] = {}
                 speech = self._speech(segment, work, name=f"segment_{k:04d}.wav", limit_total=seconds_done)
                 prep = self._prepare(face, frames_done, speech.seconds, fps=fps, pads=pads, smooth=smooth,
@@ -409,6 +622,8 @@ class LipSyncPipeline:
                         pace.fixed_s = self.render_fixed_seconds.get(prep.avatar.kind, 0.0)
                 per = n if not max_chunk_seconds else max(1, int(round(max_chunk_seconds * prep.fps)))
                 for a in range(0, n, per):
+                    if stop():
+                        return
                     b = min(n, a + per)
                     step = pace.choose() if pace is not None else 1
                     # output frames of this chunk: its speech ends at frame frames_done + b (avatar's rate)
@@ -419,8 +634,15 @@ class LipSyncPipeline:
                         work / f"piece_{index:04d}.wav", a / prep.fps, None if b == n else b / prep.fps)
                     path = out_dir / f"chunk_{index:04d}.{fmt}"
                     t = time.perf_counter()
-                    self._render(prep, windows, picks, times, mux, path, fmt, timings, None,
-                                 start_time=emitted / prep.fps, audio_codec=audio_codec, rest=rest, step=step)
+                    batch = None
+                    if max_batch_s and pace is not None and pace.frame_s:
+                        batch = max(MIN_BATCH, min(self.batch_size, int(max_batch_s / pace.frame_s)))
+                    try:
+                        self._render(prep, windows, picks, times, mux, path, fmt, timings, None,
+                                     start_time=emitted / prep.fps, audio_codec=audio_codec, rest=rest, step=step,
+                                     should_stop=stop, batch_size=batch)
+                    except RenderStopped:
+                        return
                     if pace is not None:  # measured before the chunk is handed on: the next one's rate uses it
                         pace.record(m, int(timings.pop("model_frames", m)), time.perf_counter() - t,
                                     timings.pop("fixed", 0.0))
@@ -533,15 +755,14 @@ class LipSyncPipeline:
         masked[:, :, self.size // 2:] = 0  # the generator must draw the lower half from the audio
         return torch.cat([masked, x], dim=1)  # (B, 6, S, S)
 
-    def _video_feats(self, av: Avatar, crops: CropSet, src: list[int]) -> list:
-        """Encoder features (trimmed to the rows the decoder reads) of source frames ``src``, batched per level;
-        computed for frames not cached yet, and kept while the avatar's feature budget allows."""
+    def _video_feats(self, gen, av: Avatar, crops: CropSet, src: list[int]) -> list:
+        """Encoder features (trimmed to the rows the decoder reads) of source frames ``src`` by generator ``gen``,
+        batched per level; computed for frames not cached yet, and kept while the avatar's feature budget allows."""
         import torch
 
-        gen = self.generator
         # typed slot of the avatar store: counted in its memory budget; the boxes decide the crops (pads,
         # smoothing, policy), so other boxes mean another slot
-        slot = self.avatars.features(av, self._feature_key(crops.boxes), max_bytes=self.feature_cache_bytes)
+        slot = self.avatars.features(av, self._feature_key(gen, crops.boxes), max_bytes=self.feature_cache_bytes)
         new = [s for s in dict.fromkeys(src) if s not in slot]
         fresh = {}
         if new:
@@ -556,11 +777,14 @@ class LipSyncPipeline:
     def _render(self, prep: PreparedAvatar, windows: np.ndarray, picks: Sequence[int], times: Sequence[int],
                 mux_path: Path, out_path: Path, fmt: str, timings: dict[str, float], progress,
                 start_time: float = 0.0, audio_codec: str = "aac", rest: np.ndarray | None = None,
-                step: int = 1) -> VideoWriter:
+                step: int = 1, should_stop: Callable[[], bool] | None = None,
+                batch_size: int | None = None) -> VideoWriter:
         """Render output frames ``picks`` (indices into ``windows`` and ``rest``) at frame times ``times`` (frames
         at the avatar's rate from the start of the answer: they pick the video avatar's source frames), written at
         the avatar's rate / ``step``. ``rest``: per window, how much of the rest pose (the avatar's own frame) to
-        show (render/silence.py); a frame that is all rest pose skips the model."""
+        show (render/silence.py); a frame that is all rest pose skips the model. ``should_stop()`` is asked before
+        and after each model batch: True aborts the file and raises :class:`RenderStopped`. ``batch_size``:
+        frames per model call (default ``self.batch_size``)."""
         # size-reason: the render loop (batches through the model, rest-pose frames around it, paste-back, the
         # encoder) shares its buffers and timings across those steps; split, each step would take them all.
         import torch
@@ -574,7 +798,9 @@ class LipSyncPipeline:
         model_frames = 0
         t_all = time.perf_counter()
         photo = av.kind == "image"
-        gen = self.generator
+        gen = self._generator_for(av, prep.crops, prep.missing)  # int8 unless outside tolerance on this avatar
+        batch = max(1, int(batch_size or self.batch_size))
+        stop = should_stop or (lambda: False)
         writer = VideoWriter(out_path, av.width, av.height, prep.fps / step, audio_path=mux_path, fmt=fmt,
                              crf=self.crf, preset=self.preset, start_time=start_time, audio_codec=audio_codec)
         t_fixed = time.perf_counter() - t_all  # starting the encoder (and closing it, below): per render
@@ -583,15 +809,17 @@ class LipSyncPipeline:
             with torch.inference_mode():
                 feats = None
                 if photo and 0 not in prep.missing and bool(np.any(rest_w < 1.0)):
-                    slot = self.avatars.features(av, self._feature_key(prep.crops.boxes[:1]))
+                    slot = self.avatars.features(av, self._feature_key(gen, prep.crops.boxes[:1]))
                     feats = slot.get(0)
                     if feats is None:
                         t = time.perf_counter()
                         feats = gen.encode_faces(self._face_batch(prep.crops.crops[:1]))  # once per photo
                         slot.put(0, feats)  # kept while the store's memory budget allows
                         t_model += time.perf_counter() - t
-                for b0 in range(0, n, self.batch_size):
-                    ks = range(b0, min(n, b0 + self.batch_size))
+                for b0 in range(0, n, batch):
+                    if stop():
+                        raise RenderStopped
+                    ks = range(b0, min(n, b0 + batch))
                     src = [av.source_index(times[k]) for k in ks]
                     # the model runs for frames with a face that are not wholly the rest pose
                     todo = [j for j, (k, s) in enumerate(zip(ks, src, strict=True))
@@ -605,7 +833,7 @@ class LipSyncPipeline:
                         if feats is not None:
                             pred = gen.decode(gen.encode_audio(mel), feats)  # (b, 3, S, S)
                         elif self.feature_cache_bytes > 0:
-                            feats_b = self._video_feats(av, prep.crops, [src[j] for j in todo])  # per level (b,C,h',w)
+                            feats_b = self._video_feats(gen, av, prep.crops, [src[j] for j in todo])  # per level
                             pred = gen.decode(gen.encode_audio(mel), feats_b)  # (b, 3, S, S)
                         else:
                             pred = gen(mel, self._face_batch(prep.crops.crops[[src[j] for j in todo]]))
@@ -613,6 +841,8 @@ class LipSyncPipeline:
                         out = (pred.float().clamp_(0, 1).mul_(255).add_(0.5).permute(0, 2, 3, 1)
                                .to(torch.uint8).cpu().numpy()[..., ::-1])
                     t_model += time.perf_counter() - t
+                    if todo and stop():
+                        raise RenderStopped
                     made = dict(zip(todo, range(len(todo)), strict=True))  # position in the batch -> row of ``out``
                     for j, (k, s) in enumerate(zip(ks, src, strict=True)):
                         t = time.perf_counter()
@@ -628,7 +858,7 @@ class LipSyncPipeline:
                         t_encode += t3 - t2
                     bar.update(len(src))
                     if progress is not None:
-                        progress(min(n, b0 + self.batch_size), n)
+                        progress(min(n, b0 + batch), n)
             t = time.perf_counter()
             writer.close()
             t_encode += time.perf_counter() - t
@@ -648,6 +878,16 @@ class LipSyncPipeline:
         timings["model_frames"] = model_frames
         timings["fixed"] = t_fixed
         return writer
+
+
+def _until(items: Iterable, stop: Callable[[], bool]) -> Iterator:
+    """``items`` one at a time while ``stop()`` is False (asked before each next item is read)."""
+    it = iter(items)
+    while not stop():
+        try:
+            yield next(it)
+        except StopIteration:
+            return
 
 
 def _blend(generated: np.ndarray, rest: np.ndarray, w: float) -> np.ndarray:
