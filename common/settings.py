@@ -72,6 +72,9 @@ class Settings:
     # --- runtime ---
     cache_dir: str = field(default_factory=_default_cache)  # computed per instance, not at import
     device: str = "cpu"
+    # the start-up warm-up lets "auto" precision also measure OpenVINO int8 calibrated on the default avatar
+    # (quantising costs ~40 s for the 96 and minutes for a 384 once per machine and weights, cached after)
+    calibrate_int8: bool = True
     max_audio_seconds: float = 300.0
     max_upload_mb: float = 200.0
     # results (videos, speech) and shared links stay served this long, then Gradio's cache sweep removes them

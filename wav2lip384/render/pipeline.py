@@ -281,7 +281,9 @@ class LipSyncPipeline:
         source = generator.to(self.device, self.dtype).eval()
         # a faster precision must also pass this lip-sync check when given (wav2lip384.evaluate.gate)
         self.quality_gate = quality_gate
-        self.generator = optimize_generator(source, config, batch_size=self.batch_size, quality_gate=quality_gate)
+        # precision decisions and int8 files live in the pipeline's cache (the app's DH_CACHE_DIR / volume)
+        self.generator = optimize_generator(source, config, batch_size=self.batch_size, quality_gate=quality_gate,
+                                            cache_dir=cache_dir)
         # "auto" runs bf16 only where it is native and verified on these weights (optimize.py)
         self.precision = describe_precision(getattr(self.generator, "precision", {"dtype": "fp32"}))
         # what encoder features depend on besides the crops: the model and its weights, the transforms (rows
@@ -450,7 +452,8 @@ class LipSyncPipeline:
         if should_stop is not None and should_stop():
             return {**precision_status(self.generator), "swapped": False, "skipped": "stopped"}
         new = optimize_generator(reference, self.optimization, batch_size=self.batch_size, calibration=(mel, faces),
-                                 cache_dir=cache_dir, quality_gate=self.quality_gate)
+                                 cache_dir=cache_dir if cache_dir is not None else self.cache_dir,
+                                 quality_gate=self.quality_gate)
         chosen = new.precision.get("chosen", "")
         with self._lock:
             old = self.generator
