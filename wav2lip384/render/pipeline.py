@@ -361,7 +361,7 @@ class LipSyncPipeline:
                out_dir: str | os.PathLike, *, fps: float | None = None, smooth: bool = True,
                pads: Sequence[int] | None = None, fmt: str = "mp4", max_chunk_seconds: float | None = None,
                on_no_face: str | None = None, audio_codec: str | None = None,
-               pace: FramePace | None = None) -> Iterator[Path]:
+               pace: FramePace | None = None, should_stop: Callable[[], bool] | None = None) -> Iterator[Path]:
         """Yield one playable video chunk per audio segment (e.g. one per synthesised sentence).
 
         Frame indices continue across chunks (the video avatar keeps playing where the last chunk stopped)
@@ -382,6 +382,8 @@ class LipSyncPipeline:
         with the voice. The audio is untouched: a chunk at half the rate lasts as long as its speech. Segments are
         read one at a time, after the previous chunk was taken, so the caller may size each next one from the
         pace.
+
+        ``should_stop``: once it returns True the stream ends (no further segment is read or rendered).
         """
         audio_codec = audio_codec or ("flac" if fmt == "mp4" else "aac")
         out_dir = Path(out_dir)
@@ -394,6 +396,8 @@ class LipSyncPipeline:
             seconds_done = 0.0
             index = 0
             for k, segment in enumerate(audio_segments):
+                if should_stop is not None and should_stop():
+                    return
                 timings: dict[str, float] = {}
                 speech = self._speech(segment, work, name=f"segment_{k:04d}.wav", limit_total=seconds_done)
                 prep = self._prepare(face, frames_done, speech.seconds, fps=fps, pads=pads, smooth=smooth,
