@@ -814,10 +814,13 @@ class TalkHandlers:
         return turn, state
 
     def _history(self, conv) -> list[dict]:
+        """The chat; the latest "did you mean" answer carries its candidates as buttons (Gradio shows a last
+        assistant message's ``options`` under the chat; a click is :meth:`answer_choice`)."""
         msgs: list[dict] = []
         for ex in conv.history:
             if ex.question:
-                msgs.append({"role": "user", "content": ("🎙️ " if ex.spoken else "") + ex.question})
+                mark = "🎙️ " if ex.spoken else "👆 " if ex.picked else ""
+                msgs.append({"role": "user", "content": mark + ex.question})
             if ex.answer is not None:
                 text = Handlers._answer_md(ex.answer)
                 if ex.stopped:
@@ -825,6 +828,11 @@ class TalkHandlers:
                 msgs.append({"role": "assistant", "content": text})
             elif ex.note:
                 msgs.append({"role": "assistant", "content": f"*{ex.note}*"})
+        offered = conv.offered()
+        if offered and msgs and msgs[-1]["role"] == "assistant":
+            lang = getattr(conv.history[-1].answer, "lang", "zh")
+            msgs[-1]["options"] = [{"label": f"{k}. {c.question}", "value": f"#{lang}:{c.id}"}
+                                   for k, c in enumerate(offered, 1)]
         return msgs
 
     @staticmethod
@@ -872,6 +880,16 @@ class TalkHandlers:
         for values in self._answer(conv, turn, model):
             yield ("",) + values
 
+    def answer_choice(self, model, evt: gr.SelectData, request: gr.Request = None):
+        """Generator: a "did you mean" candidate clicked in the chat (value ``#lang:entry-id``): that entry's
+        answer, spoken and lip-synced like a typed turn."""
+        value = str(getattr(evt, "value", "") or "")
+        if not (value.startswith("#") and ":" in value):
+            return
+        lang, entry = value[1:].split(":", 1)
+        conv = self._conv(request)
+        yield from self._answer(conv, conv.choose(entry, lang), model)
+
 
 def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, streaming: bool) -> gr.Radio:
     """The Conversation tab: one click on Record starts it; the avatar listens, answers and can be interrupted.
@@ -916,6 +934,8 @@ def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, strea
                    api_visibility="private", show_progress="hidden", trigger_mode="multiple")
         _on_render(t_text.submit, tabs, "talk", gradio_errors(th.answer_typed), [t_text, t_model],
                    [t_text] + outputs, api_name="talk", show_progress="hidden")
+        _on_render(t_chat.option_select, tabs, "talk", gradio_errors(th.answer_choice), [t_model], outputs,
+                   api_visibility="private", show_progress="hidden")
     return t_model
 
 

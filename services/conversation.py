@@ -4,8 +4,10 @@ One :class:`Conversation` per browser session (:class:`Conversations` keeps them
 pieces (:meth:`Conversation.hear`); an energy detector (:mod:`qa.vad`) says when the visitor starts and stops
 speaking. A pause ends the visitor's turn: :meth:`Conversation.answer` recognises it (``AppServices.recognizer``),
 answers it and speaks it lip-synced as a stream (``AppServices.ask_stream``: the Ask tab's answer, chunks and
-all). Speaking while it answers (barge-in) cancels that answer: the answer generator stops at its next step and
-the conversation listens to the new turn.
+all). Speaking while it answers (barge-in) cancels that answer: ``ask_stream`` is given the cancel event
+(``should_stop``) and stops rendering within one model batch, and the conversation listens to the new turn.
+A "did you mean" answer's candidates can be picked (:meth:`Conversation.choose`: a click in the chat), typed or
+said: that entry is answered.
 
 Turn states: ``listening`` -> (speech starts) ``hearing`` -> (pause) ``thinking`` (recognising, answering,
 rendering the first chunk) -> ``speaking`` (chunks going out) -> ``listening``; speech during ``thinking`` or
@@ -49,6 +51,8 @@ class Turn:
     text: str = ""
     t_speech_end: float = 0.0  # wall clock (time.time()) of the end of speech (typed: of the submission)
     t_turn_end: float = 0.0  # wall clock when the pause ended the turn
+    entry: str = ""  # a "did you mean" candidate picked: the id of the entry to answer (``text`` is its question)
+    lang: str = "zh"  # the language of that entry's answer
 
     @property
     def spoken(self) -> bool:
@@ -94,6 +98,7 @@ class Exchange:
     question: str
     spoken: bool
     answer: Any = None
+    picked: bool = False  # a "did you mean" candidate the visitor clicked
     note: str = ""
     stopped: bool = False
     timings: dict[str, float] = field(default_factory=dict)
@@ -182,6 +187,43 @@ class Conversation:
             self.state = THINKING
             return turn
 
+    def choose(self, entry: str, lang: str = "zh") -> Turn:
+        """A "did you mean" candidate clicked: a turn that answers that entry (stops an answer in progress too).
+        Only a candidate the conversation offered (its latest "did you mean") can be picked."""
+        with self._lock:
+            offered = {c.id: c.question for c in self._offered_locked()}
+            if entry not in offered:
+                raise UserFacingError("That choice is no longer offered; please ask your question again.")
+            self._stop_locked()
+            turn = Turn(id=self._next_id, text=offered[entry], t_speech_end=self.clock(), t_turn_end=self.clock(),
+                        entry=entry, lang=lang if lang in ("zh", "en") else "zh")
+            self._next_id += 1
+            self.state = THINKING
+            return turn
+
+    def offered(self) -> list:
+        """The candidates of the latest "did you mean" answer, if it is the latest answer (else [])."""
+        with self._lock:
+            return self._offered_locked()
+
+    def _offered_locked(self) -> list:
+        for ex in reversed(self.history):
+            if ex.answer is not None:
+                return list(getattr(ex.answer, "candidates", None) or [])
+        return []
+
+    def _picked(self, text: str) -> tuple[str, str] | None:
+        """(entry, lang) when a typed or recognised question is one of the candidates offered: the candidate's
+        question itself (case, spaces and punctuation aside) or its number (1, 2, 3)."""
+        with self._lock:
+            cands = self._offered_locked()
+            lang = next((getattr(ex.answer, "lang", "zh") for ex in reversed(self.history) if ex.answer), "zh")
+        said = _plain(text)
+        for k, c in enumerate(cands, 1):
+            if said and (said == _plain(c.question) or said == str(k)):
+                return c.id, lang
+        return None
+
     def stop(self) -> bool:
         """Stop the answer in progress (the visitor pressed stop, or left); True if there was one."""
         with self._lock:
@@ -215,8 +257,11 @@ class Conversation:
         """
         # size-reason: one generator over one turn's stages (recognise, answer, each spoken chunk, done), with a
         # cancellation check and a latency stamp between every two; split, the stamps would travel through helpers.
+        picked = (turn.entry, turn.lang) if turn.entry else None
+        if not picked and turn.text:
+            picked = self._picked(turn.text)  # typed: one of the candidates offered
         cancel = self._begin(turn)
-        ex = Exchange(turn.id, turn.text, turn.spoken)
+        ex = Exchange(turn.id, turn.text, turn.spoken, picked=bool(turn.entry))
         t_end = turn.t_speech_end
         timings: dict[str, float] = {"turn_ended": round(turn.t_turn_end - t_end, 3)} if turn.spoken else {}
         details: dict[str, Any] = {"turn": turn.id, "spoken": turn.spoken,
@@ -241,12 +286,18 @@ class Conversation:
                     self._remember(ex)
                     yield update("unheard", notice=ex.note)
                     return
+                picked = self._picked(t.text)  # said: one of the candidates offered
+            if picked:
+                details["picked_entry"] = picked[0]
             self._remember(ex)
             yield update("recognised")
             if cancel.is_set():
                 yield self._stopped(turn.id, update)
                 return
-            stream = svc.ask_stream(ex.question, avatar, model, engine=engine, chunks=chunks, assistant=assistant)
+            entry, lang = picked or (None, "zh")
+            # the cancel event goes down to the lip-sync: a barge-in stops rendering within one model batch
+            stream = svc.ask_stream(ex.question, avatar, model, engine=engine, chunks=chunks, assistant=assistant,
+                                    entry=entry, lang=lang, should_stop=cancel.is_set)
             first = True
             for up in stream:
                 if cancel.is_set():
@@ -278,6 +329,8 @@ class Conversation:
                     yield update("waiting", audio=up.audio)
                 else:
                     yield update("waiting")
+            if cancel.is_set():  # the answer ended early because it was stopped
+                yield self._stopped(turn.id, update)
         finally:
             if stream is not None:
                 stream.close()  # stops rendering at once (the generator's pending chunk is dropped)
@@ -324,6 +377,11 @@ class Conversation:
             if ex not in self.history:
                 self.history.append(ex)
             del self.history[:-self.max_history]
+
+
+def _plain(text: str) -> str:
+    """Text compared without case, spaces or punctuation (a typed or recognised candidate)."""
+    return "".join(ch for ch in (text or "").casefold() if ch.isalnum())
 
 
 class Conversations:
