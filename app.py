@@ -836,13 +836,16 @@ class TalkHandlers:
         return msgs
 
     @staticmethod
-    def _latency_md(t: dict) -> str:
+    def _latency_md(t: dict, spoken: bool = True) -> str:
+        """The server's half of the latency line (the page adds the first frame on screen, measured there)."""
         names = (("turn_ended", "your turn ended"), ("recognised", "text recognised"), ("answered", "answer found"),
                  ("first_chunk", "first lip-synced video sent"), ("first_sound", "spoken answer sent"))
         parts = [f"{label} {t[k]:.2f} s" for k, label in names if k in t]
         if "server_stop_after_barge_in" in t:
             parts.append(f"interrupted: stopped {t['server_stop_after_barge_in']:.2f} s after you started speaking")
-        return ("After you stopped speaking: " + " · ".join(parts)) if parts else ""
+        if not parts:
+            return ""
+        return ("After you stopped speaking: " if spoken else "After you asked: ") + " · ".join(parts)
 
     def _answer(self, conv, turn, model):
         shown = {"audio": None, "notice": ""}
@@ -862,7 +865,7 @@ class TalkHandlers:
                      "unheard": TALK_IDLE}.get(up.phase, TALK_IDLE)
             details = {**up.details, "phase": up.phase, "question": up.question,
                        "seconds_after_end_of_speech": up.timings}
-            yield (self._history(conv), video, shown["audio"], state, self._latency_md(up.timings), details,
+            yield (self._history(conv), video, shown["audio"], state, self._latency_md(up.timings, up.details.get("spoken", True)), details,
                    shown["notice"])
 
     def answer_turn(self, turn_id, model, request: gr.Request = None):

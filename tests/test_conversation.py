@@ -342,3 +342,28 @@ def test_without_the_recognition_model_the_tab_says_so_at_once_and_typing_is_ans
     assert audio and Path(audio).stat().st_size > 1000  # no lip-sync here: the answer is spoken as audio
     assert "not available" in notice.lower()  # plain words (the technical reason is in the details)
     assert details["seconds_after_end_of_speech"]["answered"] >= 0 and "answer found" in latency
+
+
+def test_the_tab_shows_did_you_mean_candidates_as_buttons_and_a_click_answers_that_entry(tmp_path):
+    """Thresholds that always ask back (a deployment's DH_QA_* settings): the chat's answer carries the candidates
+    as options; picking one (Chatbot.option_select) answers that entry, spoken, and the chat records the pick."""
+    app = pytest.importorskip("app")
+    import gradio as gr
+
+    svc = _offline(tmp_path, DH_QA_THRESHOLD="-1", DH_QA_ANSWER_THRESHOLD="2")
+    try:
+        th = app.TalkHandlers(svc, streaming=True)
+        chat = list(th.answer_typed("residence permit", "wav2lip96", None))[-1][1]
+        options = chat[-1]["options"]
+        assert "Did you mean" in chat[-1]["content"] and len(options) == 2, chat
+        assert options[1] == {"label": "2. How do I replace a lost ID card?", "value": "#en:id"}
+        steps = list(th.answer_choice("wav2lip96", gr.SelectData(None, {"index": 1, "value": options[1]["value"]})))
+        chat, video, audio, state, latency, details, notice = steps[-1]
+        assert chat[-2] == {"role": "user", "content": "👆 How do I replace a lost ID card?"}
+        assert "Matched question" in chat[-1]["content"] and "police station" in chat[-1]["content"]
+        assert "options" not in chat[-1]  # answered: nothing left to pick
+        assert audio and Path(audio).stat().st_size > 1000 and details["picked_entry"] == "id"
+        assert latency.startswith("After you asked: ") and "answer found" in latency
+        assert details["seconds_after_end_of_speech"]["answered"] >= 0
+    finally:
+        svc.close()
