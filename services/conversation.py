@@ -202,22 +202,20 @@ class Conversation:
             return turn
 
     def offered(self) -> list:
-        """The candidates of the latest "did you mean" answer, if it is the latest answer (else [])."""
+        """The candidates of the latest exchange's "did you mean" answer (else []: a newer question withdraws them)."""
         with self._lock:
             return self._offered_locked()
 
     def _offered_locked(self) -> list:
-        for ex in reversed(self.history):
-            if ex.answer is not None:
-                return list(getattr(ex.answer, "candidates", None) or [])
-        return []
+        last = self.history[-1] if self.history else None  # a newer question (even unanswered) withdraws them
+        return list(getattr(last.answer, "candidates", None) or []) if last is not None else []
 
     def _picked(self, text: str) -> tuple[str, str] | None:
         """(entry, lang) when a typed or recognised question is one of the candidates offered: the candidate's
         question itself (case, spaces and punctuation aside) or its number (1, 2, 3)."""
         with self._lock:
             cands = self._offered_locked()
-            lang = next((getattr(ex.answer, "lang", "zh") for ex in reversed(self.history) if ex.answer), "zh")
+            lang = getattr(self.history[-1].answer, "lang", "zh") if cands else "zh"
         said = _plain(text)
         for k, c in enumerate(cands, 1):
             if said and (said == _plain(c.question) or said == str(k)):
@@ -344,7 +342,7 @@ class Conversation:
             ex.timings = {**timings, **ex.timings}
             # one line per turn: seconds after the end of speech (python -m services talk-bench reads it back)
             log.info("conversation turn %d %s", turn.id, json.dumps({**ex.timings, "stopped": ex.stopped,
-                                                                     "spoken": turn.spoken}))
+                                                                     "spoken": turn.spoken, "picked": ex.picked}))
 
     def _stopped(self, turn_id: int, update: Callable[..., TalkUpdate]) -> TalkUpdate:
         """The answer was stopped (barge-in, a newer turn, or stop): how long after the visitor's speech started

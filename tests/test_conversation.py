@@ -196,6 +196,9 @@ def test_a_did_you_mean_candidate_can_be_clicked_typed_or_said_and_that_entry_is
     assert conv.offered() == []  # answered: nothing left to pick
     with pytest.raises(UserFacingError, match="no longer offered"):
         conv.choose("apply", "en")
+    list(conv.answer(svc, conv.typed("permit")))
+    list(conv.answer(StandIn(text=""), _spoken_turn(conv)[1]))  # a newer question, not made out: withdrawn too
+    assert conv.offered() == []
     # typed: the candidate's question (case and punctuation aside) or its number
     for typed, entry in (("how do i APPLY for a residence permit", "apply"), (" 2 ", "renew")):
         list(conv.answer(svc, conv.typed("permit")))
