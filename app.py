@@ -746,10 +746,19 @@ TALK_JS = """
     if (T.ctx) T.ctx.close();
     T.stream = T.ctx = an = null; T.listening = false; T.voiced = false; floor = null; recent = [];
   };
+  const asked = () => {  // a typed question or a clicked 'did you mean': timed from here, and it may play
+    T.stopped = false;
+    T.turns.push({turn: 'asked', asked: true, end_ms: performance.now(), first_frame_s: null});
+    show('#talk_first_frame', '');
+  };
   document.addEventListener('click', (e) => {
     if (!e.target.closest) return;
     if (e.target.closest('#talk_mic .stop-button')) deafen();
     else if (e.target.closest('#talk_mic .record-button')) listen();
+    else if (e.target.closest('#talk_chat button.option')) asked();
+  }, true);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && e.target.closest && e.target.closest('#talk_text')) asked();
   }, true);
   document.addEventListener('playing', (e) => {
     const v = e.target;
@@ -760,7 +769,7 @@ TALK_JS = """
     if (!t || t.first_frame_s !== null || t.end_ms === null) return;
     t.first_frame_s = (performance.now() - t.end_ms) / 1000;
     const what = v instanceof HTMLVideoElement ? 'First frame on your screen ' : 'Answer audible ';
-    show('#talk_first_frame', what + t.first_frame_s.toFixed(2) + ' s after you stopped speaking (measured in this browser)');
+    show('#talk_first_frame', what + t.first_frame_s.toFixed(2) + (t.asked ? ' s after you asked' : ' s after you stopped speaking') + ' (measured in this browser)');
   }, true);
   document.addEventListener('ended', (e) => {  // the answer is over: the avatar listens again
     if (!(e.target instanceof HTMLMediaElement) || !e.target.closest('#talk_video, #talk_audio')) return;

@@ -155,6 +155,24 @@ def test_speech_during_the_answer_stops_it_and_the_server_stops_rendering():
     assert conv.history[0].stopped and conv.state == HEARING  # still hearing the new turn
 
 
+def test_speech_while_a_fully_rendered_answer_still_plays_interrupts_it_and_after_it_starts_a_turn():
+    clock = [1000.0]
+    conv = Conversation(clock=lambda: clock[0])
+    _, turn = _spoken_turn(conv)
+    steps = list(conv.answer(StandIn(chunks=2, chunk_s=0.0), turn))  # rendered at once, 1.0 s of speech
+    assert steps[-1].phase == "done" and conv.state == LISTENING and not conv.history[0].stopped
+    clock[0] += 0.5  # still playing in the page
+    heard = feed(conv, np.concatenate([noise(0.4, -70), speechlike(0.4), noise(0.2, -70)]))
+    assert any(h.barge_in for h in heard) and conv.state == HEARING
+    assert conv.history[0].stopped and conv.history[0].timings["server_stop_after_barge_in"] == 0.0
+    conv2 = Conversation(clock=lambda: clock[0])
+    _, turn = _spoken_turn(conv2)
+    list(conv2.answer(StandIn(chunks=2, chunk_s=0.0), turn))
+    clock[0] += 5.0  # it has played to its end: the next speech is just the next turn
+    heard = feed(conv2, np.concatenate([noise(0.4, -70), speechlike(0.4), noise(0.2, -70)]))
+    assert not any(h.barge_in for h in heard) and not conv2.history[0].stopped
+
+
 def test_a_typed_question_is_a_turn_too_and_an_empty_one_is_refused():
     from common.errors import UserFacingError
 

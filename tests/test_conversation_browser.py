@@ -6,8 +6,8 @@ weights, qa/asr_tiny.py: its transcript is meaningless but real model output), a
 lip-synced (random wav2lip96 weights). Once the answer plays, the question is spoken again (the driver reopens the
 microphone, which replays the file from its start: services/talk_bench.py says why); that second spoken turn
 interrupts the answer (barge-in), which must stop within 0.5 s in the page, and is answered in its turn.
-The app asks back ("did you mean") whenever it is not sure; here its thresholds (a deployment's DH_QA_THRESHOLD /
-DH_QA_ANSWER_THRESHOLD) make it ask back every question, so a typed question's candidates can be clicked in the chat.
+A second app asks back ("did you mean") every question (a deployment's DH_QA_THRESHOLD / DH_QA_ANSWER_THRESHOLD),
+so that a typed question's candidates can be clicked in the chat: the pick is answered, spoken and lip-synced.
 The app runs as ``python app.py`` in a child process, as the bench drives it (services/talk_bench.py).
 """
 
@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
-# every question is asked back ("did you mean", see the module doc): its spoken form lasts a few seconds, long
-# enough to be interrupted, short enough to render on a busy machine; a picked entry's answer is short too
+# whatever the meaningless transcript gets (an answer, "did you mean" or "I don't know" naming these questions),
+# the spoken answer lasts a few seconds: long enough to be interrupted, short enough to render on a busy machine
 KB = [
     {"id": "permit", "question": "居住证怎么办理？", "answer": "到社区服务站办理居住证。",
      "question_en": "How do I apply for a residence permit?", "answer_en": "Apply at the community service station."},
@@ -42,10 +42,9 @@ def _chromium() -> None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does it)")
 
 
-@pytest.fixture(scope="module")
-def talk_app(tmp_path_factory):
-    """The served app (random wav2lip96, the KB above, the tiny recogniser, espeak) and the fake microphone's
-    file; yields (ServedApp, question.wav)."""
+def _talk_app(root: Path, **env):
+    """The served app (random wav2lip96, the KB above, the tiny recogniser, espeak; ``env``: more DH_*
+    settings) and the fake microphone's file; yields (ServedApp, question.wav)."""
     pytest.importorskip("playwright")
     pytest.importorskip("onnx")
     pytest.importorskip("sherpa_onnx")
@@ -53,14 +52,12 @@ def talk_app(tmp_path_factory):
     from qa.asr_tiny import build_tiny_sense_voice
     from services.served import served_app, with_random_generators
 
-    root = tmp_path_factory.mktemp("talk")
     kb = root / "kb.jsonl"
     kb.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in KB), encoding="utf-8")
     settings = Settings.from_env({"DH_QA_KB": str(kb), "DH_CACHE_DIR": str(root / "cache"), "DH_TTS_ENGINE": "espeak",
                                   "DH_WAV2LIP256_CHECKPOINT": str(root / "none"),
                                   "DH_LIVETALKING384_CHECKPOINT": str(root / "none"),
-                                  "DH_QA_THRESHOLD": "-1", "DH_QA_ANSWER_THRESHOLD": "2",  # always ask back
-                                  "DH_ASR_MODEL": str(build_tiny_sense_voice(root / "asr"))})
+                                  "DH_ASR_MODEL": str(build_tiny_sense_voice(root / "asr")), **env})
     settings = with_random_generators(settings, ["wav2lip96"], root / "weights")
     wave = talk_bench.spoken_question(settings, "How do I apply for a residence permit?", "en")
     mic = talk_bench.question_wav(root / "question.wav", wave)
@@ -69,6 +66,17 @@ def talk_app(tmp_path_factory):
         with served_app(settings, log_dir=root / "app", start_timeout_s=120) as app:
             talk_bench.wait_warm(app.log)
             yield app, mic
+
+
+@pytest.fixture(scope="module")
+def talk_app(tmp_path_factory):
+    yield from _talk_app(tmp_path_factory.mktemp("talk"))
+
+
+@pytest.fixture()
+def asking_back_app(tmp_path):
+    """The same app, asking back every question ("did you mean")."""
+    yield from _talk_app(tmp_path, DH_QA_THRESHOLD="-1", DH_QA_ANSWER_THRESHOLD="2")
 
 
 ANSWER_HEADS = ("No confident match · ", "Matched question · ", "Did you mean… · ")  # one per answer in the chat
@@ -131,10 +139,10 @@ def test_a_spoken_conversation_ends_turns_by_itself_answers_and_can_be_interrupt
          "recogniser": "tiny random (tests)"}, indent=1))
 
 
-def test_a_did_you_mean_candidate_clicked_in_the_chat_is_answered_spoken_and_lip_synced(talk_app):
+def test_a_did_you_mean_candidate_clicked_in_the_chat_is_answered_spoken_and_lip_synced(asking_back_app):
     from playwright.sync_api import expect, sync_playwright
 
-    app, mic = talk_app
+    app, mic = asking_back_app
     log_start = len(app.log.read_text(errors="replace"))
     with sync_playwright() as pw:
         browser, page = talk_bench.open_talk(pw, app.url, mic)  # the microphone stays off: typed, then clicked
@@ -160,6 +168,7 @@ def test_a_did_you_mean_candidate_clicked_in_the_chat_is_answered_spoken_and_lip
         finally:
             browser.close()
     assert "After you asked" in st["latency"] and "answer found" in st["latency"], st
+    assert "First frame on your screen" in st["first_frame"] and "after you asked" in st["first_frame"], st
     # the server answered the pick as a turn of its own, lip-synced (the question it interrupted was stopped)
     turns = [json.loads(m.group(2)) for m in talk_bench.TALK_LOG.finditer(app.log.read_text(errors="replace")[
         log_start:])]
