@@ -694,6 +694,11 @@ TALK_JS = """
       b.stop_s = (b.paused_ms - b.onset_ms) / 1000;
       T.bargeIns.push(b);
       show('#talk_barge', 'Stopped ' + b.stop_s.toFixed(2) + ' s after you started speaking (measured in this browser)');
+      const told = document.querySelector('#talk_stopped textarea, #talk_stopped input');
+      if (told) {  // tell the server: it stops the answer too, or marks it interrupted if it was rendered already
+        told.value = JSON.stringify({n: T.bargeIns.length, stop_s: b.stop_s});
+        told.dispatchEvent(new Event('input', {bubbles: true}));
+      }
     }
   };
   const tick = () => {
@@ -808,6 +813,16 @@ class TalkHandlers:
 
     def stop(self, request: gr.Request = None):
         self._conv(request).reset_stream()
+
+    def stopped_in_page(self, told, request: gr.Request = None):
+        """The page stopped the answer's player (barge-in heard there first): ``told`` is its JSON note."""
+        import json
+
+        try:
+            stop_s = float(json.loads(told or "{}").get("stop_s", 0.0))
+        except (ValueError, TypeError, AttributeError):
+            return
+        self._conv(request).stopped_in_page(stop_s)
 
     def hear(self, piece, request: gr.Request = None):
         """One microphone piece -> (turn to answer or skip, state line or skip)."""
@@ -936,9 +951,12 @@ def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, strea
                     t_details = gr.JSON(label="this turn")
                 _share_button("conversation", settings.share_link_hours)
         t_turn = gr.Textbox(visible="hidden", elem_id="talk_turn")
+        t_stopped = gr.Textbox(visible="hidden", elem_id="talk_stopped")  # the page: "I stopped the player"
         outputs = [t_chat, t_video, t_audio, t_state, t_latency, t_details, t_notice]
         t_mic.start_recording(th.start, None, [t_state, t_notice], api_visibility="private", queue=False)
         t_mic.stop_recording(th.stop, None, None, api_visibility="private", queue=False)
+        t_stopped.change(th.stopped_in_page, [t_stopped], None, api_visibility="private", queue=False,
+                         show_progress="hidden")
         t_mic.stream(th.hear, [t_mic], [t_turn, t_state], stream_every=TALK_STREAM_EVERY,
                      time_limit=TALK_TIME_LIMIT, concurrency_limit=16, concurrency_id="talk_listen",
                      show_progress="hidden", api_visibility="private")

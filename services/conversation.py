@@ -5,9 +5,9 @@ pieces (:meth:`Conversation.hear`); an energy detector (:mod:`qa.vad`) says when
 speaking. A pause ends the visitor's turn: :meth:`Conversation.answer` recognises it (``AppServices.recognizer``),
 answers it and speaks it lip-synced as a stream (``AppServices.ask_stream``: the Ask tab's answer, chunks and
 all). Speaking while it answers (barge-in) cancels that answer: ``ask_stream`` is given the cancel event
-(``should_stop``) and stops rendering within one model batch, and the conversation listens to the new turn. An
-answer rendered to its end still plays in the page for its length: speech then interrupts it too (the page stops
-the player; the history marks it interrupted; the server had nothing left to stop).
+(``should_stop``) and stops rendering within one model batch, and the conversation listens to the new turn. The
+page runs the same detector and stops the player at once; it says so (:meth:`Conversation.stopped_in_page`), which
+also marks an answer already rendered to its end, still playing there, as interrupted.
 A "did you mean" answer's candidates can be picked (:meth:`Conversation.choose`: a click in the chat), typed or
 said: that entry is answered.
 
@@ -41,9 +41,6 @@ from wav2lip384.models import registry
 log = logging.getLogger(__name__)
 
 LISTENING, HEARING, THINKING, SPEAKING = "listening", "hearing", "thinking", "speaking"
-# an answer rendered to its end still plays in the page for its length after its first piece was sent; speech that
-# starts before then (plus this much for the player's buffering) interrupts it too
-PLAYING_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -129,7 +126,6 @@ class Conversation:
         self._cancel: dict[int, threading.Event] = {}
         self._barge: dict[int, float] = {}  # turn id -> wall clock of the speech that stopped it
         self._pending: dict[int, Turn] = {}  # turns ended by a pause, waiting for their answer to start
-        self._playing: tuple[Exchange, float] | None = None  # an answer fully rendered, and until when it plays
 
     # ---- listening ------------------------------------------------------------------------------------
     def hear(self, sample_rate: int, samples: np.ndarray, now: float | None = None) -> Heard:
@@ -150,15 +146,11 @@ class Conversation:
             turn, barge = None, False
             for ev in events:
                 if ev.kind == "start":
-                    t_start = now - (t_piece_end - ev.t_start)  # wall clock
                     if self.state in (THINKING, SPEAKING) and self._answering is not None:
                         barge = True
                         self._cancel[self._answering].set()
-                        self._barge[self._answering] = t_start
+                        self._barge[self._answering] = now - (t_piece_end - ev.t_start)
                         self._answering = None
-                    elif self._playing is not None and t_start < self._playing[1]:
-                        barge = self._interrupt_played_locked()
-                    self._playing = None
                     self.state = HEARING
                 else:
                     pre = self.vad_config.pre_roll_s
@@ -174,16 +166,26 @@ class Conversation:
                 self._trim(int(max(0.0, t_piece_end - self.vad_config.pre_roll_s - 0.1) * sr))
             return Heard(self.state, turn, barge, self.state != before, vad.last_level_db)
 
-    def _interrupt_played_locked(self) -> bool:
-        """Speech while an answer rendered to its end still plays: it is interrupted (the page stops it); the
-        server had nothing left to stop."""
-        ex = self._playing[0]
-        ex.stopped = True
-        ex.timings["server_stop_after_barge_in"] = 0.0
-        log.info("conversation turn %d %s", ex.turn_id, json.dumps({**ex.timings, "stopped": True, "spoken": ex.spoken,
-                                                                    "picked": ex.picked,
-                                                                    "rendered_before_barge_in": True}))
-        return True
+    def stopped_in_page(self, stop_s: float = 0.0) -> bool:
+        """The page stopped the answer's player: its own detector heard the visitor start speaking ``stop_s``
+        seconds before. An answer still being prepared is cancelled as the server's detector would (whichever hears
+        it first); one rendered to its end and still playing there is marked interrupted (the server had nothing
+        left to stop). True if an answer was stopped or marked."""
+        now = self.clock()
+        stop_s = min(max(float(stop_s or 0.0), 0.0), 5.0)
+        with self._lock:
+            if self._answering is not None:
+                self._barge[self._answering] = now - stop_s
+                return self._stop_locked()
+            last = next((ex for ex in reversed(self.history) if ex.answer is not None), None)
+            if last is None or last.stopped or last.turn_id in self._cancel:  # (still ending: it says itself)
+                return False
+            last.stopped = True
+            last.timings.update(server_stop_after_barge_in=0.0, page_stop_after_barge_in=round(stop_s, 3))
+            log.info("conversation turn %d %s", last.turn_id, json.dumps(
+                {**last.timings, "stopped": True, "spoken": last.spoken, "picked": last.picked,
+                 "rendered_before_barge_in": True}))
+            return True
 
     def _cut(self, a: int, b: int) -> np.ndarray:
         whole = np.concatenate(list(self._buf)) if self._buf else np.zeros(0, np.float32)
@@ -353,17 +355,14 @@ class Conversation:
         finally:
             if stream is not None:
                 stream.close()  # stops rendering at once (the generator's pending chunk is dropped)
-            ex.stopped = ex.stopped or cancel.is_set()
-            ex.timings = {**timings, **ex.timings}
-            first_s = timings.get("first_chunk", timings.get("first_sound"))
             with self._lock:
                 self._barge.pop(turn.id, None)
                 self._cancel.pop(turn.id, None)
                 if self._answering == turn.id:
                     self._answering = None
                     self.state = LISTENING if self.state in (THINKING, SPEAKING) else self.state
-                    if not ex.stopped and first_s is not None and details.get("seconds_of_speech"):
-                        self._playing = (ex, t_end + first_s + details["seconds_of_speech"] + PLAYING_SLACK_S)
+            ex.stopped = ex.stopped or cancel.is_set()
+            ex.timings = {**timings, **ex.timings}
             # one line per turn: seconds after the end of speech (python -m services talk-bench reads it back)
             log.info("conversation turn %d %s", turn.id, json.dumps({**ex.timings, "stopped": ex.stopped,
                                                                      "spoken": turn.spoken, "picked": ex.picked}))
@@ -386,7 +385,6 @@ class Conversation:
         if not turn.spoken and not turn.text:
             raise UserFacingError("Type your question first. 请输入您的问题。")
         with self._lock:
-            self._playing = None
             if self._answering is not None and self._answering != turn.id:
                 self._cancel[self._answering].set()  # one answer at a time: the newer turn wins
             ev = threading.Event()

@@ -155,22 +155,25 @@ def test_speech_during_the_answer_stops_it_and_the_server_stops_rendering():
     assert conv.history[0].stopped and conv.state == HEARING  # still hearing the new turn
 
 
-def test_speech_while_a_fully_rendered_answer_still_plays_interrupts_it_and_after_it_starts_a_turn():
-    clock = [1000.0]
-    conv = Conversation(clock=lambda: clock[0])
+def test_the_page_stopping_the_player_cancels_an_answer_in_progress_or_marks_a_rendered_one_interrupted():
+    conv = Conversation()
     _, turn = _spoken_turn(conv)
-    steps = list(conv.answer(StandIn(chunks=2, chunk_s=0.0), turn))  # rendered at once, 1.0 s of speech
-    assert steps[-1].phase == "done" and conv.state == LISTENING and not conv.history[0].stopped
-    clock[0] += 0.5  # still playing in the page
-    heard = feed(conv, np.concatenate([noise(0.4, -70), speechlike(0.4), noise(0.2, -70)]))
-    assert any(h.barge_in for h in heard) and conv.state == HEARING
-    assert conv.history[0].stopped and conv.history[0].timings["server_stop_after_barge_in"] == 0.0
-    conv2 = Conversation(clock=lambda: clock[0])
-    _, turn = _spoken_turn(conv2)
-    list(conv2.answer(StandIn(chunks=2, chunk_s=0.0), turn))
-    clock[0] += 5.0  # it has played to its end: the next speech is just the next turn
-    heard = feed(conv2, np.concatenate([noise(0.4, -70), speechlike(0.4), noise(0.2, -70)]))
-    assert not any(h.barge_in for h in heard) and not conv2.history[0].stopped
+    svc = StandIn(chunks=50, chunk_s=0.05)
+    steps = conv.answer(svc, turn)
+    assert [next(steps).phase for _ in range(3)] == ["recognised", "answer", "chunk"]
+    assert conv.stopped_in_page(0.12)  # before the server's own detector hears it
+    rest = list(steps)
+    assert rest[-1].phase == "stopped" and svc.closed.is_set()
+    assert 0.12 <= rest[-1].timings["server_stop_after_barge_in"] < 0.5
+    assert not conv.stopped_in_page(0.12)  # said twice: nothing more to stop
+    # an answer rendered to its end, still playing in the page: marked interrupted, nothing to stop on the server
+    _, turn = _spoken_turn(conv)
+    assert list(conv.answer(StandIn(chunks=2, chunk_s=0.0), turn))[-1].phase == "done"
+    assert not conv.history[-1].stopped
+    assert conv.stopped_in_page(0.12)
+    ex = conv.history[-1]
+    assert ex.stopped and ex.timings["server_stop_after_barge_in"] == 0.0
+    assert ex.timings["page_stop_after_barge_in"] == 0.12
 
 
 def test_a_typed_question_is_a_turn_too_and_an_empty_one_is_refused():
@@ -386,5 +389,9 @@ def test_the_tab_shows_did_you_mean_candidates_as_buttons_and_a_click_answers_th
         assert audio and Path(audio).stat().st_size > 1000 and details["picked_entry"] == "id"
         assert latency.startswith("After you asked: ") and "answer found" in latency
         assert details["seconds_after_end_of_speech"]["answered"] >= 0
+        # the page stopped its player (the visitor spoke): the answer, rendered already, is marked interrupted
+        th.stopped_in_page("not json")
+        th.stopped_in_page(json.dumps({"n": 1, "stop_s": 0.12}))
+        assert th._history(th._conv(None))[-1]["content"].endswith("*(interrupted)*")
     finally:
         svc.close()
