@@ -889,8 +889,8 @@ class TalkHandlers:
                      "unheard": TALK_IDLE}.get(up.phase, TALK_IDLE)
             details = {**up.details, "phase": up.phase, "question": up.question,
                        "seconds_after_end_of_speech": up.timings}
-            yield (self._history(conv), video, shown["audio"], state, self._latency_md(up.timings, up.details.get("spoken", True)), details,
-                   shown["notice"])
+            latency = self._latency_md(up.timings, up.details.get("spoken", True))
+            yield self._history(conv), video, shown["audio"], state, latency, details, shown["notice"]
 
     def answer_turn(self, turn_id, model, request: gr.Request = None):
         """Generator: the spoken turn ``turn_id`` (ended by a pause) recognised, answered and spoken."""
