@@ -256,8 +256,6 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import os
 
-    from wav2lip384 import registry
-
     result = bench_talk(Settings.from_env(), args.turns, registry.get(args.model).id, args.question, args.timeout)
     result["machine"] = {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
     text = json.dumps(result, ensure_ascii=False, indent=2)
