@@ -694,6 +694,11 @@ TALK_JS = """
       b.stop_s = (b.paused_ms - b.onset_ms) / 1000;
       T.bargeIns.push(b);
       show('#talk_barge', 'Stopped ' + b.stop_s.toFixed(2) + ' s after you started speaking (measured in this browser)');
+      const told = document.querySelector('#talk_stopped textarea, #talk_stopped input');
+      if (told) {  // tell the server: it stops the answer too, or marks it interrupted if it was rendered already
+        told.value = JSON.stringify({n: T.bargeIns.length, stop_s: b.stop_s});
+        told.dispatchEvent(new Event('input', {bubbles: true}));
+      }
     }
   };
   const tick = () => {
@@ -746,10 +751,19 @@ TALK_JS = """
     if (T.ctx) T.ctx.close();
     T.stream = T.ctx = an = null; T.listening = false; T.voiced = false; floor = null; recent = [];
   };
+  const asked = () => {  // a typed question or a clicked 'did you mean': timed from here, and it may play
+    T.stopped = false;
+    T.turns.push({turn: 'asked', asked: true, end_ms: performance.now(), first_frame_s: null});
+    show('#talk_first_frame', '');
+  };
   document.addEventListener('click', (e) => {
     if (!e.target.closest) return;
     if (e.target.closest('#talk_mic .stop-button')) deafen();
     else if (e.target.closest('#talk_mic .record-button')) listen();
+    else if (e.target.closest('#talk_chat button.option')) asked();
+  }, true);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && e.target.closest && e.target.closest('#talk_text')) asked();
   }, true);
   document.addEventListener('playing', (e) => {
     const v = e.target;
@@ -760,7 +774,7 @@ TALK_JS = """
     if (!t || t.first_frame_s !== null || t.end_ms === null) return;
     t.first_frame_s = (performance.now() - t.end_ms) / 1000;
     const what = v instanceof HTMLVideoElement ? 'First frame on your screen ' : 'Answer audible ';
-    show('#talk_first_frame', what + t.first_frame_s.toFixed(2) + ' s after you stopped speaking (measured in this browser)');
+    show('#talk_first_frame', what + t.first_frame_s.toFixed(2) + (t.asked ? ' s after you asked' : ' s after you stopped speaking') + ' (measured in this browser)');
   }, true);
   document.addEventListener('ended', (e) => {  // the answer is over: the avatar listens again
     if (!(e.target instanceof HTMLMediaElement) || !e.target.closest('#talk_video, #talk_audio')) return;
@@ -800,6 +814,16 @@ class TalkHandlers:
     def stop(self, request: gr.Request = None):
         self._conv(request).reset_stream()
 
+    def stopped_in_page(self, told, request: gr.Request = None):
+        """The page stopped the answer's player (barge-in heard there first): ``told`` is its JSON note."""
+        import json
+
+        try:
+            stop_s = float(json.loads(told or "{}").get("stop_s", 0.0))
+        except (ValueError, TypeError, AttributeError):
+            return
+        self._conv(request).stopped_in_page(stop_s)
+
     def hear(self, piece, request: gr.Request = None):
         """One microphone piece -> (turn to answer or skip, state line or skip)."""
         if piece is None:
@@ -814,10 +838,13 @@ class TalkHandlers:
         return turn, state
 
     def _history(self, conv) -> list[dict]:
+        """The chat; the latest "did you mean" answer carries its candidates as buttons (Gradio shows a last
+        assistant message's ``options`` under the chat; a click is :meth:`answer_choice`)."""
         msgs: list[dict] = []
         for ex in conv.history:
             if ex.question:
-                msgs.append({"role": "user", "content": ("🎙️ " if ex.spoken else "") + ex.question})
+                mark = "🎙️ " if ex.spoken else "👆 " if ex.picked else ""
+                msgs.append({"role": "user", "content": mark + ex.question})
             if ex.answer is not None:
                 text = Handlers._answer_md(ex.answer)
                 if ex.stopped:
@@ -825,16 +852,24 @@ class TalkHandlers:
                 msgs.append({"role": "assistant", "content": text})
             elif ex.note:
                 msgs.append({"role": "assistant", "content": f"*{ex.note}*"})
+        offered = conv.offered()
+        if offered and msgs and msgs[-1]["role"] == "assistant":
+            lang = getattr(conv.history[-1].answer, "lang", "zh")
+            msgs[-1]["options"] = [{"label": f"{k}. {c.question}", "value": f"#{lang}:{c.id}"}
+                                   for k, c in enumerate(offered, 1)]
         return msgs
 
     @staticmethod
-    def _latency_md(t: dict) -> str:
+    def _latency_md(t: dict, spoken: bool = True) -> str:
+        """The server's half of the latency line (the page adds the first frame on screen, measured there)."""
         names = (("turn_ended", "your turn ended"), ("recognised", "text recognised"), ("answered", "answer found"),
                  ("first_chunk", "first lip-synced video sent"), ("first_sound", "spoken answer sent"))
         parts = [f"{label} {t[k]:.2f} s" for k, label in names if k in t]
         if "server_stop_after_barge_in" in t:
             parts.append(f"interrupted: stopped {t['server_stop_after_barge_in']:.2f} s after you started speaking")
-        return ("After you stopped speaking: " + " · ".join(parts)) if parts else ""
+        if not parts:
+            return ""
+        return ("After you stopped speaking: " if spoken else "After you asked: ") + " · ".join(parts)
 
     def _answer(self, conv, turn, model):
         shown = {"audio": None, "notice": ""}
@@ -854,8 +889,8 @@ class TalkHandlers:
                      "unheard": TALK_IDLE}.get(up.phase, TALK_IDLE)
             details = {**up.details, "phase": up.phase, "question": up.question,
                        "seconds_after_end_of_speech": up.timings}
-            yield (self._history(conv), video, shown["audio"], state, self._latency_md(up.timings), details,
-                   shown["notice"])
+            latency = self._latency_md(up.timings, up.details.get("spoken", True))
+            yield self._history(conv), video, shown["audio"], state, latency, details, shown["notice"]
 
     def answer_turn(self, turn_id, model, request: gr.Request = None):
         """Generator: the spoken turn ``turn_id`` (ended by a pause) recognised, answered and spoken."""
@@ -871,6 +906,16 @@ class TalkHandlers:
         turn = conv.typed(text)
         for values in self._answer(conv, turn, model):
             yield ("",) + values
+
+    def answer_choice(self, model, evt: gr.SelectData, request: gr.Request = None):
+        """Generator: a "did you mean" candidate clicked in the chat (value ``#lang:entry-id``): that entry's
+        answer, spoken and lip-synced like a typed turn."""
+        value = str(getattr(evt, "value", "") or "")
+        if not (value.startswith("#") and ":" in value):
+            return
+        lang, entry = value[1:].split(":", 1)
+        conv = self._conv(request)
+        yield from self._answer(conv, conv.choose(entry, lang), model)
 
 
 def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, streaming: bool) -> gr.Radio:
@@ -906,9 +951,12 @@ def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, strea
                     t_details = gr.JSON(label="this turn")
                 _share_button("conversation", settings.share_link_hours)
         t_turn = gr.Textbox(visible="hidden", elem_id="talk_turn")
+        t_stopped = gr.Textbox(visible="hidden", elem_id="talk_stopped")  # the page: "I stopped the player"
         outputs = [t_chat, t_video, t_audio, t_state, t_latency, t_details, t_notice]
         t_mic.start_recording(th.start, None, [t_state, t_notice], api_visibility="private", queue=False)
         t_mic.stop_recording(th.stop, None, None, api_visibility="private", queue=False)
+        t_stopped.change(th.stopped_in_page, [t_stopped], None, api_visibility="private", queue=False,
+                         show_progress="hidden")
         t_mic.stream(th.hear, [t_mic], [t_turn, t_state], stream_every=TALK_STREAM_EVERY,
                      time_limit=TALK_TIME_LIMIT, concurrency_limit=16, concurrency_id="talk_listen",
                      show_progress="hidden", api_visibility="private")
@@ -916,6 +964,8 @@ def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, strea
                    api_visibility="private", show_progress="hidden", trigger_mode="multiple")
         _on_render(t_text.submit, tabs, "talk", gradio_errors(th.answer_typed), [t_text, t_model],
                    [t_text] + outputs, api_name="talk", show_progress="hidden")
+        _on_render(t_chat.option_select, tabs, "talk", gradio_errors(th.answer_choice), [t_model], outputs,
+                   api_visibility="private", show_progress="hidden")
     return t_model
 
 

@@ -118,7 +118,8 @@ class AnsweringServices:
 
     def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = registry.DEFAULT_MODEL,
                    engine: str | None = "auto", speak: bool = True, chunks: bool = True,
-                   assistant=None, entry: str | None = None, lang: str = "zh") -> Iterator[AskUpdate]:
+                   assistant=None, entry: str | None = None, lang: str = "zh",
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[AskUpdate]:
         # size-reason: one generator that yields the answer, then each spoken chunk, then the joined video; its states
         #   (speech, chunks, fallback to speech only) share locals across yields.
         """Answer at once, then the spoken answer as video chunks, sentence by sentence.
@@ -128,13 +129,21 @@ class AnsweringServices:
         answer as audio and a notice instead. ``chunks=False`` (a player that cannot queue chunks): the spoken
         answer as audio first, then the whole video — never chunks that would replace each other mid-word.
         Timings are from the call, i.e. from clicking Ask.
+
+        ``should_stop`` (e.g. a conversation's cancel event's ``is_set``): once it returns True the answer ends
+        quietly, without a last update: it is checked before the speech is made, between sentences, before each
+        next piece is handed to the lip-sync (which checks it too, between model batches) and before every
+        update, so rendering stops within one batch, not at the end of the chunk in progress.
         """
+        stop = should_stop or _never
         t0 = time.perf_counter()
         answer = self.ask(question, assistant, entry, lang)
         t_answer = time.perf_counter() - t0
         model = registry.canonical_id(model)
+        if stop():
+            return
         yield AskUpdate(answer=answer, seconds_to_answer=t_answer, model=model)
-        if not speak:
+        if not speak or stop():
             return
         lang = getattr(answer, "lang", None)
         out_dir = self.dirs.new("ask-")
@@ -149,12 +158,14 @@ class AnsweringServices:
         if pipe is None:
             log.info("spoken answer only (%s): %s", model, problem)
             audio, used = self._speak_whole(_spoken(answer), lang, engine, out_dir)
+            if stop():
+                return
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=used, model=model,
                             notice=LIPSYNC_UNAVAILABLE.format(what="the spoken answer"), problem=problem, done=True,
                             seconds_to_first_speech=time.perf_counter() - t0, speech_seconds=self._seconds(audio))
             return
         if not chunks:
-            yield from self._ask_audio_first(answer, avatar_path, model, engine, out_dir, t0, t_answer)
+            yield from self._ask_audio_first(answer, avatar_path, model, engine, out_dir, t0, t_answer, stop)
             return
 
         from tts import to_lipsync_audio
@@ -164,6 +175,8 @@ class AnsweringServices:
         engines: list[str] = []
         waves: list[np.ndarray] = []
         for sp in self._say_sentences(_spoken(answer), lang, engine):
+            if stop():
+                return
             engines.append(sp.engine)
             waves.append(to_lipsync_audio(sp.wave, sp.sample_rate))
         # The answer is cut into pieces as it renders (at pauses, on boundaries of both frame rates an answer may
@@ -186,7 +199,7 @@ class AnsweringServices:
 
         def next_pieces():
             done = 0
-            while done < len(whole):
+            while done < len(whole) and not stop():  # stopped: no more pieces, the stream ends
                 target = self._next_piece_s(len(pieces), pace, rendered_s, t_play)
                 piece = split_speech(whole[done:], 16000, first_s=target, max_s=target, fps=PIECE_FPS)[0]
                 pieces.append(piece)
@@ -194,8 +207,11 @@ class AnsweringServices:
                 yield piece, 16000
 
         note, said = "", (1, True)
+        rendering = pipe.stream(avatar_path, next_pieces(), out_dir, pace=pace, should_stop=should_stop)
         try:
-            for i, chunk in enumerate(pipe.stream(avatar_path, next_pieces(), out_dir, pace=pace)):
+            for i, chunk in enumerate(rendering):
+                if stop():
+                    return
                 chunks.append(Path(chunk))
                 held.append(Path(chunk))
                 rendered_s += len(pieces[i]) / 16000.0
@@ -213,17 +229,27 @@ class AnsweringServices:
                         t_first = time.perf_counter() - t0
                         t_play = time.perf_counter()
                     for c in held:  # the player queues chunks; none replaces another
+                        if stop():
+                            return
                         yield AskUpdate(answer=answer, chunk=c, index=len(chunks) - len(held),
                                         seconds_to_answer=t_answer, seconds_to_first_chunk=t_first,
                                         seconds_to_first_speech=t_speech, engine=engine_used, model=model,
                                         render_note=note)
                     held = []
                 else:  # held back: say how far along rendering is (the page shows it instead of a spinner)
+                    if stop():
+                        return
                     yield AskUpdate(answer=answer, seconds_to_answer=t_answer,
                                     seconds_to_first_speech=t_speech, engine=engine_used, model=model,
                                     rendered_seconds=rendered_s, total_seconds=total_s, render_note=note)
+            if stop():  # the stream ended early because it was stopped: no joined video
+                log.info("answer stopped after %d chunks", len(chunks))
+                return
             log.info("answer rendered in %d chunks: %s", len(chunks), pace.history)
         except Exception as err:  # the answer stays useful: speak it, say what failed
+            if stop():  # however the lip-sync ended, nobody waits for this answer any more
+                log.info("answer stopped after %d chunks (%s)", len(chunks), type(err).__name__)
+                return
             if isinstance(err, UserFacingError) and not _is_model_problem(err):
                 raise
             log.exception("lip-sync of the answer failed")
@@ -232,6 +258,8 @@ class AnsweringServices:
                             notice=LIPSYNC_FAILED.format(what="the spoken answer"), problem=str(err), done=True,
                             seconds_to_first_chunk=t_first)
             return
+        finally:
+            rendering.close()  # stopped or closed by the caller: the pipeline's stream ends here, nothing renders on
         full = concat_videos(chunks, out_dir / "answer.mp4") if chunks else None
         audio = write_wav(whole, 16000, out_dir / "answer.wav") if waves else None
         yield AskUpdate(answer=answer, chunk=None, index=len(chunks), seconds_to_answer=t_answer,
@@ -273,17 +301,21 @@ class AnsweringServices:
         return f"{note}; {slow}" if note else slow
 
     def _ask_audio_first(self, answer, avatar: Path, model: str, engine: str | None, out_dir: Path, t0: float,
-                         t_answer: float) -> Iterator[AskUpdate]:
+                         t_answer: float, stop: Callable[[], bool] = lambda: False) -> Iterator[AskUpdate]:
         """The whole spoken answer as audio at once (speech is ~100x faster than lip-sync), then the video."""
         from tts import to_lipsync_audio
 
         sp = self._say(_spoken(answer), getattr(answer, "lang", None), engine)
         t_speech = time.perf_counter() - t0
         audio = write_wav(sp.wave, sp.sample_rate, out_dir / "answer.wav")
+        if stop():
+            return
         yield AskUpdate(answer=answer, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech, audio=audio,
                         engine=sp.engine, model=model)
         wave = to_lipsync_audio(sp.wave, sp.sample_rate)
         try:
+            if stop():
+                return
             res = self.render(model, avatar, wave, out_dir, t0, engine=sp.engine)
         except UserFacingError as err:
             if not _is_model_problem(err):
@@ -292,10 +324,16 @@ class AnsweringServices:
             yield AskUpdate(answer=answer, seconds_to_answer=t_answer, audio=audio, engine=sp.engine, model=model,
                             notice=LIPSYNC_FAILED.format(what="the spoken answer"), problem=str(err), done=True)
             return
+        if stop():
+            return
         yield AskUpdate(answer=answer, index=1, seconds_to_answer=t_answer, seconds_to_first_speech=t_speech,
                         seconds_to_first_chunk=time.perf_counter() - t0, final_video=res.path, audio=audio,
                         engine=sp.engine, model=model, warnings=res.warnings, done=True,
                         speech_seconds=len(wave) / 16000.0)
+
+
+def _never() -> bool:
+    return False
 
 
 def _spoken(answer) -> str:

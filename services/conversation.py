@@ -4,8 +4,12 @@ One :class:`Conversation` per browser session (:class:`Conversations` keeps them
 pieces (:meth:`Conversation.hear`); an energy detector (:mod:`qa.vad`) says when the visitor starts and stops
 speaking. A pause ends the visitor's turn: :meth:`Conversation.answer` recognises it (``AppServices.recognizer``),
 answers it and speaks it lip-synced as a stream (``AppServices.ask_stream``: the Ask tab's answer, chunks and
-all). Speaking while it answers (barge-in) cancels that answer: the answer generator stops at its next step and
-the conversation listens to the new turn.
+all). Speaking while it answers (barge-in) cancels that answer: ``ask_stream`` is given the cancel event
+(``should_stop``) and stops rendering within one model batch, and the conversation listens to the new turn. The
+page runs the same detector and stops the player at once; it says so (:meth:`Conversation.stopped_in_page`), which
+also marks an answer already rendered to its end, still playing there, as interrupted.
+A "did you mean" answer's candidates can be picked (:meth:`Conversation.choose`: a click in the chat), typed or
+said: that entry is answered.
 
 Turn states: ``listening`` -> (speech starts) ``hearing`` -> (pause) ``thinking`` (recognising, answering,
 rendering the first chunk) -> ``speaking`` (chunks going out) -> ``listening``; speech during ``thinking`` or
@@ -49,6 +53,8 @@ class Turn:
     text: str = ""
     t_speech_end: float = 0.0  # wall clock (time.time()) of the end of speech (typed: of the submission)
     t_turn_end: float = 0.0  # wall clock when the pause ended the turn
+    entry: str = ""  # a "did you mean" candidate picked: the id of the entry to answer (``text`` is its question)
+    lang: str = "zh"  # the language of that entry's answer
 
     @property
     def spoken(self) -> bool:
@@ -94,6 +100,7 @@ class Exchange:
     question: str
     spoken: bool
     answer: Any = None
+    picked: bool = False  # a "did you mean" candidate the visitor clicked
     note: str = ""
     stopped: bool = False
     timings: dict[str, float] = field(default_factory=dict)
@@ -159,6 +166,27 @@ class Conversation:
                 self._trim(int(max(0.0, t_piece_end - self.vad_config.pre_roll_s - 0.1) * sr))
             return Heard(self.state, turn, barge, self.state != before, vad.last_level_db)
 
+    def stopped_in_page(self, stop_s: float = 0.0) -> bool:
+        """The page stopped the answer's player: its own detector heard the visitor start speaking ``stop_s``
+        seconds before. An answer still being prepared is cancelled as the server's detector would (whichever hears
+        it first); one rendered to its end and still playing there is marked interrupted (the server had nothing
+        left to stop). True if an answer was stopped or marked."""
+        now = self.clock()
+        stop_s = min(max(float(stop_s or 0.0), 0.0), 5.0)
+        with self._lock:
+            if self._answering is not None:
+                self._barge[self._answering] = now - stop_s
+                return self._stop_locked()
+            last = next((ex for ex in reversed(self.history) if ex.answer is not None), None)
+            if last is None or last.stopped or last.turn_id in self._cancel:  # (still ending: it says itself)
+                return False
+            last.stopped = True
+            last.timings.update(server_stop_after_barge_in=0.0, page_stop_after_barge_in=round(stop_s, 3))
+            log.info("conversation turn %d %s", last.turn_id, json.dumps(
+                {**last.timings, "stopped": True, "spoken": last.spoken, "picked": last.picked,
+                 "rendered_before_barge_in": True}))
+            return True
+
     def _cut(self, a: int, b: int) -> np.ndarray:
         whole = np.concatenate(list(self._buf)) if self._buf else np.zeros(0, np.float32)
         return whole[max(0, a - self._buf_start):max(0, b - self._buf_start)].copy()
@@ -181,6 +209,41 @@ class Conversation:
             self._next_id += 1
             self.state = THINKING
             return turn
+
+    def choose(self, entry: str, lang: str = "zh") -> Turn:
+        """A "did you mean" candidate clicked: a turn that answers that entry (stops an answer in progress too).
+        Only a candidate the conversation offered (its latest "did you mean") can be picked."""
+        with self._lock:
+            offered = {c.id: c.question for c in self._offered_locked()}
+            if entry not in offered:
+                raise UserFacingError("That choice is no longer offered; please ask your question again.")
+            self._stop_locked()
+            turn = Turn(id=self._next_id, text=offered[entry], t_speech_end=self.clock(), t_turn_end=self.clock(),
+                        entry=entry, lang=lang if lang in ("zh", "en") else "zh")
+            self._next_id += 1
+            self.state = THINKING
+            return turn
+
+    def offered(self) -> list:
+        """The candidates of the latest exchange's "did you mean" answer (else []: a newer question withdraws them)."""
+        with self._lock:
+            return self._offered_locked()
+
+    def _offered_locked(self) -> list:
+        last = self.history[-1] if self.history else None  # a newer question (even unanswered) withdraws them
+        return list(getattr(last.answer, "candidates", None) or []) if last is not None else []
+
+    def _picked(self, text: str) -> tuple[str, str] | None:
+        """(entry, lang) when a typed or recognised question is one of the candidates offered: the candidate's
+        question itself (case, spaces and punctuation aside) or its number (1, 2, 3)."""
+        with self._lock:
+            cands = self._offered_locked()
+            lang = getattr(self.history[-1].answer, "lang", "zh") if cands else "zh"
+        said = _plain(text)
+        for k, c in enumerate(cands, 1):
+            if said and (said == _plain(c.question) or said == str(k)):
+                return c.id, lang
+        return None
 
     def stop(self) -> bool:
         """Stop the answer in progress (the visitor pressed stop, or left); True if there was one."""
@@ -215,8 +278,11 @@ class Conversation:
         """
         # size-reason: one generator over one turn's stages (recognise, answer, each spoken chunk, done), with a
         # cancellation check and a latency stamp between every two; split, the stamps would travel through helpers.
+        picked = (turn.entry, turn.lang) if turn.entry else None
+        if not picked and turn.text:
+            picked = self._picked(turn.text)  # typed: one of the candidates offered
         cancel = self._begin(turn)
-        ex = Exchange(turn.id, turn.text, turn.spoken)
+        ex = Exchange(turn.id, turn.text, turn.spoken, picked=bool(turn.entry))
         t_end = turn.t_speech_end
         timings: dict[str, float] = {"turn_ended": round(turn.t_turn_end - t_end, 3)} if turn.spoken else {}
         details: dict[str, Any] = {"turn": turn.id, "spoken": turn.spoken,
@@ -241,12 +307,18 @@ class Conversation:
                     self._remember(ex)
                     yield update("unheard", notice=ex.note)
                     return
+                picked = self._picked(t.text)  # said: one of the candidates offered
+            if picked:
+                details["picked_entry"] = picked[0]
             self._remember(ex)
             yield update("recognised")
             if cancel.is_set():
                 yield self._stopped(turn.id, update)
                 return
-            stream = svc.ask_stream(ex.question, avatar, model, engine=engine, chunks=chunks, assistant=assistant)
+            entry, lang = picked or (None, "zh")
+            # the cancel event goes down to the lip-sync: a barge-in stops rendering within one model batch
+            stream = svc.ask_stream(ex.question, avatar, model, engine=engine, chunks=chunks, assistant=assistant,
+                                    entry=entry, lang=lang, should_stop=cancel.is_set)
             first = True
             for up in stream:
                 if cancel.is_set():
@@ -278,6 +350,8 @@ class Conversation:
                     yield update("waiting", audio=up.audio)
                 else:
                     yield update("waiting")
+            if cancel.is_set():  # the answer ended early because it was stopped
+                yield self._stopped(turn.id, update)
         finally:
             if stream is not None:
                 stream.close()  # stops rendering at once (the generator's pending chunk is dropped)
@@ -291,7 +365,7 @@ class Conversation:
             ex.timings = {**timings, **ex.timings}
             # one line per turn: seconds after the end of speech (python -m services talk-bench reads it back)
             log.info("conversation turn %d %s", turn.id, json.dumps({**ex.timings, "stopped": ex.stopped,
-                                                                     "spoken": turn.spoken}))
+                                                                     "spoken": turn.spoken, "picked": ex.picked}))
 
     def _stopped(self, turn_id: int, update: Callable[..., TalkUpdate]) -> TalkUpdate:
         """The answer was stopped (barge-in, a newer turn, or stop): how long after the visitor's speech started
@@ -324,6 +398,11 @@ class Conversation:
             if ex not in self.history:
                 self.history.append(ex)
             del self.history[:-self.max_history]
+
+
+def _plain(text: str) -> str:
+    """Text compared without case, spaces or punctuation (a typed or recognised candidate)."""
+    return "".join(ch for ch in (text or "").casefold() if ch.isalnum())
 
 
 class Conversations:

@@ -9,7 +9,8 @@ interruption itself is the visitor's speech: Stop/Record never stop an answer.
     python -m services talk-bench --turns 10 [--model wav2lip96] [--json out.json]
 
 Reports, measured in the browser: end of the visitor's question -> first lip-synced frame on screen (median, p95)
-and barge-in -> player stopped (max); and from the app's log the server's own timings per turn. The app runs as
+and barge-in -> player stopped (max); and from the app's log the server's own timings per turn, with how long after
+the barge-in the server stopped rendering (answers already rendered to their end are counted apart). The app runs as
 ``python app.py`` in a child process (services/served.py says why). Without real weights it uses a random
 generator of the real architecture (same cost per frame); without the SenseVoice model a tiny recogniser with
 SenseVoice's interface and random weights (qa/asr_tiny.py), which costs ~nothing: the real model adds its
@@ -221,7 +222,10 @@ def bench_talk(settings: Settings, turns: int = 10, model: str = registry.DEFAUL
             server = server_turns(app.log)
         firsts = [t["first_frame_s"] for t in st["turns"][:turns] if t.get("first_frame_s") is not None]
         stops = [b["stop_s"] for b in st["barge_ins"]]
-        server_stops = [s["server_stop_after_barge_in"] for s in server.values() if "server_stop_after_barge_in" in s]
+        # an answer already rendered to its end when interrupted had nothing left to stop: counted apart
+        server_stops = [s["server_stop_after_barge_in"] for s in server.values()
+                        if "server_stop_after_barge_in" in s and not s.get("rendered_before_barge_in")]
+        played_out = sum(1 for s in server.values() if s.get("rendered_before_barge_in"))
         return {
             "what": "Conversation tab in headless Chromium with a fake microphone: end of the spoken question -> "
                     "first lip-synced frame on screen, and the next question's start -> player stopped (both "
@@ -230,7 +234,8 @@ def bench_talk(settings: Settings, turns: int = 10, model: str = registry.DEFAUL
             "first_frame_s": firsts, "first_frame_median_s": round(float(np.median(firsts)), 3) if firsts else None,
             "first_frame_p95_s": _p95(firsts),
             "barge_in_stop_s": stops, "barge_in_stop_max_s": max(stops) if stops else None,
-            "server_stop_after_barge_in_s": server_stops, "server_turns": server,
+            "server_stop_after_barge_in_s": server_stops, "server_stop_max_s": max(server_stops, default=None),
+            "interrupted_after_rendering_ended": played_out, "server_turns": server,
             "page": {k: st[k] for k in ("chat", "state", "latency", "first_frame", "notice")} if error else {},
             "app_log": str(folder / "app" / "app.log") if error else "",
         }
@@ -250,8 +255,6 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     import os
-
-    from wav2lip384 import registry
 
     result = bench_talk(Settings.from_env(), args.turns, registry.get(args.model).id, args.question, args.timeout)
     result["machine"] = {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}

@@ -155,6 +155,27 @@ def test_speech_during_the_answer_stops_it_and_the_server_stops_rendering():
     assert conv.history[0].stopped and conv.state == HEARING  # still hearing the new turn
 
 
+def test_the_page_stopping_the_player_cancels_an_answer_in_progress_or_marks_a_rendered_one_interrupted():
+    conv = Conversation()
+    _, turn = _spoken_turn(conv)
+    svc = StandIn(chunks=50, chunk_s=0.05)
+    steps = conv.answer(svc, turn)
+    assert [next(steps).phase for _ in range(3)] == ["recognised", "answer", "chunk"]
+    assert conv.stopped_in_page(0.12)  # before the server's own detector hears it
+    rest = list(steps)
+    assert rest[-1].phase == "stopped" and svc.closed.is_set()
+    assert 0.12 <= rest[-1].timings["server_stop_after_barge_in"] < 0.5
+    assert not conv.stopped_in_page(0.12)  # said twice: nothing more to stop
+    # an answer rendered to its end, still playing in the page: marked interrupted, nothing to stop on the server
+    _, turn = _spoken_turn(conv)
+    assert list(conv.answer(StandIn(chunks=2, chunk_s=0.0), turn))[-1].phase == "done"
+    assert not conv.history[-1].stopped
+    assert conv.stopped_in_page(0.12)
+    ex = conv.history[-1]
+    assert ex.stopped and ex.timings["server_stop_after_barge_in"] == 0.0
+    assert ex.timings["page_stop_after_barge_in"] == 0.12
+
+
 def test_a_typed_question_is_a_turn_too_and_an_empty_one_is_refused():
     from common.errors import UserFacingError
 
@@ -182,12 +203,59 @@ def test_sessions_are_apart_and_the_oldest_is_dropped():
     assert convs.get("b") is not b  # "b" was the least recently used when "c" came
 
 
+def test_a_did_you_mean_candidate_can_be_clicked_typed_or_said_and_that_entry_is_answered():
+    from common.errors import UserFacingError
+
+    conv = Conversation()
+    svc = Asking()
+    list(conv.answer(svc, conv.typed("permit")))
+    assert [c.id for c in conv.offered()] == ["apply", "renew"]
+    # a click: the entry itself is answered (not asked again), recorded in the chat as the candidate's question
+    steps = list(conv.answer(svc, conv.choose("renew", "en")))
+    assert svc.asked[-1] == ("How do I renew a residence permit?", "renew", "en") and steps[-1].phase == "done"
+    assert conv.history[-1].picked and steps[-1].details["picked_entry"] == "renew"
+    assert conv.offered() == []  # answered: nothing left to pick
+    with pytest.raises(UserFacingError, match="no longer offered"):
+        conv.choose("apply", "en")
+    list(conv.answer(svc, conv.typed("permit")))
+    list(conv.answer(StandIn(text=""), _spoken_turn(conv)[1]))  # a newer question, not made out: withdrawn too
+    assert conv.offered() == []
+    # typed: the candidate's question (case and punctuation aside) or its number
+    for typed, entry in (("how do i APPLY for a residence permit", "apply"), (" 2 ", "renew")):
+        list(conv.answer(svc, conv.typed("permit")))
+        list(conv.answer(svc, conv.typed(typed)))
+        assert svc.asked[-1][1:] == (entry, "en") and not conv.history[-1].picked
+    # said: the recognised words name a candidate
+    list(conv.answer(svc, conv.typed("permit")))
+    _, turn = _spoken_turn(conv)
+    list(conv.answer(Asking(heard="How do I renew a residence permit?", asked=svc.asked), turn))
+    assert svc.asked[-1][1:] == ("renew", "en") and conv.history[-1].spoken
+
+
+class Asking(StandIn):
+    """A stand-in whose "permit" is asked back with two candidates; records (question, entry, lang) asked."""
+
+    def __init__(self, heard="permit", asked=None):
+        super().__init__(text=heard, chunks=1, chunk_s=0.0)
+        self.asked = [] if asked is None else asked
+
+    def ask_stream(self, question, avatar, model, entry=None, lang="zh", **kw):
+        self.asked.append((question, entry, lang))
+        if entry is None and question == "permit":
+            cands = [SimpleNamespace(id="apply", question="How do I apply for a residence permit?"),
+                     SimpleNamespace(id="renew", question="How do I renew a residence permit?")]
+            answer = SimpleNamespace(outcome="clarify", text="Did you mean ...", answered=False, lang="en",
+                                     candidates=cands)
+        else:
+            answer = SimpleNamespace(outcome="answer", text=f"answer {entry}", answered=True, lang=lang, candidates=[])
+        yield AskUpdate(answer=answer)
+        yield AskUpdate(answer=answer, done=True, audio=Path("all.wav"), speech_seconds=1.0)
+
+
 # ------------------------------------------------------------------ offline: no recognition model, typing
-@pytest.fixture(scope="module")
-def offline_services(tmp_path_factory):
+def _offline(root: Path, **env):
     from services import AppServices
 
-    root = tmp_path_factory.mktemp("talk-offline")
     kb = root / "kb.jsonl"
     kb.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
         {"id": "permit", "question": "居住证怎么办理？", "answer": "到社区服务站办理。",
@@ -197,10 +265,86 @@ def offline_services(tmp_path_factory):
         encoding="utf-8")
     settings = Settings.from_env({"DH_QA_KB": str(kb), "DH_CACHE_DIR": str(root / "cache"), "DH_TTS_ENGINE": "espeak",
                                   "DH_ASR_MODEL": "", **{f"DH_{m}_CHECKPOINT": str(root / "none") for m in
-                                                        ("WAV2LIP96", "WAV2LIP256", "LIVETALKING384")}})
-    svc = AppServices(settings, tmp_parent=root / "requests")
+                                                        ("WAV2LIP96", "WAV2LIP256", "LIVETALKING384")}, **env})
+    return AppServices(settings, tmp_parent=root / "requests")
+
+
+@pytest.fixture(scope="module")
+def offline_services(tmp_path_factory):
+    svc = _offline(tmp_path_factory.mktemp("talk-offline"))
     yield svc
     svc.close()
+
+
+class SlowPipeline:
+    """A lip-sync stand-in that takes ``chunk_s`` per chunk in ``batch_s`` model batches and, as LipSyncPipeline
+    does, checks ``should_stop`` between batches (plumbing: its chunks are empty files, never played)."""
+
+    frame_seconds: dict = {}
+    render_fixed_seconds: dict = {}
+
+    def __init__(self, chunk_s: float = 3.0, batch_s: float = 0.05):
+        self.chunk_s, self.batch_s = chunk_s, batch_s
+        self.rendering = threading.Event()  # a batch is being rendered
+        self.closed = threading.Event()  # its stream generator ended (returned or closed)
+        self.last_batch_end = 0.0  # wall clock
+
+    def stream(self, face, segments, out_dir, *, pace=None, should_stop=None, **kw):
+        try:
+            for k, _segment in enumerate(segments):
+                for _ in range(int(self.chunk_s / self.batch_s)):
+                    if should_stop is not None and should_stop():
+                        return
+                    self.rendering.set()
+                    time.sleep(self.batch_s)
+                    self.last_batch_end = time.time()
+                path = Path(out_dir) / f"chunk_{k:04d}.mp4"
+                path.write_bytes(b"")
+                yield path
+        finally:
+            self.closed.set()
+
+
+def test_a_barge_in_stops_the_answer_being_rendered_within_half_a_second(offline_services, monkeypatch):
+    """The real ask_stream (answer, espeak, pieces) over a renderer 3 s per chunk: speech in the middle of a chunk
+    stops it within one batch, not at the chunk's end; nothing renders on and the answer's worker is done."""
+    svc = offline_services
+    pipe = SlowPipeline()
+    monkeypatch.setattr(svc, "weights", lambda model: (True, ""))
+    monkeypatch.setattr(svc, "pipeline", lambda model, progress=None: pipe)
+    conv = Conversation()
+    steps: list = []
+    worker = threading.Thread(target=lambda: steps.extend(conv.answer(svc, conv.typed("How do I replace a lost ID "
+                                                                                        "card?"))))
+    worker.start()  # as Gradio runs it: in a worker thread, while the microphone's pieces arrive in another
+    assert pipe.rendering.wait(120), "the answer never reached the lip-sync"
+    threads_while_answering = set(threading.enumerate())  # the answer's worker, and whatever loading started
+    feed(conv, noise(0.4, -70))  # the room, before the visitor speaks again
+    time.sleep(0.3)  # well inside the first chunk
+    heard = feed(conv, np.concatenate([speechlike(0.4), noise(0.2, -70)]))
+    t_heard = time.time()
+    assert any(h.barge_in for h in heard) and conv.state == HEARING
+    worker.join(5)
+    assert not worker.is_alive()
+    assert steps[-1].phase == "stopped", [s.phase for s in steps]
+    assert steps[-1].timings["server_stop_after_barge_in"] <= 0.5, steps[-1].timings
+    assert pipe.closed.is_set() and pipe.last_batch_end - t_heard <= 2 * pipe.batch_s  # nothing renders on
+    assert set(threading.enumerate()) <= threads_while_answering - {worker}, threading.enumerate()
+    assert conv.history[0].stopped and "first_chunk" not in steps[-1].timings
+
+
+def test_ask_stream_stopped_before_its_speech_renders_nothing(offline_services, monkeypatch):
+    svc = offline_services
+    pipe = SlowPipeline(chunk_s=0.1)
+    monkeypatch.setattr(svc, "weights", lambda model: (True, ""))
+    monkeypatch.setattr(svc, "pipeline", lambda model, progress=None: pipe)
+    stop = threading.Event()
+    ups = []
+    for up in svc.ask_stream("How do I replace a lost ID card?", should_stop=stop.is_set):
+        ups.append(up)
+        stop.set()  # once the answer is shown
+    assert len(ups) == 1 and ups[0].answer is not None and not pipe.rendering.is_set()
+    assert list(svc.ask_stream("How do I replace a lost ID card?", should_stop=lambda: True)) == []
 
 
 def test_without_the_recognition_model_the_tab_says_so_at_once_and_typing_is_answered(offline_services):
@@ -222,3 +366,32 @@ def test_without_the_recognition_model_the_tab_says_so_at_once_and_typing_is_ans
     assert audio and Path(audio).stat().st_size > 1000  # no lip-sync here: the answer is spoken as audio
     assert "not available" in notice.lower()  # plain words (the technical reason is in the details)
     assert details["seconds_after_end_of_speech"]["answered"] >= 0 and "answer found" in latency
+
+
+def test_the_tab_shows_did_you_mean_candidates_as_buttons_and_a_click_answers_that_entry(tmp_path):
+    """Thresholds that always ask back (a deployment's DH_QA_* settings): the chat's answer carries the candidates
+    as options; picking one (Chatbot.option_select) answers that entry, spoken, and the chat records the pick."""
+    app = pytest.importorskip("app")
+    import gradio as gr
+
+    svc = _offline(tmp_path, DH_QA_THRESHOLD="-1", DH_QA_ANSWER_THRESHOLD="2")
+    try:
+        th = app.TalkHandlers(svc, streaming=True)
+        chat = list(th.answer_typed("residence permit", "wav2lip96", None))[-1][1]
+        options = chat[-1]["options"]
+        assert "Did you mean" in chat[-1]["content"] and len(options) == 2, chat
+        assert options[1] == {"label": "2. How do I replace a lost ID card?", "value": "#en:id"}
+        steps = list(th.answer_choice("wav2lip96", gr.SelectData(None, {"index": 1, "value": options[1]["value"]})))
+        chat, video, audio, state, latency, details, notice = steps[-1]
+        assert chat[-2] == {"role": "user", "content": "👆 How do I replace a lost ID card?"}
+        assert "Matched question" in chat[-1]["content"] and "police station" in chat[-1]["content"]
+        assert "options" not in chat[-1]  # answered: nothing left to pick
+        assert audio and Path(audio).stat().st_size > 1000 and details["picked_entry"] == "id"
+        assert latency.startswith("After you asked: ") and "answer found" in latency
+        assert details["seconds_after_end_of_speech"]["answered"] >= 0
+        # the page stopped its player (the visitor spoke): the answer, rendered already, is marked interrupted
+        th.stopped_in_page("not json")
+        th.stopped_in_page(json.dumps({"n": 1, "stop_s": 0.12}))
+        assert th._history(th._conv(None))[-1]["content"].endswith("*(interrupted)*")
+    finally:
+        svc.close()

@@ -6,6 +6,8 @@ weights, qa/asr_tiny.py: its transcript is meaningless but real model output), a
 lip-synced (random wav2lip96 weights). Once the answer plays, the question is spoken again (the driver reopens the
 microphone, which replays the file from its start: services/talk_bench.py says why); that second spoken turn
 interrupts the answer (barge-in), which must stop within 0.5 s in the page, and is answered in its turn.
+A second app asks back ("did you mean") every question (a deployment's DH_QA_THRESHOLD / DH_QA_ANSWER_THRESHOLD),
+so that a typed question's candidates can be clicked in the chat: the pick is answered, spoken and lip-synced.
 The app runs as ``python app.py`` in a child process, as the bench drives it (services/talk_bench.py).
 """
 
@@ -40,10 +42,9 @@ def _chromium() -> None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does it)")
 
 
-@pytest.fixture(scope="module")
-def talk_app(tmp_path_factory):
-    """The served app (random wav2lip96, the KB above, the tiny recogniser, espeak) and the fake microphone's
-    file; yields (ServedApp, question.wav)."""
+def _talk_app(root: Path, **env):
+    """The served app (random wav2lip96, the KB above, the tiny recogniser, espeak; ``env``: more DH_*
+    settings) and the fake microphone's file; yields (ServedApp, question.wav)."""
     pytest.importorskip("playwright")
     pytest.importorskip("onnx")
     pytest.importorskip("sherpa_onnx")
@@ -51,13 +52,12 @@ def talk_app(tmp_path_factory):
     from qa.asr_tiny import build_tiny_sense_voice
     from services.served import served_app, with_random_generators
 
-    root = tmp_path_factory.mktemp("talk")
     kb = root / "kb.jsonl"
     kb.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in KB), encoding="utf-8")
     settings = Settings.from_env({"DH_QA_KB": str(kb), "DH_CACHE_DIR": str(root / "cache"), "DH_TTS_ENGINE": "espeak",
                                   "DH_WAV2LIP256_CHECKPOINT": str(root / "none"),
                                   "DH_LIVETALKING384_CHECKPOINT": str(root / "none"),
-                                  "DH_ASR_MODEL": str(build_tiny_sense_voice(root / "asr"))})
+                                  "DH_ASR_MODEL": str(build_tiny_sense_voice(root / "asr")), **env})
     settings = with_random_generators(settings, ["wav2lip96"], root / "weights")
     wave = talk_bench.spoken_question(settings, "How do I apply for a residence permit?", "en")
     mic = talk_bench.question_wav(root / "question.wav", wave)
@@ -66,6 +66,20 @@ def talk_app(tmp_path_factory):
         with served_app(settings, log_dir=root / "app", start_timeout_s=120) as app:
             talk_bench.wait_warm(app.log)
             yield app, mic
+
+
+@pytest.fixture(scope="module")
+def talk_app(tmp_path_factory):
+    yield from _talk_app(tmp_path_factory.mktemp("talk"))
+
+
+@pytest.fixture()
+def asking_back_app(tmp_path):
+    """The same app, asking back every question ("did you mean")."""
+    yield from _talk_app(tmp_path, DH_QA_THRESHOLD="-1", DH_QA_ANSWER_THRESHOLD="2")
+
+
+ANSWER_HEADS = ("No confident match · ", "Matched question · ", "Did you mean… · ")  # one per answer in the chat
 
 
 # The session's shared link (Gradio deep link), as the share button copies it.
@@ -94,7 +108,7 @@ def test_a_spoken_conversation_ends_turns_by_itself_answers_and_can_be_interrupt
                 st = talk_bench.converse(page, turns=1, timeout_s=300, on_playing=on_playing)
                 # the interrupting turn is answered too, and the interrupted answer is marked in the history
                 st = talk_bench.wait_for(page, "the second answer", lambda s: "(interrupted)" in s["chat"] and sum(
-                    s["chat"].count(w) for w in ("No confident", "Matched question", "Did you mean")) >= 2, 300)
+                    s["chat"].count(w) for w in ANSWER_HEADS) >= 2, 300)
             except talk_bench.NotSeen as err:
                 pytest.fail(str(err))
             page.screenshot(path=str(ARTIFACTS / "app_talk_barge_in.png"), full_page=True)
@@ -123,3 +137,40 @@ def test_a_spoken_conversation_ends_turns_by_itself_answers_and_can_be_interrupt
         {"first_frame_after_end_of_speech_s": st["turns"][0]["first_frame_s"], "barge_in_stop_s": stop_s,
          "server_turns": server, "model": "wav2lip96", "weights": "random (tests)",
          "recogniser": "tiny random (tests)"}, indent=1))
+
+
+def test_a_did_you_mean_candidate_clicked_in_the_chat_is_answered_spoken_and_lip_synced(asking_back_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    app, mic = asking_back_app
+    log_start = len(app.log.read_text(errors="replace"))
+    with sync_playwright() as pw:
+        browser, page = talk_bench.open_talk(pw, app.url, mic)  # the microphone stays off: typed, then clicked
+        try:
+            box = page.locator("#talk_text textarea")
+            box.fill("residence permit")
+            box.press("Enter")
+            pick = page.locator("#talk_chat button.option", has_text="How do I replace a lost ID card?")
+            pick.wait_for(timeout=120_000)  # shown with the answer's text, before its speech renders
+            page.screenshot(path=str(ARTIFACTS / "app_talk_choices.png"), full_page=True)
+            pick.click()
+            chat = page.locator("#talk_chat")
+            expect(chat).to_contain_text("👆 How do I replace a lost ID card?", timeout=60_000)
+            expect(chat).to_contain_text("Matched question · 匹配问题: How do I replace a lost ID card?",
+                                         timeout=60_000)
+            expect(page.locator("#talk_chat button.option")).to_have_count(0)  # answered: nothing left to pick
+            try:
+                st = talk_bench.wait_for(page, "the picked answer playing with picture and sound", talk_bench.playing,
+                                         300)
+            except talk_bench.NotSeen as err:
+                pytest.fail(str(err))
+            page.screenshot(path=str(ARTIFACTS / "app_talk_pick.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "After you asked" in st["latency"] and "answer found" in st["latency"], st
+    assert "First frame on your screen" in st["first_frame"] and "after you asked" in st["first_frame"], st
+    # the server answered the pick as a turn of its own, lip-synced (the question it interrupted was stopped)
+    turns = [json.loads(m.group(2)) for m in talk_bench.TALK_LOG.finditer(app.log.read_text(errors="replace")[
+        log_start:])]
+    picked = [t for t in turns if t.get("picked") and not t["stopped"] and "first_chunk" in t]
+    assert picked, turns
