@@ -122,9 +122,18 @@ def test_deployment_thresholds_come_from_the_settings():
         deployment_thresholds(Settings.from_env({"DH_QA_ANSWER_THRESHOLD": "high"}))
 
 
-def test_services_wire_the_deployment_thresholds_into_the_assistant():
-    src = (ROOT / "services" / "core.py").read_text(encoding="utf-8")
-    assert "deployment_thresholds(s)" in src
+def test_services_wire_the_deployment_thresholds_into_the_assistant(tmp_path):
+    """The app's assistant answers with a deployment's own numbers (DH_QA_*), not the built-in calibration."""
+    from services import AppServices
+
+    settings = Settings.from_env({"DH_QA_THRESHOLD": "0.41", "DH_QA_MARGIN": "0.06", "DH_CACHE_DIR": str(tmp_path)})
+    svc = AppServices(settings, tmp_parent=tmp_path)
+    try:
+        status = svc.assistant().status()
+    finally:
+        svc.close()
+    assert (status["threshold"], status["margin"]) == (0.41, 0.06)
+    assert status["calibration"] == "given by the caller"
 
 
 # --- query files: ambiguous / also_ok, and the metrics for them ----------------------------------------------------

@@ -279,12 +279,10 @@ class LipSyncPipeline:
                                            (entry.pads if entry is not None else F.DEFAULT_PADS)))
         self.batch_size = int(batch_size or DEFAULT_BATCH.get(self.model, 32 if self.size <= 96 else 8))
         source = generator.to(self.device, self.dtype).eval()
-        # a faster precision must also pass this lip-sync check when given (wav2lip384.evaluate.gate)
-        self.quality_gate = quality_gate
-        # precision decisions and int8 files live in the pipeline's cache (the app's DH_CACHE_DIR / volume)
+        self.quality_gate = quality_gate  # a faster precision must pass it too (wav2lip384.evaluate.gate)
+        # "auto": the fastest verified precision here (optimize.py); decisions kept in the pipeline's cache
         self.generator = optimize_generator(source, config, batch_size=self.batch_size, quality_gate=quality_gate,
                                             cache_dir=cache_dir)
-        # "auto" runs bf16 only where it is native and verified on these weights (optimize.py)
         self.precision = describe_precision(getattr(self.generator, "precision", {"dtype": "fp32"}))
         # what encoder features depend on besides the crops: the model and its weights, the transforms (rows
         # kept, BN folded); the compute dtype / runtime is added per generator (_feature_model_of), so pipelines
@@ -300,11 +298,8 @@ class LipSyncPipeline:
             self._reference = self.generator if chosen == "torch-fp32" else source
         self._int8: _Int8Check | None = None  # set when an avatar-calibrated int8 model runs (calibrate)
         self._lock = threading.Lock()
-        self.max_audio_seconds = float(max_audio_seconds)
-        self.on_no_face = on_no_face
-        self.feather = feather
-        self.crf, self.preset = crf, preset
-        self.show_progress = show_progress
+        self.max_audio_seconds, self.on_no_face, self.feather = float(max_audio_seconds), on_no_face, feather
+        self.crf, self.preset, self.show_progress = crf, preset, show_progress
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         # share one AvatarCache between pipelines (e.g. the app's models) to prepare avatars once
         self.avatars = avatar_cache or AvatarCache(self.cache_dir)
