@@ -18,7 +18,7 @@ import numpy as np
 from common.errors import UserFacingError
 from services.checks import check_question
 from services.media import concat_videos, split_speech, write_wav
-from services.rendering import DEFAULT_AVATAR, LIPSYNC_FAILED, LIPSYNC_UNAVAILABLE, _is_model_problem
+from services.rendering import DEFAULT_AVATAR, LIPSYNC_FAILED, LIPSYNC_UNAVAILABLE, _is_model_problem, lipsync_stream
 from services.results import AskUpdate
 from wav2lip384.models import registry
 from wav2lip384.render.pacing import FramePace
@@ -207,7 +207,7 @@ class AnsweringServices:
                 yield piece, 16000
 
         note, said = "", (1, True)
-        rendering = pipe.stream(avatar_path, next_pieces(), out_dir, pace=pace, should_stop=should_stop)
+        rendering = lipsync_stream(pipe, avatar_path, next_pieces(), out_dir, pace=pace, should_stop=should_stop)
         try:
             for i, chunk in enumerate(rendering):
                 if stop():

@@ -22,6 +22,7 @@ from services.media import RequestDirs, mouth_clarity, write_wav
 from services.models import ModelCatalog
 from services.results import AvatarCheck, VideoResult
 from wav2lip384.models import registry
+from wav2lip384.render.gpu import on_gpu
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,21 @@ COMPARE_DEFAULT = registry.compare_default()  # the registry owns the UI default
 LIPSYNC_UNAVAILABLE = "Lip-sync is not available on this server yet — here is {what}."
 LIPSYNC_FAILED = "The video could not be finished — here is {what}."
 MODEL_UNAVAILABLE = "Not available on this server yet (the Status tab lists what can run)."
+
+
+
+# The calls that render, as module-level functions so that on a Hugging Face ZeroGPU Space they are registered with
+# ``spaces.GPU`` at import (a GPU is attached only while they run); elsewhere ``on_gpu`` returns them unchanged.
+@on_gpu(duration=120)
+def lipsync(pipe, **kwargs):
+    """``pipe(**kwargs)``: one whole lip-sync render."""
+    return pipe(**kwargs)
+
+
+@on_gpu(duration=120)
+def lipsync_stream(pipe, *args, **kwargs):
+    """``pipe.stream(*args, **kwargs)``: a streamed answer's chunks (spaces.GPU accepts generators)."""
+    yield from pipe.stream(*args, **kwargs)
 
 
 class RenderingServices:
@@ -126,7 +142,7 @@ class RenderingServices:
         spec = registry.get(model)
         pipe = self.pipeline(spec.id)
         out = out_dir / f"avatar_{spec.id}.mp4"
-        res = pipe(face=avatar, audio=(wave, 16000), out_path=out, progress=progress, on_no_face=on_no_face)
+        res = lipsync(pipe, face=avatar, audio=(wave, 16000), out_path=out, progress=progress, on_no_face=on_no_face)
         seconds = time.perf_counter() - t0
         lipsync_s = float((getattr(res, "timings", None) or {}).get("total") or seconds)
         warnings = list(getattr(res, "warnings", []) or [])

@@ -50,3 +50,27 @@ def test_cuda_auto_precision_is_measured_and_verified(tmp_path):
     p = fast.precision
     assert set(p["candidates"]) >= {"torch-fp32", "torch-fp16"} and p["chosen"] in p["candidates"]
     assert p["mean_diff_levels"] <= MAX_MEAN_DIFF_LEVELS and p["p99_diff_levels"] <= MAX_P99_DIFF_LEVELS
+
+
+def test_the_apps_render_calls_are_registered_with_spaces_gpu_on_a_space(tmp_path):
+    """On a ZeroGPU Space a GPU is attached only inside ``spaces.GPU`` functions, registered at import: the
+    services' two render calls (whole video, streamed answer) are. A fake ``spaces`` package on the path of a
+    child process records what it decorates."""
+    import subprocess
+    from pathlib import Path
+
+    fake = tmp_path / "spaces"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "seen = []\n"
+        "def GPU(fn=None, duration=None):\n"
+        "    if fn is None:\n"
+        "        return lambda f: (seen.append((f.__name__, duration)), f)[1]\n"
+        "    seen.append((fn.__name__, None))\n"
+        "    return fn\n")
+    code = "import spaces, services.rendering; print(sorted(spaces.seen))"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path}:{root}", "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[('lipsync', 120), ('lipsync_stream', 120)]"
