@@ -8,8 +8,8 @@ Every event has an ``api_name`` (``/text_to_avatar``, ``/audio_to_avatar``, ``/a
 so the app can be scripted with ``gradio_client`` (see README.md). Building the UI does no I/O beyond asking the
 services which models are available (no download, no model load).
 """
-# size-reason: the Gradio UI: the Blocks layout and the event wiring (helper U is moving the presentation out; issue
-#   22).
+# size-reason: the Gradio UI of six tabs: the Blocks layout, the event wiring and each tab's handlers (how results
+#   read is in presenters.py, what they are in services/).
 
 from __future__ import annotations
 
