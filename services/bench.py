@@ -289,7 +289,11 @@ def _memory_main(args) -> int:
     try:
         if missing:
             settings = with_random_generators(settings, missing, random_dir)
-        result = bench_memory(settings, models)
+        import contextlib
+        import sys
+
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars (int8 calibration) print to stdout
+            result = bench_memory(settings, models)
         result["weights_used"] = {m: "RANDOM weights of the real architecture" if m in missing else "configured"
                                   for m in models}
         result["goal_mb"] = 4096
