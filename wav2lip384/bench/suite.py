@@ -465,7 +465,8 @@ def run(video: Path, audio: Path, seconds: float | None, entries: list[str], thr
         c: ("this CPU as it is" if c == "native" else
             "the AVX2 class reproduced on this CPU: each entry's process runs with " +
             " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + " (oneDNN and ATen kernels capped to AVX2, so bf16 is "
-            "emulated as on an AVX2-only CPU; OpenVINO cannot compile its deconvolutions under that cap)")
+            "emulated as on an AVX2-only CPU; OpenVINO's oneDNN convolutions follow the cap, a few of its own "
+            "element-wise kernels still use AVX-512)")
         for c in cpu_classes}
     runs = [(name, c) for c in cpu_classes for name in entries]
     for name, cpu_class in runs:
