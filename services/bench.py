@@ -195,15 +195,16 @@ def _rss_mb() -> int:
 
 
 def bench_memory(settings: Settings, models: list[str], text: str = "Please bring your ID card and the form.") -> dict:
-    """The app's resident memory with ``models`` loaded: after the start-up warm-up of all of them, then after one
-    request per model on the video and the photo avatar (encoder features cached), and the peak (ru_maxrss)."""
+    """The app's resident memory with ``models`` loaded, as the app loads them: after its start-up warm-up (the
+    default answer model, int8-calibrated when that wins), then after one request per model on the video and the
+    photo avatar (the others load at their first request; encoder features cached), and the peak (ru_maxrss)."""
     import resource
 
     from services.core import EXAMPLE_VIDEO_AVATAR
 
     svc = AppServices(settings)
     try:
-        out = {"models": models, "rss_mb_at_start": _rss_mb(), "warm_up_s": svc.warm_up(tuple(models))}
+        out = {"models": models, "rss_mb_at_start": _rss_mb(), "warm_up_s": svc.warm_up()}
         out["rss_mb_after_warm_up"] = _rss_mb()
         for m in models:
             for avatar in (EXAMPLE_VIDEO_AVATAR, DEFAULT_AVATAR):

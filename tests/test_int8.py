@@ -60,6 +60,28 @@ def test_openvino_fp32_has_the_generators_interface_and_rows(arch):
     assert (photo[:, :, r:] - ref_photo[:, :, r:]).abs().max() <= 1e-4
 
 
+def test_one_openvino_generator_serves_parallel_requests(tmp_path):
+    """The app renders two requests at once in worker threads (found by the five-concurrent-jobs test once int8 ran
+    in the app: "Infer Request is busy"): each thread infers on its own requests, with the same results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_optimize import tiny_generator
+
+    fp = transform_generator(tiny_generator(96), channels_last=False)
+    ov = runtime.build(fp, "fp32")
+    mel, faces = _inputs(96, n=4)
+    with torch.inference_mode():
+        ref = ov(mel, faces)
+
+    def run(_):
+        with torch.inference_mode():
+            return [ov(mel, faces) for _ in range(5)]
+
+    with ThreadPoolExecutor(4) as pool:
+        outs = [o for batch in pool.map(run, range(8)) for o in batch]
+    assert all(torch.equal(o, ref) for o in outs)
+
+
 def test_auto_times_and_verifies_int8_and_falls_back(tmp_path):
     from test_optimize import tiny_generator
 

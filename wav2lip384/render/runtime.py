@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -131,7 +132,9 @@ class RuntimeGenerator:
         self._size = gen.img_size
         self._first_row = gen.first_row
         self._compiled = compiled
-        self._requests = {k: c.create_infer_request() for k, c in compiled.items()}
+        # an OpenVINO infer request serves one inference at a time ("Infer Request is busy"), and the app renders
+        # requests in parallel worker threads: each thread gets its own requests (made at its first inference)
+        self._local = threading.local()
         self.runtime_precision = precision_name
         self.precision: dict = {"dtype": precision_name, "runtime": "openvino"}
 
@@ -155,7 +158,10 @@ class RuntimeGenerator:
         yield torch.zeros((), dtype=torch.float32)
 
     def _run(self, part: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        req = self._requests[part]
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {k: c.create_infer_request() for k, c in self._compiled.items()}
+        req = requests[part]
         res = req.infer([np.ascontiguousarray(a, dtype=np.float32) for a in arrays])
         return [res[o] for o in self._compiled[part].outputs]
 
