@@ -14,6 +14,7 @@ The app runs as ``python app.py`` in a child process, as the bench drives it (se
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -169,8 +170,14 @@ def test_a_did_you_mean_candidate_clicked_in_the_chat_is_answered_spoken_and_lip
             browser.close()
     assert "After you asked" in st["latency"] and "answer found" in st["latency"], st
     assert "First frame on your screen" in st["first_frame"] and "after you asked" in st["first_frame"], st
-    # the server answered the pick as a turn of its own, lip-synced (the question it interrupted was stopped)
-    turns = [json.loads(m.group(2)) for m in talk_bench.TALK_LOG.finditer(app.log.read_text(errors="replace")[
-        log_start:])]
-    picked = [t for t in turns if t.get("picked") and not t["stopped"] and "first_chunk" in t]
+    # the server answered the pick as a turn of its own, lip-synced (the question it interrupted was stopped). A turn
+    # is logged when its answer has ended, which on a loaded machine can be after the page has closed: wait for it
+    deadline = time.monotonic() + 180
+    while True:
+        turns = [json.loads(m.group(2)) for m in talk_bench.TALK_LOG.finditer(app.log.read_text(errors="replace")[
+            log_start:])]
+        picked = [t for t in turns if t.get("picked") and not t["stopped"] and "first_chunk" in t]
+        if picked or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     assert picked, turns
