@@ -6,8 +6,10 @@ optionally click -> first visible frame in headless Chromium.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -189,6 +191,22 @@ def bench_browser(settings: Settings, questions: list[str], repeats: int = 1, ti
 
 
 @user_errors_exit_2
+@contextlib.contextmanager
+def random_weights_where_missing(settings: Settings, models: list[str]):
+    """``(settings, missing)``: ``settings`` with a random generator of the real architecture for each of ``models``
+    whose weights are not available here (timing and memory do not depend on the weights' values), and
+    ``missing`` = {model id: why its real weights are unavailable}; the random weights are removed afterwards."""
+    svc = AppServices(settings)
+    missing = {m: why for m in models for ok, why in [svc.weights(m)] if not ok}
+    svc.close()
+    folder = Path(tempfile.mkdtemp(prefix="bench-random-weights-")) if missing else None
+    try:
+        yield (with_random_generators(settings, list(missing), folder) if missing else settings), missing
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _rss_mb() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS:"))
@@ -197,7 +215,7 @@ def _rss_mb() -> int:
 def bench_memory(settings: Settings, models: list[str], text: str = "Please bring your ID card and the form.") -> dict:
     """The app's resident memory with ``models`` loaded, as the app loads them: after its start-up warm-up (the
     default answer model, int8-calibrated when that wins), then after one request per model on the video and the
-    photo avatar (the others load at their first request; encoder features cached), and the peak (ru_maxrss)."""
+    photo avatar (the others load at their first request; encoder features cached), and the peak."""
     import resource
 
     from services.core import EXAMPLE_VIDEO_AVATAR
@@ -249,20 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     questions = args.question or ["身份证丢了怎么补办？", "How do I apply for a residence permit?"]
     browser_questions = args.question or BROWSER_QUESTIONS
-    random_dir = None
-    try:
-        svc = AppServices(settings)
-        ok, msg = svc.weights(spec.id)
-        checkpoint = svc.models.checkpoint(spec.id)
-        svc.close()
-        # which file ran, by its sha256; "published weights" only for the registry's published file
-        note = weights_provenance(spec.id, checkpoint, hash_now_bytes=1 << 40).describe() if ok else ""
-        if not ok:
-            # Timing does not depend on the weights' values: a random generator of the same architecture
-            # costs the same per frame. Said loudly in the output so nobody mistakes the video for real.
-            random_dir = Path(tempfile.mkdtemp(prefix="bench-random-weights-"))
-            settings = with_random_generators(settings, [spec.id], random_dir)
-            note = f"RANDOM weights of the real {spec.id} architecture (real weights unavailable: {msg})"
+    svc = AppServices(settings)
+    checkpoint = svc.models.checkpoint(spec.id)
+    svc.close()
+    with random_weights_where_missing(settings, [spec.id]) as (settings, missing):
+        # which file ran, by its sha256; "published weights" only for the registry's published file. Without it,
+        # timing does not depend on the weights' values: said loudly so nobody mistakes the video for real
+        note = (f"RANDOM weights of the real {spec.id} architecture (real weights unavailable: {missing[spec.id]})"
+                if missing else weights_provenance(spec.id, checkpoint, hash_now_bytes=1 << 40).describe())
         result = bench(settings, questions, args.avatar, spec.id, args.repeats, args.full)
         result["weights_used"] = note
         if args.browser:
@@ -275,34 +287,18 @@ def main(argv: list[str] | None = None) -> int:
         result["machine"] = {"cpus": _os.cpu_count(), "torch_threads": torch.get_num_threads(),
                              "load_average_1min": round(_os.getloadavg()[0], 2)}
         print(json.dumps(result, ensure_ascii=False, indent=2))
-    finally:
-        if random_dir is not None:
-            shutil.rmtree(random_dir, ignore_errors=True)
     return 0
 
 
 def _memory_main(args) -> int:
     """``python -m services memory``: models without weights here run random generators of their architecture
     (same size, same memory; said in ``weights_used``)."""
-    settings = Settings.from_env()
     models = [registry.get(m).id for m in args.models]
-    svc = AppServices(settings)
-    missing = [m for m in models if not svc.weights(m)[0]]
-    svc.close()
-    random_dir = Path(tempfile.mkdtemp(prefix="bench-random-weights-")) if missing else None
-    try:
-        if missing:
-            settings = with_random_generators(settings, missing, random_dir)
-        import contextlib
-        import sys
-
+    with random_weights_where_missing(Settings.from_env(), models) as (settings, missing):
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars (int8 calibration) print to stdout
             result = bench_memory(settings, models)
-        result["weights_used"] = {m: "RANDOM weights of the real architecture" if m in missing else "configured"
-                                  for m in models}
-        result["goal_mb"] = 4096
-        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
-    finally:
-        if random_dir is not None:
-            shutil.rmtree(random_dir, ignore_errors=True)
+    result["weights_used"] = {m: "RANDOM weights of the real architecture" if m in missing else "configured"
+                              for m in models}
+    result["goal_mb"] = 4096
+    print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     return 0
