@@ -68,8 +68,7 @@ def app_settings(tmp_path_factory):
     """Random 96/384 generators and a tiny KB on disk, found through the DH_* variables."""
     import torch
 
-    from wav2lip384.models import registry
-    from wav2lip384.models import Wav2LipGenerator
+    from wav2lip384.models import Wav2LipGenerator, registry
     from wav2lip384.weights import save_pretrained
 
     root = tmp_path_factory.mktemp("app")

@@ -7,8 +7,8 @@ import pytest
 
 from common.errors import UserFacingError
 from wav2lip384 import faces as F
-from wav2lip384.render.avatars import AvatarCache, pingpong_index
 from wav2lip384.media.video import VideoWriter
+from wav2lip384.render.avatars import AvatarCache, pingpong_index
 
 
 class CountingDetector(F.FaceDetector):

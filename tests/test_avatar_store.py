@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from wav2lip384 import faces as F
-from wav2lip384.render.avatars import AvatarCache, AvatarStore, FeatureKey, atomic_write
 from wav2lip384.media.video import VideoWriter
+from wav2lip384.render.avatars import AvatarCache, AvatarStore, FeatureKey, atomic_write
 
 H = W = 64
 

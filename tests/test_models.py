@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import missing_shared
 
-from wav2lip384.models.config import DiscriminatorConfig, GeneratorConfig, SyncNetConfig
 from wav2lip384.models import build_model
+from wav2lip384.models.config import DiscriminatorConfig, GeneratorConfig, SyncNetConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ import soundfile as sf
 
 from common.errors import UserFacingError
 from wav2lip384 import faces as F
-from wav2lip384.render.pipeline import LipSyncPipeline
 from wav2lip384.media.video import ffmpeg_exe, open_video, probe, read_image
+from wav2lip384.render.pipeline import LipSyncPipeline
 
 
 class BoxDetector(F.FaceDetector):
@@ -100,8 +100,8 @@ def test_photo_end_to_end_encoder_runs_once(tmp_path, gen96, monkeypatch):
 
 @pytest.mark.slow
 def test_stream_chunks_follow_the_audio_and_continue_frame_indices(tmp_path, gen96):
-    from wav2lip384.render.avatars import pingpong_index
     from wav2lip384.media.video import VideoWriter
+    from wav2lip384.render.avatars import pingpong_index
 
     frames = [np.full((80, 64, 3), 30 + 10 * i, np.uint8) for i in range(6)]
     with VideoWriter(tmp_path / "loop.mp4", 64, 80, 25) as w:

@@ -60,8 +60,7 @@ def _mp4_ok(path: Path) -> None:
 def soak_services(tmp_path_factory):
     import torch
 
-    from wav2lip384.models import registry
-    from wav2lip384.models import Wav2LipGenerator
+    from wav2lip384.models import Wav2LipGenerator, registry
     from wav2lip384.weights import save_pretrained
 
     root = tmp_path_factory.mktemp("soak")

@@ -14,8 +14,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from wav2lip384.render.avatars import AvatarCache
 from wav2lip384.media.video import VideoWriter, ffmpeg_exe, nominal_fps, open_video, probe
+from wav2lip384.render.avatars import AvatarCache
 
 SECONDS = 3.0
 LEVELS_PER_SECOND = 60.0

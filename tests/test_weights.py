@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from common.errors import UserFacingError
-from wav2lip384.models.config import GeneratorConfig, conv, deconv
 from wav2lip384.models import build_model
+from wav2lip384.models.config import GeneratorConfig, conv, deconv
 from wav2lip384.weights import (
     from_pretrained,
     generator_status,
