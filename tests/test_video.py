@@ -148,3 +148,32 @@ def test_reads_real_inputs(shared_data):
     s.close()
     assert V.check_media(shared_data / "audio" / "dreamtalk_acknowledgement_english.m4a", kinds=("audio",)) == "audio"
     assert V.read_image(shared_data / "image" / "face_recognition_obama.jpg").shape == (1137, 910, 3)
+
+
+def _video_packet_times(path) -> list[tuple[int, int]]:
+    """(dts, pts) of each video packet, in the stream's time base (ffmpeg's framecrc: the bundled ffmpeg has no
+    ffprobe)."""
+    out = subprocess.run([V.ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f",
+                          "framecrc", "-"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(",") for line in out.splitlines() if not line.startswith("#")]
+    return [(int(f[1]), int(f[2])) for f in rows if len(f) > 3]
+
+
+@pytest.mark.parametrize("fps", [25, 12.5])
+def test_stream_chunks_decode_in_display_order_from_zero(tmp_path, fps):
+    """Chunks of a streamed answer have no B-frames: their decoding clock starts at 0 whatever the frame rate (with
+    B-frames it starts two frames early, and a change of frame rate mid-answer then left a hole in the player's
+    buffer that it waited on; see VideoWriter)."""
+    rng = np.random.default_rng(0)
+    frames = [np.clip(f.astype(int) + rng.integers(-40, 40, f.shape), 0, 255).astype(np.uint8)
+              for f in _frames(20)]
+    times = {}
+    for b_frames in (True, False):
+        out = tmp_path / f"chunk_{b_frames}.mp4"
+        with V.VideoWriter(out, 80, 64, fps, b_frames=b_frames) as w:
+            for f in frames:
+                w.write(f)
+        times[b_frames] = _video_packet_times(out)
+    assert len(times[False]) == 20 and times[False][0] == (0, 0)
+    assert all(dts == pts for dts, pts in times[False])
+    assert any(dts < pts for dts, pts in times[True])  # the default does reorder: what the option removes

@@ -282,12 +282,18 @@ class VideoWriter:
     encoder delay (priming) and pads the end to a whole 1024-sample frame; mp4 records both, but not every
     decoder trims the end (Debian 12's ffmpeg 5.1, which Gradio's streaming output uses, keeps up to 64 ms of
     padding at 16 kHz per file), so a stream of AAC chunks grows by that much per chunk.
+
+    ``b_frames=False`` (and always for ``ts``): decoding order = display order, so every chunk's timestamps start
+    at 0 whatever its frame rate. With B-frames a chunk's decoding clock starts two frames early (-0.16 s at
+    12.5 fps, -0.08 s at 25), so a 25 fps chunk after a 12.5 fps one arrived with a gap in decoding time that
+    hls.js closes by moving the chunk's first frame back, over the previous chunk's last frames: the player
+    dropped them (a 0.24 s hole in the buffer) and waited ~0.9 s at each change of frame rate.
     """
 
     def __init__(self, out_path: str | Path, width: int, height: int, fps: float, *,
                  audio_path: str | Path | None = None, fmt: str = "mp4", crf: int = 18, preset: str = "veryfast",
                  audio_bitrate: str = "128k", threads: int | None = None, start_time: float = 0.0,
-                 audio_codec: str = "aac"):
+                 audio_codec: str = "aac", b_frames: bool = True):
         if fmt not in ("mp4", "ts"):
             raise ValueError(f"fmt must be 'mp4' or 'ts', not {fmt!r}")
         if audio_codec not in ("aac", "flac") or (audio_codec == "flac" and fmt != "mp4"):
@@ -307,6 +313,8 @@ class VideoWriter:
             cmd += ["-map", "1:a:0"]
             cmd += ["-c:a", "aac", "-b:a", audio_bitrate] if audio_codec == "aac" else ["-c:a", "flac"]
         cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+        if not b_frames or fmt == "ts":
+            cmd += ["-bf", "0"]
         if threads:
             cmd += ["-threads", str(threads)]
         if fmt == "mp4":
@@ -316,7 +324,7 @@ class VideoWriter:
             # B-frames: no reordering delay that would shift the first segment (and lower latency for streaming)
             # (the constant 1 s keeps every segment's timestamps positive, so ffmpeg never shifts one segment
             # alone to hide the AAC encoder's priming samples)
-            cmd += ["-bf", "0", "-output_ts_offset", f"{1.0 + float(start_time):.6f}", "-f", "mpegts"]
+            cmd += ["-output_ts_offset", f"{1.0 + float(start_time):.6f}", "-f", "mpegts"]
         cmd.append(str(self.out_path))
         self.cmd = cmd
         self.out_path.parent.mkdir(parents=True, exist_ok=True)

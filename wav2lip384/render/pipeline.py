@@ -638,7 +638,7 @@ class LipSyncPipeline:
                     try:
                         self._render(prep, windows, picks, times, mux, path, fmt, timings, None,
                                      start_time=emitted / prep.fps, audio_codec=audio_codec, rest=rest, step=step,
-                                     should_stop=stop, batch_size=batch)
+                                     should_stop=stop, batch_size=batch, b_frames=False)
                     except RenderStopped:
                         return
                     if pace is not None:  # measured before the chunk is handed on: the next one's rate uses it
@@ -776,7 +776,7 @@ class LipSyncPipeline:
                 mux_path: Path, out_path: Path, fmt: str, timings: dict[str, float], progress,
                 start_time: float = 0.0, audio_codec: str = "aac", rest: np.ndarray | None = None,
                 step: int = 1, should_stop: Callable[[], bool] | None = None,
-                batch_size: int | None = None) -> VideoWriter:
+                batch_size: int | None = None, b_frames: bool = True) -> VideoWriter:
         """Render output frames ``picks`` (indices into ``windows`` and ``rest``) at frame times ``times`` (frames
         at the avatar's rate from the start of the answer: they pick the video avatar's source frames), written at
         the avatar's rate / ``step``. ``rest``: per window, how much of the rest pose (the avatar's own frame) to
@@ -800,7 +800,8 @@ class LipSyncPipeline:
         batch = max(1, int(batch_size or self.batch_size))
         stop = should_stop or (lambda: False)
         writer = VideoWriter(out_path, av.width, av.height, prep.fps / step, audio_path=mux_path, fmt=fmt,
-                             crf=self.crf, preset=self.preset, start_time=start_time, audio_codec=audio_codec)
+                             crf=self.crf, preset=self.preset, start_time=start_time, audio_codec=audio_codec,
+                             b_frames=b_frames)
         t_fixed = time.perf_counter() - t_all  # starting the encoder (and closing it, below): per render
         bar = tqdm(total=n, desc=f"lip-sync {self.model}", unit="frame", disable=not self.show_progress, leave=False)
         try:
