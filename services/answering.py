@@ -17,7 +17,7 @@ import numpy as np
 
 from common.errors import UserFacingError
 from services.checks import check_question
-from services.media import concat_videos, split_speech, write_wav
+from services.media import ChunkJoiner, split_speech, write_wav
 from services.rendering import DEFAULT_AVATAR, LIPSYNC_FAILED, LIPSYNC_UNAVAILABLE, _is_model_problem, lipsync_stream
 from services.results import AskUpdate
 from wav2lip384.models import registry
@@ -208,11 +208,13 @@ class AnsweringServices:
 
         note, said = "", (1, True)
         rendering = lipsync_stream(pipe, avatar_path, next_pieces(), out_dir, pace=pace, should_stop=should_stop)
+        joiner = ChunkJoiner(out_dir)  # reads each chunk as it comes: at the end only the join itself is left
         try:
             for i, chunk in enumerate(rendering):
                 if stop():
                     return
                 chunks.append(Path(chunk))
+                joiner.add(Path(chunk))
                 held.append(Path(chunk))
                 rendered_s += len(pieces[i]) / 16000.0
                 now = time.perf_counter()
@@ -246,6 +248,7 @@ class AnsweringServices:
                 log.info("answer stopped after %d chunks", len(chunks))
                 return
             log.info("answer rendered in %d chunks: %s", len(chunks), pace.history)
+            full = joiner.join(out_dir / "answer.mp4") if chunks else None
         except Exception as err:  # the answer stays useful: speak it, say what failed
             if stop():  # however the lip-sync ended, nobody waits for this answer any more
                 log.info("answer stopped after %d chunks (%s)", len(chunks), type(err).__name__)
@@ -260,7 +263,7 @@ class AnsweringServices:
             return
         finally:
             rendering.close()  # stopped or closed by the caller: the pipeline's stream ends here, nothing renders on
-        full = concat_videos(chunks, out_dir / "answer.mp4") if chunks else None
+            joiner.close()
         audio = write_wav(whole, 16000, out_dir / "answer.wav") if waves else None
         yield AskUpdate(answer=answer, chunk=None, index=len(chunks), seconds_to_answer=t_answer,
                         seconds_to_first_chunk=t_first, seconds_to_first_speech=t_speech, final_video=full,
