@@ -88,6 +88,31 @@ footer {display: none !important;}
 # answer video actually playing. Media events do not bubble, so the listener captures at the document.
 CLIENT_JS = """
 () => {
+  // The end of a streamed answer. Gradio's audio encoder holds the stream's last ~0.2 s of sound back until the
+  // stream ends, and the player (hls.js) asks for the playlist only when a chunk arrives, so it learnt of that
+  // audio and of the end mark only once it had run dry (a 0.3-2 s wait before the last word, traced in Chromium).
+  // The last chunk comes with the finished answer (timing line "done", Handlers.ask); the player's playlist
+  // request for it waits here until the playlist has its end mark (~0.2 s: the stream ends right after that step),
+  // so the last chunk, the held-back audio and the end arrive together.
+  const streamId = (elemId) => {
+    const c = ((window.gradio_config || {}).components || []).find((c) => c.props && c.props.elem_id === elemId);
+    return c ? c.id : null;
+  };
+  const xhrOpen = XMLHttpRequest.prototype.open, xhrSend = XMLHttpRequest.prototype.send;
+  XMLHttpRequest.prototype.open = function (method, url) { this.__dhUrl = String(url); return xhrOpen.apply(this, arguments); };
+  XMLHttpRequest.prototype.send = function (body) {
+    const url = this.__dhUrl || '', id = streamId('ask_video');
+    if (id == null || !url.includes('/' + id + '/playlist.m3u8')) return xhrSend.call(this, body);
+    const xhr = this, t0 = performance.now(), go = () => xhrSend.call(xhr, body);
+    setTimeout(() => {  // the timing line of the same update is on the page by now
+      const timing = document.querySelector('#ask_timing');
+      if (!timing || !timing.innerText.includes('· done')) return go();
+      const poll = () => fetch(url, {cache: 'no-store'}).then((r) => r.text()).then((text) => {
+        if (text.includes('#EXT-X-ENDLIST') || performance.now() - t0 > 3000) go(); else setTimeout(poll, 40);
+      }, go);
+      poll();
+    }, 30);
+  };
   const out = () => document.querySelector('#ask_first_frame');
   const mark = () => {
     document.body.classList.remove('dh-shared');
@@ -123,7 +148,11 @@ CLIENT_JS = """
     if (!box) return;
     const tab = box.id.split('_')[0];
     const v = document.querySelector('#' + tab + '_video video');
-    const noVideo = !v || !v.currentSrc || (tab === 'ask' && document.body.classList.contains('dh-waiting'));
+    // an Ask answer says on its timing line when its video is coming (the last chunk, and with it this audio,
+    // may reach the page before the player has loaded anything)
+    const timing = document.querySelector('#ask_timing');
+    const noVideo = tab === 'ask' ? !(timing && timing.innerText.includes('first video ready'))
+                                  : !v || !v.currentSrc;
     if (noVideo && a.paused) a.play().catch(() => {});
   }, true);
   // Opened from a shared link: the streamed player starts empty (chunks are not shared), so it is hidden until
@@ -439,15 +468,22 @@ class Handlers:
         """
         streaming = self.streaming
         shown = self._nothing_shown()
-        for up in self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
-                                      engine=engine, chunks=streaming, assistant=faq, entry=entry, lang=lang):
+        updates = self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
+                                      engine=engine, chunks=streaming, assistant=faq, entry=entry, lang=lang)
+        for up in updates:
             cands = self._candidates(up.answer)
             # a streaming player is cleared by its first chunk (None would open an empty HLS playlist the
             # player polls with back-off) and is otherwise left alone between chunks
             video = gr.skip() if streaming else shown["video"]
-            if up.chunk is not None:
+            if up.chunk is not None and up.last_chunk:
+                # the last chunk goes out with the joined answer (one step): the stream then ends at once, and the
+                # page (CLIENT_JS) lets the player's playlist request for it wait for the stream's end, so the
+                # player gets the last chunk, the audio Gradio holds back until the end, and the end mark together
+                last, up = up, next(updates, up)
+                video = str(last.chunk)
+            elif up.chunk is not None:
                 video = str(up.chunk)
-            else:
+            if up.chunk is None or up.done:
                 if up.audio is not None:
                     shown["audio"] = str(up.audio)
                 if up.done:

@@ -230,13 +230,14 @@ class AnsweringServices:
                     if t_first is None:
                         t_first = time.perf_counter() - t0
                         t_play = time.perf_counter()
-                    for c in held:  # the player queues chunks; none replaces another
+                    rendered_all = sum(len(p) for p in pieces[:len(chunks)]) == len(whole)  # rendered, not just cut
+                    for k, c in enumerate(held):  # the player queues chunks; none replaces another
                         if stop():
                             return
-                        yield AskUpdate(answer=answer, chunk=c, index=len(chunks) - len(held),
+                        yield AskUpdate(answer=answer, chunk=c, index=len(chunks) - len(held) + k,
                                         seconds_to_answer=t_answer, seconds_to_first_chunk=t_first,
                                         seconds_to_first_speech=t_speech, engine=engine_used, model=model,
-                                        render_note=note)
+                                        render_note=note, last_chunk=rendered_all and k == len(held) - 1)
                     held = []
                 else:  # held back: say how far along rendering is (the page shows it instead of a spinner)
                     if stop():

@@ -91,6 +91,9 @@ class AskUpdate:
     # what the render chose to keep up with the voice, in plain words ("" when nothing had to give): a lower frame
     # rate, and a quicker model when even that is slower than the voice
     render_note: str = ""
+    # set on the update carrying the answer's last chunk (the next, ``done``, one follows as soon as the chunks
+    # are joined): a streaming player can then take that chunk and the end of the stream together
+    last_chunk: bool = False
 
 
 class RecognizerState(NamedTuple):
