@@ -37,7 +37,11 @@ class AnsweringServices:
         self._assistant_error = ""
         self.first_chunk_s = 0.6  # seconds of speech in the first streamed chunk (time to first frame)
         self.chunk_s = 3.0  # at most this much speech per later chunk
-        self.playback_margin_s = 0.5  # streamed playback starts this far behind rendering, at least
+        # streamed playback starts this far behind rendering, at least: the next chunk (min_chunk_s) must be
+        # rendered, converted by Gradio and fetched by the player before this has played. At 0.5 s a first chunk
+        # released alone ran dry in 6 of 18 answers (0.15-0.48 s waits, 0.3 s into the answer: browser bench, quiet
+        # bf16 2-core CPU); the pieces before release are sized to reach it (see _next_piece_s)
+        self.playback_margin_s = 1.5
         # once playing, each next chunk must be rendered before what is ready has played: it holds at most (ready
         # seconds not yet played - this) x the measured render rate (see _next_piece_s). This covers the way to the
         # player: Gradio converts each chunk to an HLS segment, and the player reloads its playlist about once a
@@ -230,6 +234,7 @@ class AnsweringServices:
                     if t_first is None:
                         t_first = time.perf_counter() - t0
                         t_play = time.perf_counter()
+                        pace.no_rise = True
                     rendered_all = sum(len(p) for p in pieces[:len(chunks)]) == len(whole)  # rendered, not just cut
                     for k, c in enumerate(held):  # the player queues chunks; none replaces another
                         if stop():
@@ -273,8 +278,9 @@ class AnsweringServices:
 
     def _next_piece_s(self, index: int, pace, rendered_s: float, t_play: float | None) -> float:
         """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first (``chunk_s`` when the
-        measured speed is slower than the voice even at the lower frame rate: playback waits anyway); while
-        playback waits (rendering slower than the voice buffers first), ``chunk_s``; once playing, as much as
+        measured speed is slower than the voice even at the lower frame rate: playback waits anyway); before
+        playback starts, what is still missing to ``playback_margin_s``; while rendering is slower than the voice,
+        ``chunk_s``; once playing, as much as
         renders before the seconds ready but not yet played run out (less ``chunk_safety_s``), at the measured
         speed (with a 10 % margin), between ``min_chunk_s`` and ``chunk_s``. A chunk is playable only once all of
         it is rendered, so a 3 s chunk after a 0.6 s one needs a renderer 5x faster than the voice; pieces sized
@@ -282,9 +288,11 @@ class AnsweringServices:
         if index == 0:  # short, for a quick first frame; unless the measured speed says playback must wait anyway
             pace.choose()
             return self.first_chunk_s if pace.keeps_up else self.chunk_s
-        if t_play is None or not pace.keeps_up:
-            # playback waits for it anyway, or (the machine slowed down after playback began) it cannot be kept
-            # from waiting: long pieces then make fewer, not longer, waits (each chunk also costs a fixed time)
+        if t_play is None and pace.keeps_up:  # not playing yet: just what playback needs to start
+            return float(min(self.chunk_s, max(MIN_PIECE_S, self.playback_margin_s - rendered_s)))
+        if not pace.keeps_up:
+            # the machine is slower than the voice: playback waits anyway, and long pieces make fewer, not
+            # longer, waits (each chunk also costs a fixed time)
             return self.chunk_s
         ahead = rendered_s - (time.perf_counter() - t_play)
         fits = 0.9 * pace.seconds_within(ahead - self.chunk_safety_s, pace.choose()) if pace.frame_s else 1.0
@@ -346,6 +354,7 @@ def _spoken(answer) -> str:
 
 
 
+MIN_PIECE_S = 0.3  # the shortest piece cut to reach the playback margin (a chunk costs a fixed time too)
 PIECE_FPS = 12.5  # streamed pieces are cut on boundaries of this rate: whole frames at 25 and at 12.5 fps
 
 

@@ -287,7 +287,10 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
     try:
         pace = FramePace(frame_s=0.02)  # 2x real time at 25 fps
         assert svc._next_piece_s(0, pace, 0.0, None) == svc.first_chunk_s
-        assert svc._next_piece_s(1, pace, 0.6, None) == svc.chunk_s  # playback waits: big pieces are cheaper
+        # not playing yet: the next piece brings what is ready up to the playback margin, no more (time to the
+        # first frame), and never a sliver
+        assert svc._next_piece_s(1, pace, 0.6, None) == pytest.approx(svc.playback_margin_s - 0.6)
+        assert svc._next_piece_s(1, pace, svc.playback_margin_s - 0.1, None) == 0.3
         now = time.perf_counter()
         # 1.1 s ready, just started playing: the next piece must be rendered and on its way to the player before
         # what is ready has played (less the allowance for the way there), at 0.9 x 2x real time
@@ -332,3 +335,14 @@ def test_the_start_up_warm_up_streams_at_both_frame_rates_and_measures_the_speed
         svc.close()
     assert (12.5, "flac") in rates and (25.0, "flac") in rates  # the stream path, at both frame rates
     assert rates[-1] == (25.0, "flac") and pipe.frame_seconds.get("image", 0) > 0
+
+
+def test_once_playing_the_frame_rate_may_drop_but_not_rise_again():
+    pace = FramePace(frame_s=0.05)  # 0.8x real time at 25 fps, 1.6x at 12.5
+    assert pace.choose() == 2
+    pace.no_rise = True
+    pace.frame_s = 0.01  # the model got faster: 25 fps would keep up now, but playback has begun
+    assert pace.choose() == 2
+    pace.no_rise, pace.step = True, 1
+    pace.frame_s = 0.05  # ... while dropping to 12.5 fps to keep up is still allowed
+    assert pace.choose() == 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STEPS = (1, 2)  # render every frame, or every second one (25 -> 12.5 fps)
-HEADROOM = 1.15  # a frame rate is chosen only if it renders this much faster than real time
+HEADROOM = 1.6  # a frame rate is chosen only if its model time is this much faster than real time (see below)
 SMOOTHING = 0.5  # weight of the newest measurement in the running estimates
 REST_FRAME_COST = 0.25  # a rest-pose frame of a pause (no model) counted as this fraction of a model frame
 TYPICAL_CHUNK_S = 2.0  # the chunk length a frame rate is judged on (later chunks hold 1-3 s of speech)
@@ -52,6 +52,10 @@ class FramePace:
     headroom: float = HEADROOM
     step: int = 1
     history: list[dict] = field(default_factory=list)  # one entry per rendered chunk (for logs and tests)
+    # once playback has begun the frame rate may still drop to keep up, but not rise again: the speed measured
+    # here is the model's, and the rise it promised was eaten by what each chunk costs on its way to the player
+    # (AVX2 class, browser bench: an answer that went back to 25 fps mid-way waited 0.8 s three times more)
+    no_rise: bool = False
 
     def __post_init__(self):
         if self.step not in self.steps:
@@ -85,7 +89,8 @@ class FramePace:
         largest step; unchanged while nothing has been measured. Called by the stream before each chunk."""
         if self.frame_s:
             fast = [s for s in self.steps if self.rate(s) >= self.headroom]
-            self.step = fast[0] if fast else max(self.steps)
+            chosen = fast[0] if fast else max(self.steps)
+            self.step = max(chosen, self.step) if self.no_rise else chosen
         return self.step
 
     @property
