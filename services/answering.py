@@ -40,7 +40,8 @@ class AnsweringServices:
         # streamed playback starts this far behind rendering, at least: the next chunk (min_chunk_s) must be
         # rendered, converted by Gradio and fetched by the player before this has played. At 0.5 s a first chunk
         # released alone ran dry in 6 of 18 answers (0.15-0.48 s waits, 0.3 s into the answer: browser bench, quiet
-        # bf16 2-core CPU); the pieces before release are sized to reach it (see _next_piece_s)
+        # bf16 2-core CPU), at 1.0 s 16 of 18 ran dry at ~0.95 s, at 1.5 s 1 of 18 (first frame p95 1.59 s); the
+        # pieces before release are sized to reach it (see _next_piece_s)
         self.playback_margin_s = 1.5
         # once playing, each next chunk must be rendered before what is ready has played: it holds at most (ready
         # seconds not yet played - this) x the measured render rate (see _next_piece_s). This covers the way to the
