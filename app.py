@@ -37,6 +37,7 @@ from services import (
     AskUpdate,
     VideoResult,
 )
+from services.answering import with_last_chunk
 from services.checks import visitor_message
 from services.speech import ASR_UNAVAILABLE, SpeechRecognitionUnavailable
 from services.status import missing_parts
@@ -91,22 +92,31 @@ CLIENT_JS = """
   // The end of a streamed answer. Gradio's audio encoder holds the stream's last ~0.2 s of sound back until the
   // stream ends, and the player (hls.js) asks for the playlist only when a chunk arrives, so it learnt of that
   // audio and of the end mark only once it had run dry (a 0.3-2 s wait before the last word, traced in Chromium).
-  // The last chunk comes with the finished answer (timing line "done", Handlers.ask); the player's playlist
+  // The last chunk comes with the finished answer (services.answering.with_last_chunk); the player's playlist
   // request for it waits here until the playlist has its end mark (~0.2 s: the stream ends right after that step),
   // so the last chunk, the held-back audio and the end arrive together.
-  const streamId = (elemId) => {
-    const c = ((window.gradio_config || {}).components || []).find((c) => c.props && c.props.elem_id === elemId);
-    return c ? c.id : null;
+  // Each streamed player and how the page tells that its answer is finished (the Ask tab's timing line says
+  // "done"; the Talk tab's hidden phase box ends in "done").
+  const finished = {
+    ask_video: () => { const el = document.querySelector('#ask_timing'); return !!el && el.innerText.includes('· done'); },
+    talk_video: () => { const el = document.querySelector('#talk_phase textarea, #talk_phase input'); return !!el && el.value.endsWith(' done'); },
+  };
+  const streamIds = () => {
+    const ids = {};
+    ((window.gradio_config || {}).components || []).forEach((c) => {
+      if (c.props && finished[c.props.elem_id]) ids[c.id] = finished[c.props.elem_id];
+    });
+    return ids;
   };
   const xhrOpen = XMLHttpRequest.prototype.open, xhrSend = XMLHttpRequest.prototype.send;
   XMLHttpRequest.prototype.open = function (method, url) { this.__dhUrl = String(url); return xhrOpen.apply(this, arguments); };
   XMLHttpRequest.prototype.send = function (body) {
-    const url = this.__dhUrl || '', id = streamId('ask_video');
-    if (id == null || !url.includes('/' + id + '/playlist.m3u8')) return xhrSend.call(this, body);
+    const url = this.__dhUrl || '', at = url.indexOf('/playlist.m3u8');
+    const done = at > 0 && streamIds()[url.slice(0, at).split('/').pop()];
+    if (!done) return xhrSend.call(this, body);
     const xhr = this, t0 = performance.now(), go = () => xhrSend.call(xhr, body);
-    setTimeout(() => {  // the timing line of the same update is on the page by now
-      const timing = document.querySelector('#ask_timing');
-      if (!timing || !timing.innerText.includes('· done')) return go();
+    setTimeout(() => {  // the rest of the same update (timing line, phase) is on the page by now
+      if (!done()) return go();
       const poll = () => fetch(url, {cache: 'no-store'}).then((r) => r.text()).then((text) => {
         if (text.includes('#EXT-X-ENDLIST') || performance.now() - t0 > 3000) go(); else setTimeout(poll, 40);
       }, go);
@@ -470,19 +480,15 @@ class Handlers:
         shown = self._nothing_shown()
         updates = self.svc.ask_stream(question, photo or DEFAULT_AVATAR, model or registry.DEFAULT_MODEL,
                                       engine=engine, chunks=streaming, assistant=faq, entry=entry, lang=lang)
-        for up in updates:
+        # the last chunk goes out with the joined answer (one step): the stream then ends at once, and the page
+        # (CLIENT_JS) lets the player's playlist request for it wait for the stream's end
+        for up, chunk in with_last_chunk(updates):
             cands = self._candidates(up.answer)
             # a streaming player is cleared by its first chunk (None would open an empty HLS playlist the
             # player polls with back-off) and is otherwise left alone between chunks
             video = gr.skip() if streaming else shown["video"]
-            if up.chunk is not None and up.last_chunk:
-                # the last chunk goes out with the joined answer (one step): the stream then ends at once, and the
-                # page (CLIENT_JS) lets the player's playlist request for it wait for the stream's end, so the
-                # player gets the last chunk, the audio Gradio holds back until the end, and the end mark together
-                last, up = up, next(updates, up)
-                video = str(last.chunk)
-            elif up.chunk is not None:
-                video = str(up.chunk)
+            if chunk is not None:
+                video = str(chunk)
             if up.chunk is None or up.done:
                 if up.audio is not None:
                     shown["audio"] = str(up.audio)
@@ -926,7 +932,8 @@ class TalkHandlers:
             details = {**up.details, "phase": up.phase, "question": up.question,
                        "seconds_after_end_of_speech": up.timings}
             latency = self._latency_md(up.timings, up.details.get("spoken", True))
-            yield self._history(conv), video, shown["audio"], state, latency, details, shown["notice"]
+            yield (self._history(conv), video, shown["audio"], state, latency, details, shown["notice"],
+                   f"{up.turn_id} {up.phase}")
 
     def answer_turn(self, turn_id, model, request: gr.Request = None):
         """Generator: the spoken turn ``turn_id`` (ended by a pause) recognised, answered and spoken."""
@@ -988,7 +995,9 @@ def _conversation_tab(svc: AppServices, settings: Settings, tabs: gr.Tabs, strea
                 _share_button("conversation", settings.share_link_hours)
         t_turn = gr.Textbox(visible="hidden", elem_id="talk_turn")
         t_stopped = gr.Textbox(visible="hidden", elem_id="talk_stopped")  # the page: "I stopped the player"
-        outputs = [t_chat, t_video, t_audio, t_state, t_latency, t_details, t_notice]
+        # "<turn> <phase>" of the answer's step: the page holds the player's last playlist request at "done"
+        t_phase = gr.Textbox(visible="hidden", elem_id="talk_phase")
+        outputs = [t_chat, t_video, t_audio, t_state, t_latency, t_details, t_notice, t_phase]
         t_mic.start_recording(th.start, None, [t_state, t_notice], api_visibility="private", queue=False)
         t_mic.stop_recording(th.stop, None, None, api_visibility="private", queue=False)
         t_stopped.change(th.stopped_in_page, [t_stopped], None, api_visibility="private", queue=False,

@@ -345,6 +345,30 @@ class AnsweringServices:
                         speech_seconds=len(wave) / 16000.0)
 
 
+def with_last_chunk(updates: Iterator[AskUpdate]) -> Iterator[tuple[AskUpdate, Path | None]]:
+    """The steps of :meth:`AnsweringServices.ask_stream` as ``(update, chunk to play)``, the answer's last chunk
+    moved into its ``done`` step. A streaming player (Gradio's HLS) then gets that chunk and the end of the stream
+    together: Gradio's audio encoder holds the stream's last ~0.2 s of sound back until the stream ends, and a
+    player that got the last chunk alone ran dry before it learnt of that sound and of the end (0.3-4 s waits
+    before the last word). The join of the whole answer (the ``done`` step) costs little: its chunks were read
+    while rendering. An answer stopped after its last chunk still yields that chunk alone."""
+    held = None
+    for up in updates:
+        if held is not None and up.done:
+            yield up, held.chunk
+            held = None
+            continue
+        if held is not None:
+            yield held, held.chunk
+            held = None
+        if up.chunk is not None and up.last_chunk:
+            held = up
+        else:
+            yield up, up.chunk
+    if held is not None:
+        yield held, held.chunk
+
+
 def _never() -> bool:
     return False
 

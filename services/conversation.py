@@ -36,6 +36,7 @@ import numpy as np
 
 from common.errors import UserFacingError
 from qa.vad import EnergyVAD, VADConfig, to_float_mono
+from services.answering import with_last_chunk
 from wav2lip384.models import registry
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class TalkUpdate:
     phase: str  # "recognised" | "answer" | "waiting" | "chunk" | "done" | "stopped" | "unheard"
     question: str = ""
     answer: Any = None  # qa.Answer once found
-    chunk: Path | None = None  # a lip-synced piece to queue in the player
+    chunk: Path | None = None  # a lip-synced piece to queue in the player (the last one comes with "done")
     final_video: Path | None = None
     audio: Path | None = None  # the spoken answer as audio (the last step; or alone when lip-sync cannot run)
     notice: str = ""
@@ -320,7 +321,9 @@ class Conversation:
             stream = svc.ask_stream(ex.question, avatar, model, engine=engine, chunks=chunks, assistant=assistant,
                                     entry=entry, lang=lang, should_stop=cancel.is_set)
             first = True
-            for up in stream:
+            # the last chunk comes with the finished answer (the ``done`` step): a streaming player gets it and
+            # the end of the stream together
+            for up, chunk in with_last_chunk(stream):
                 if cancel.is_set():
                     stream.close()
                     yield self._stopped(turn.id, update)
@@ -333,18 +336,19 @@ class Conversation:
                     yield update("answer")
                     continue
                 details.update(tts_engine=up.engine or details.get("tts_engine", ""))
-                if up.chunk is not None:
-                    if "first_chunk" not in timings:
-                        timings["first_chunk"] = since_end()
-                        with self._lock:
-                            if self._answering == turn.id:
-                                self.state = SPEAKING
-                    yield update("chunk", chunk=Path(up.chunk))
-                elif up.done:
+                if chunk is not None and "first_chunk" not in timings:
+                    timings["first_chunk"] = since_end()
+                    with self._lock:
+                        if self._answering == turn.id:
+                            self.state = SPEAKING
+                if up.done:
                     if up.audio is not None and "first_chunk" not in timings:
                         timings["first_sound"] = since_end()
                     details.update(seconds_of_speech=up.speech_seconds, warnings=list(up.warnings))
-                    yield update("done", final_video=up.final_video, audio=up.audio, notice=up.notice)
+                    yield update("done", chunk=None if chunk is None else Path(chunk), final_video=up.final_video,
+                                 audio=up.audio, notice=up.notice)
+                elif chunk is not None:
+                    yield update("chunk", chunk=Path(chunk))
                 elif up.audio is not None:  # the spoken answer before its video (a player that cannot queue)
                     timings.setdefault("first_sound", since_end())
                     yield update("waiting", audio=up.audio)

@@ -19,6 +19,7 @@ import pytest
 
 from common.settings import Settings
 from qa.vad import EnergyVAD, VADConfig, level_db
+from services.answering import with_last_chunk
 from services.conversation import HEARING, LISTENING, SPEAKING, THINKING, Conversation, Conversations
 from services.results import AskUpdate
 
@@ -107,7 +108,7 @@ class StandIn:
             yield AskUpdate(answer=answer)
             for i in range(self.chunks):
                 time.sleep(self.chunk_s)
-                yield AskUpdate(answer=answer, chunk=Path(f"chunk{i}.mp4"), index=i)
+                yield AskUpdate(answer=answer, chunk=Path(f"chunk{i}.mp4"), index=i, last_chunk=i == self.chunks - 1)
             yield AskUpdate(answer=answer, done=True, final_video=Path("all.mp4"), audio=Path("all.wav"),
                             speech_seconds=1.0)
         finally:
@@ -131,12 +132,27 @@ def test_a_pause_ends_the_turn_with_its_audio_and_the_answer_streams_with_timing
     assert conv.take(turn.id) is turn and conv.take(turn.id) is None
     svc = StandIn()
     steps = list(conv.answer(svc, turn))
-    assert [s.phase for s in steps] == ["recognised", "answer", "chunk", "chunk", "chunk", "chunk", "done"]
+    # the last chunk comes with "done": the page's player gets it and the end of the stream together
+    assert [s.phase for s in steps] == ["recognised", "answer", "chunk", "chunk", "chunk", "done"]
+    assert [s.chunk for s in steps[2:]] == [Path(f"chunk{i}.mp4") for i in range(4)]
+    assert steps[-1].final_video == Path("all.mp4")
     assert len(svc.heard[0]) == len(turn.audio)
     t = steps[-1].timings
     assert 0 < t["turn_ended"] <= t["recognised"] <= t["answered"] <= t["first_chunk"]
     assert conv.state == LISTENING and not conv.history[0].stopped
     assert conv.history[0].question == "How do I apply?" and conv.history[0].answer.text.startswith("answer to")
+
+
+def test_the_last_chunk_moves_into_the_done_step_and_an_answer_stopped_after_it_still_plays_it():
+    answer = SimpleNamespace(text="a")
+    ups = [AskUpdate(answer=answer), AskUpdate(answer=answer, chunk=Path("0.mp4"), index=0),
+           AskUpdate(answer=answer, chunk=Path("1.mp4"), index=1, last_chunk=True)]
+    done = AskUpdate(answer=answer, index=2, done=True, final_video=Path("all.mp4"))
+    assert [(u.done, c) for u, c in with_last_chunk(iter(ups + [done]))] == [
+        (False, None), (False, Path("0.mp4")), (True, Path("1.mp4"))]
+    assert [c for _, c in with_last_chunk(iter(ups))] == [None, Path("0.mp4"), Path("1.mp4")]  # stopped: no done
+    spoken_only = AskUpdate(answer=answer, done=True, audio=Path("a.wav"))
+    assert [(u.done, c) for u, c in with_last_chunk(iter(ups[:1] + [spoken_only]))] == [(False, None), (True, None)]
 
 
 def test_speech_during_the_answer_stops_it_and_the_server_stops_rendering():
@@ -358,7 +374,8 @@ def test_without_the_recognition_model_the_tab_says_so_at_once_and_typing_is_ans
     piece = (SR, (speechlike(0.2) * 32767).astype(np.int16))
     assert th.hear(piece, None) == ({"__type__": "update"},) * 2  # gr.skip() for both outputs
     steps = list(th.answer_typed("How do I apply for a residence permit?", "wav2lip96", None))
-    text, chat, video, audio, state, latency, details, notice = steps[-1]
+    text, chat, video, audio, state, latency, details, notice, phase = steps[-1]
+    assert phase.endswith(" done")
     assert text == "" and chat[0] == {"role": "user", "content": "How do I apply for a residence permit?"}
     # answered as the Ask tab answers (which outcome depends on the embedder available offline)
     assert chat[1]["role"] == "assistant" and any(h in chat[1]["content"] for h in (
@@ -382,7 +399,7 @@ def test_the_tab_shows_did_you_mean_candidates_as_buttons_and_a_click_answers_th
         assert "Did you mean" in chat[-1]["content"] and len(options) == 2, chat
         assert options[1] == {"label": "2. How do I replace a lost ID card?", "value": "#en:id"}
         steps = list(th.answer_choice("wav2lip96", gr.SelectData(None, {"index": 1, "value": options[1]["value"]})))
-        chat, video, audio, state, latency, details, notice = steps[-1]
+        chat, video, audio, state, latency, details, notice, phase = steps[-1]
         assert chat[-2] == {"role": "user", "content": "👆 How do I replace a lost ID card?"}
         assert "Matched question" in chat[-1]["content"] and "police station" in chat[-1]["content"]
         assert "options" not in chat[-1]  # answered: nothing left to pick
