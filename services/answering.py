@@ -206,7 +206,7 @@ class AnsweringServices:
             done = 0
             while done < len(whole) and not stop():  # stopped: no more pieces, the stream ends
                 target = self._next_piece_s(len(pieces), pace, rendered_s, t_play)
-                piece = split_speech(whole[done:], 16000, first_s=target, max_s=target, fps=PIECE_FPS)[0]
+                piece = split_speech(whole[done:], 16000, first_s=target, max_s=target, fps=piece_fps(pace))[0]
                 pieces.append(piece)
                 done += len(piece)
                 yield piece, 16000
@@ -279,9 +279,10 @@ class AnsweringServices:
 
     def _next_piece_s(self, index: int, pace, rendered_s: float, t_play: float | None) -> float:
         """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first (``chunk_s`` when the
-        measured speed is slower than the voice even at the lower frame rate: playback waits anyway); before
+        measured speed is slower than the voice even at the lowest frame rate: playback waits anyway); before
         playback starts, what is still missing to ``playback_margin_s``; while rendering is slower than the voice,
-        ``chunk_s``; once playing, as much as
+        or once the margin is reached but playback still waits for more (see ``release_at``), ``chunk_s``; once
+        playing, as much as
         renders before the seconds ready but not yet played run out (less ``chunk_safety_s``), at the measured
         speed (with a 10 % margin), between ``min_chunk_s`` and ``chunk_s``. A chunk is playable only once all of
         it is rendered, so a 3 s chunk after a 0.6 s one needs a renderer 5x faster than the voice; pieces sized
@@ -289,11 +290,13 @@ class AnsweringServices:
         if index == 0:  # short, for a quick first frame; unless the measured speed says playback must wait anyway
             pace.choose()
             return self.first_chunk_s if pace.keeps_up else self.chunk_s
-        if t_play is None and pace.keeps_up:  # not playing yet: just what playback needs to start
+        if t_play is None and pace.keeps_up and rendered_s < self.playback_margin_s:
+            # not playing yet: just what playback needs to start
             return float(min(self.chunk_s, max(MIN_PIECE_S, self.playback_margin_s - rendered_s)))
-        if not pace.keeps_up:
-            # the machine is slower than the voice: playback waits anyway, and long pieces make fewer, not
-            # longer, waits (each chunk also costs a fixed time)
+        if t_play is None or not pace.keeps_up:
+            # the machine is slower than the voice: playback waits anyway (release_at buffers more than the
+            # margin first), and long pieces make fewer, not longer, waits: each chunk also costs a fixed time and
+            # its way to the player (0.3 s pieces here made 25 chunks of a 20 s answer)
             return self.chunk_s
         ahead = rendered_s - (time.perf_counter() - t_play)
         fits = 0.9 * pace.seconds_within(ahead - self.chunk_safety_s, pace.choose()) if pace.frame_s else 1.0
@@ -381,6 +384,14 @@ def _spoken(answer) -> str:
 
 MIN_PIECE_S = 0.3  # the shortest piece cut to reach the playback margin (a chunk costs a fixed time too)
 PIECE_FPS = 12.5  # streamed pieces are cut on boundaries of this rate: whole frames at 25 and at 12.5 fps
+
+
+def piece_fps(pace: FramePace) -> float:
+    """The rate whose frame boundaries the next piece is cut on: whole frames of the rate it will render at (the
+    stream chooses the same step right after), so its chunk's video is as long as its speech. ``PIECE_FPS`` at 25
+    and 12.5 fps; at a third of the avatar's rate, that rate."""
+    step = pace.choose()
+    return PIECE_FPS if step <= 2 else pace.base_fps / step
 
 
 def release_at(total_s: float, rate: float, margin_s: float) -> float:

@@ -218,18 +218,20 @@ def test_joined_answer_has_the_speech_exactly_and_every_frame(streamed, tmp_path
 
 
 @needs_system_ffmpeg
-def test_an_answer_that_drops_to_half_the_frame_rate_still_plays_as_long_as_its_speech(tmp_path):
-    """Issue 20: a renderer slower than the voice renders later chunks at 12.5 fps (the app cuts pieces on 80 ms
-    boundaries for that); through Gradio's HLS conversion the stream still lasts as long as its speech."""
+@pytest.mark.parametrize("step", [2, 3])
+def test_an_answer_that_drops_to_a_lower_frame_rate_still_plays_as_long_as_its_speech(tmp_path, step):
+    """Issue 20: a renderer slower than the voice renders later chunks at 12.5 or 8.3 fps (the app cuts pieces on
+    whole frames of the rate they render at: services.answering.piece_fps); through Gradio's HLS conversion the
+    stream still lasts as long as its speech."""
     import cv2
     import torch
 
     from wav2lip384.models import build_model
     from wav2lip384.render.pacing import FramePace
 
-    class FirstFullThenHalf(FramePace):  # what a slow machine's measurement decides, without its timing noise
+    class FirstFullThenLower(FramePace):  # what a slow machine's measurement decides, without its timing noise
         def choose(self):
-            self.step = 1 if not self.history else 2
+            self.step = 1 if not self.history else step
             return self.step
 
     yy, xx = np.mgrid[0:120, 0:100]
@@ -238,19 +240,20 @@ def test_an_answer_that_drops_to_half_the_frame_rate_still_plays_as_long_as_its_
     torch.manual_seed(0)
     pipe = LipSyncPipeline(build_model("generator", 96).eval(), detector=BoxDetector(), show_progress=False)
     wave = np.concatenate([speechlike(s, k) for k, s in enumerate(SENTENCES_S)])
-    pieces = split_speech(wave, SR, first_s=0.6, max_s=0.8, fps=12.5)
+    first = split_speech(wave, SR, first_s=0.6, max_s=0.6, fps=12.5)[0]
+    pieces = [first, *split_speech(wave[len(first):], SR, first_s=0.8, max_s=0.8, fps=25 / step)]
     chunks = list(pipe.stream(tmp_path / "me.png", ((p, SR) for p in pieces), tmp_path / "chunks",
-                              pace=FirstFullThenHalf()))
+                              pace=FirstFullThenLower()))
     speech_s = len(wave) / SR
     rates = [round(1 / (ffprobe(c)["video"][1] / round(ffprobe(c)["video"][1] * 25))) for c in chunks[:1]]
     assert rates == [25]
     video = sum(ffprobe(c)["video"][1] for c in chunks)
-    assert video == pytest.approx(speech_s, abs=0.5 / 12.5 + 1e-3)  # no drift: only the last chunk may round
+    assert video == pytest.approx(speech_s, abs=0.5 * step / 25 + 1e-3)  # no drift: only the last chunk may round
     segments = gradio_segments(chunks, tmp_path)
     with_video = [(p, d) for p, d in segments if "video" in ffprobe(p)]
     assert len(with_video) == len(chunks)
     for (_, extinf), piece in zip(with_video[:-1], pieces[:-1], strict=True):
-        assert extinf == pytest.approx(len(piece) / SR, abs=2e-3)  # cut on 80 ms: whole frames at both rates
+        assert extinf == pytest.approx(len(piece) / SR, abs=2e-3)  # cut on whole frames of the chunk's rate
     joined = tmp_path / "joined.ts"
     joined.write_bytes(b"".join(p.read_bytes() for p, _ in segments))
     info = ffprobe(joined)

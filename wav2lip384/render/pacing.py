@@ -6,16 +6,19 @@ depends on the machine (native bf16 or not, other work on it) and is only known 
 start-up warm-up, then from each chunk as it is rendered): wall seconds per output frame, and the fixed cost of a
 chunk (starting and finishing its encoder: measured ~0.25 s on a loaded 2-core machine, so many tiny chunks
 fall behind however fast each frame is). Before each chunk it picks the highest frame rate that renders faster
-than real time with a margin: every frame (25 fps for a photo), else every second frame (12.5 fps; the audio is
-untouched, each chunk lasts as long as its speech). When even that is too slow it says so (``keeps_up`` is
-False): the caller then buffers more before playback and offers a cheaper model.
+than real time with a margin: every frame (25 fps for a photo), else every second frame (12.5 fps), else every
+third (8.3 fps; the audio is untouched, each chunk lasts as long as its speech). When even that is too slow it says
+so (``keeps_up`` is False): the caller then buffers more before playback and offers a cheaper model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STEPS = (1, 2)  # render every frame, or every second one (25 -> 12.5 fps)
+# render every frame, every second or every third one (25 -> 12.5 -> 8.3 fps). The third step is for CPUs where
+# even 12.5 fps does not keep up once the page and Gradio's per-chunk conversion share the two cores: on a 2-core
+# AVX2-only EPYC (no AVX-512; int8 wav2lip96 at 44 ms a frame) answers at 12.5 fps played with 10-19 waits each
+STEPS = (1, 2, 3)
 HEADROOM = 1.6  # a frame rate is chosen only if its model time is this much faster than real time (see below)
 SMOOTHING = 0.5  # weight of the newest measurement in the running estimates
 REST_FRAME_COST = 0.25  # a rest-pose frame of a pause (no model) counted as this fraction of a model frame
@@ -115,4 +118,4 @@ class FramePace:
         """What was chosen, in plain words (for the page's timing line); "" at the full frame rate."""
         if self.step == 1:
             return ""
-        return f"rendering at {self.fps:g} frames per second to keep up with the voice"
+        return f"rendering at {round(self.fps, 1):g} frames per second to keep up with the voice"
