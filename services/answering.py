@@ -52,6 +52,9 @@ class AnsweringServices:
         # ... but never less than this: every chunk costs a fixed ~0.1-0.3 s (its encoder), so tiny chunks fall
         # further behind (measured: 0.4 s pieces under load rendered at half the rate of 2 s ones)
         self.min_chunk_s = 1.0
+        # seconds each chunk spent on its way out in earlier answers (FramePace.delivery_s: the page's Gradio step,
+        # while nothing renders), so the next answer sizes its pieces and its margin from the start
+        self._delivery_s = 0.0
 
     def assistant_pending(self) -> bool:
         """The built-in assistant has neither loaded nor failed to load yet (it loads at the first question)."""
@@ -193,7 +196,7 @@ class AnsweringServices:
         total_s = len(whole) / 16000.0
         # the speed this pipeline last measured on this kind of avatar (the start-up warm-up measures it first)
         pace = FramePace(frame_s=pipe.frame_seconds.get(avatar_kind),
-                         fixed_s=pipe.render_fixed_seconds.get(avatar_kind, 0.0))
+                         fixed_s=pipe.render_fixed_seconds.get(avatar_kind, 0.0), delivery_s=self._delivery_s)
         pieces: list[np.ndarray] = []
         chunks: list[Path] = []
         held: list[Path] = []
@@ -231,7 +234,7 @@ class AnsweringServices:
                 if (pace.step, pace.keeps_up) != said:  # what was chosen stays said
                     said = (pace.step, pace.keeps_up)
                     note = self._pace_note(pace, model) or note
-                if t_first is not None or rendered_s >= release_at(total_s, rate, self.playback_margin_s):
+                if t_first is not None or rendered_s >= release_at(total_s, rate, self._margin_s(pace)):
                     if t_first is None:
                         t_first = time.perf_counter() - t0
                         t_play = time.perf_counter()
@@ -240,10 +243,15 @@ class AnsweringServices:
                     for k, c in enumerate(held):  # the player queues chunks; none replaces another
                         if stop():
                             return
+                        last = rendered_all and k == len(held) - 1
+                        t_out = time.perf_counter()
                         yield AskUpdate(answer=answer, chunk=c, index=len(chunks) - len(held) + k,
                                         seconds_to_answer=t_answer, seconds_to_first_chunk=t_first,
                                         seconds_to_first_speech=t_speech, engine=engine_used, model=model,
-                                        render_note=note, last_chunk=rendered_all and k == len(held) - 1)
+                                        render_note=note, last_chunk=last)
+                        if not last:  # the time the caller took with it, while nothing rendered
+                            pace.record_delivery(time.perf_counter() - t_out)
+                            self._delivery_s = pace.delivery_s
                     held = []
                 else:  # held back: say how far along rendering is (the page shows it instead of a spinner)
                     if stop():
@@ -278,21 +286,25 @@ class AnsweringServices:
                         render_note=note)
 
     def _next_piece_s(self, index: int, pace, rendered_s: float, t_play: float | None) -> float:
-        """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first (``chunk_s`` when the
+        """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first (at least twice a
+        chunk's way out, ``delivery_s``: it plays while the next goes out; ``chunk_s`` when the
         measured speed is slower than the voice even at the lowest frame rate: playback waits anyway); before
-        playback starts, what is still missing to ``playback_margin_s``; while rendering is slower than the voice,
-        or once the margin is reached but playback still waits for more (see ``release_at``), ``chunk_s``; once
-        playing, as much as
-        renders before the seconds ready but not yet played run out (less ``chunk_safety_s``), at the measured
-        speed (with a 10 % margin), between ``min_chunk_s`` and ``chunk_s``. A chunk is playable only once all of
-        it is rendered, so a 3 s chunk after a 0.6 s one needs a renderer 5x faster than the voice; pieces sized
-        to what is ready never make playback wait."""
+        playback starts, what is still missing to the margin (``_margin_s``); while rendering is slower than the
+        voice, or once the margin is reached but playback still waits for more (see ``release_at``), ``chunk_s``;
+        once playing, as much as renders before the seconds ready but not yet played run out (less
+        ``chunk_safety_s``), at the measured speed (with a 10 % margin), between the shortest piece that keeps up
+        with its fixed cost and its way out (``FramePace.shortest_piece_s``, at least ``min_chunk_s``) and
+        ``chunk_s``. A chunk is playable only once all of it is rendered, so a 3 s chunk after a 0.6 s one needs a
+        renderer 5x faster than the voice; pieces sized to what is ready never make playback wait."""
         if index == 0:  # short, for a quick first frame; unless the measured speed says playback must wait anyway
             pace.choose()
-            return self.first_chunk_s if pace.keeps_up else self.chunk_s
-        if t_play is None and pace.keeps_up and rendered_s < self.playback_margin_s:
+            # ... but long enough to play while the next chunk, released with it, goes out (delivery_s) and is
+            # fetched: a 0.6 s first chunk ran dry 0.3-0.4 s into 6 of 18 answers where a chunk takes 0.45 s
+            return max(self.first_chunk_s, 2 * pace.delivery_s) if pace.keeps_up else self.chunk_s
+        margin = self._margin_s(pace)
+        if t_play is None and pace.keeps_up and rendered_s < margin:
             # not playing yet: just what playback needs to start
-            return float(min(self.chunk_s, max(MIN_PIECE_S, self.playback_margin_s - rendered_s)))
+            return float(min(self.chunk_s, max(MIN_PIECE_S, margin - rendered_s)))
         if t_play is None or not pace.keeps_up:
             # the machine is slower than the voice: playback waits anyway (release_at buffers more than the
             # margin first), and long pieces make fewer, not longer, waits: each chunk also costs a fixed time and
@@ -300,7 +312,16 @@ class AnsweringServices:
             return self.chunk_s
         ahead = rendered_s - (time.perf_counter() - t_play)
         fits = 0.9 * pace.seconds_within(ahead - self.chunk_safety_s, pace.choose()) if pace.frame_s else 1.0
-        return float(min(self.chunk_s, max(self.min_chunk_s, fits)))
+        return float(min(self.chunk_s, max(pace.shortest_piece_s(self.min_chunk_s, self.chunk_s), fits)))
+
+    def _margin_s(self, pace: FramePace) -> float:
+        """How far behind rendering streamed playback starts: ``playback_margin_s``, or more where the first piece
+        after the start must be long (see ``FramePace.shortest_piece_s``: each chunk costs a fixed time and its way
+        out): the chunks released at the start go out first (two, each taking ``delivery_s``), then that piece
+        renders, goes out and is fetched by the player (``PLAYER_FETCH_S``) before the margin has played."""
+        piece = pace.shortest_piece_s(self.min_chunk_s, self.chunk_s)
+        need = (pace.seconds_to_render(piece) or 0.0) + 3 * pace.delivery_s + PLAYER_FETCH_S
+        return max(self.playback_margin_s, need)
 
     def _pace_note(self, pace, model: str) -> str:
         """The frame rate chosen for the answer, in plain words, and a quicker model when even that is too slow."""
@@ -383,6 +404,7 @@ def _spoken(answer) -> str:
 
 
 MIN_PIECE_S = 0.3  # the shortest piece cut to reach the playback margin (a chunk costs a fixed time too)
+PLAYER_FETCH_S = 0.5  # a chunk out of Gradio -> playing: the player reloads its playlist and fetches the segment
 PIECE_FPS = 12.5  # streamed pieces are cut on boundaries of this rate: whole frames at 25 and at 12.5 fps
 
 

@@ -222,7 +222,12 @@ def test_ask_stream_on_a_slow_renderer_says_what_it_chose_and_plays_as_long_as_t
     monkeypatch.setattr(svc, "_say_sentences", lambda t, lang, e: [SimpleNamespace(wave=speech, sample_rate=SR,
                                                                                    engine="test")])
     try:
-        ups = list(svc.ask_stream("a question", photo, "wav2lip96"))
+        ups = []
+        for up in svc.ask_stream("a question", photo, "wav2lip96"):
+            ups.append(up)
+            if up.chunk is not None:
+                time.sleep(0.05)  # the caller's own time with each chunk (the app's Gradio converts it)
+        assert 0.04 <= svc._delivery_s < 0.2  # measured: the next answer's pieces and margin allow for it
         released = [u for u in ups if u.chunk is not None]
         said = f"{round(fps, 1):g} frames per second"
         assert len(released) >= 2 and said in released[0].render_note
@@ -295,6 +300,7 @@ def test_max_batch_s_bounds_each_model_batch_by_the_measured_speed(photo, gen96,
 def test_streamed_pieces_are_sized_to_what_is_ready():
     from common.settings import Settings
     from services import AppServices
+    from services.answering import PLAYER_FETCH_S
 
     svc = AppServices(Settings())
     try:
@@ -318,6 +324,14 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
         assert svc._next_piece_s(1, slow_start, ready + 0.25, now) == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
         # never under min_chunk_s: tiny chunks pay that fixed time more often and fall further behind
         assert svc._next_piece_s(3, pace, 0.2, now) == svc.min_chunk_s
+        # where each chunk takes long on its way out (Gradio's conversion: 0.45 s on an AVX2-only EPYC), pieces
+        # are long enough to keep up with it, and playback starts far enough behind to cover the first of them
+        slow = FramePace(frame_s=0.07, fixed_s=0.05, delivery_s=0.45, step=3)
+        longest = slow.shortest_piece_s(svc.min_chunk_s, svc.chunk_s)
+        assert 2.0 < longest < svc.chunk_s and svc._next_piece_s(5, slow, 1.5, now) == pytest.approx(longest)
+        assert svc._next_piece_s(0, slow, 0.0, None) == pytest.approx(0.9)  # plays while the next goes out
+        assert svc._margin_s(slow) == pytest.approx(slow.seconds_to_render(longest) + 3 * 0.45 + PLAYER_FETCH_S)
+        assert svc._margin_s(FramePace(frame_s=0.018, fixed_s=0.05, delivery_s=0.15)) == svc.playback_margin_s
         # slower than the voice even at 8.3 fps (as measured by the warm-up): no point in a short first piece
         assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None) == svc.chunk_s
         # ... or after playback began (the machine slowed down): fewer waits with long pieces
@@ -359,6 +373,20 @@ def test_pieces_are_cut_on_whole_frames_of_the_rate_they_render_at():
     assert piece_fps(FramePace()) == PIECE_FPS == piece_fps(FramePace(frame_s=0.05))  # 25 or 12.5 fps: 80 ms
     slow = FramePace(frame_s=0.07)  # 8.3 fps: 120 ms
     assert piece_fps(slow) == pytest.approx(25 / 3) and slow.step == 3
+
+
+def test_pieces_are_long_enough_for_what_each_chunk_costs_besides_its_frames():
+    # bf16 class: 0.45 s a second of speech at 25 fps, 0.2 s a chunk besides: any piece keeps up, the floor holds
+    assert FramePace(frame_s=0.018, fixed_s=0.05, delivery_s=0.15).shortest_piece_s(1.0, 3.0) == 1.0
+    # AVX2-only EPYC at 8.3 fps: 0.58 s a second of speech, 0.5 s a chunk besides: L / (0.58 L + 0.5) >= 1.25
+    slow = FramePace(frame_s=0.07, fixed_s=0.05, delivery_s=0.45, step=3)
+    assert slow.shortest_piece_s(1.0, 3.0) == pytest.approx(1.25 * 0.5 / (1 - 1.25 * 0.07 * 25 / 3))
+    assert FramePace(frame_s=0.2, step=3).shortest_piece_s(1.0, 3.0) == 3.0  # no length keeps up: the longest
+    assert FramePace().shortest_piece_s(1.0, 3.0) == 1.0  # nothing measured yet
+    pace = FramePace()
+    pace.record_delivery(0.4)
+    pace.record_delivery(0.2)
+    assert pace.delivery_s == pytest.approx(0.3)
 
 
 def test_once_playing_the_frame_rate_may_drop_but_not_rise_again():

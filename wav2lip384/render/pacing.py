@@ -23,6 +23,9 @@ HEADROOM = 1.6  # a frame rate is chosen only if its model time is this much fas
 SMOOTHING = 0.5  # weight of the newest measurement in the running estimates
 REST_FRAME_COST = 0.25  # a rest-pose frame of a pause (no model) counted as this fraction of a model frame
 TYPICAL_CHUNK_S = 2.0  # the chunk length a frame rate is judged on (later chunks hold 1-3 s of speech)
+# pieces are long enough that a chunk is rendered and on its way out this much faster than it plays (see
+# FramePace.shortest_piece_s): each chunk also costs a fixed time, and time on its way out while nothing renders
+THROUGHPUT = 1.25
 
 
 def frame_cost(frames: int, model_frames: int, wall_s: float, fixed_s: float = 0.0) -> float | None:
@@ -59,6 +62,10 @@ class FramePace:
     # here is the model's, and the rise it promised was eaten by what each chunk costs on its way to the player
     # (AVX2 class, browser bench: an answer that went back to 25 fps mid-way waited 0.8 s three times more)
     no_rise: bool = False
+    # seconds each chunk spends on its way out while nothing renders (the caller's step: the app's Gradio converts a
+    # chunk to an HLS segment before it asks for the next one; measured 0.40-0.47 s a chunk on an idle AVX2-only
+    # 2-core EPYC), 0 where unknown; set by the caller (record_delivery)
+    delivery_s: float = 0.0
 
     def __post_init__(self):
         if self.step not in self.steps:
@@ -86,6 +93,23 @@ class FramePace:
         if not self.frame_s:
             return 0.0
         return max(0.0, (wall_s - self.fixed_s) * (step or self.step) / (self.frame_s * self.base_fps))
+
+    def record_delivery(self, seconds: float) -> None:
+        """One chunk's way out took ``seconds`` (see ``delivery_s``)."""
+        self.delivery_s = seconds if not self.delivery_s else _smooth(self.delivery_s, seconds)
+
+    def shortest_piece_s(self, floor: float, cap: float) -> float:
+        """The fewest seconds of speech per chunk for chunks to be made ``THROUGHPUT`` times faster than they play
+        at the chosen rate: ``L / (L * c + o) >= THROUGHPUT``, ``c`` the wall seconds a second of speech costs to
+        render, ``o`` what every chunk costs besides (``fixed_s + delivery_s``); at least ``floor``, at most ``cap``
+        (also when no length gets there). ``floor`` before anything is measured."""
+        if not self.frame_s:
+            return floor
+        per_second = self.frame_s * self.base_fps / self.step
+        spare = 1.0 - THROUGHPUT * per_second
+        if spare <= 0:
+            return cap
+        return float(min(cap, max(floor, THROUGHPUT * (self.fixed_s + self.delivery_s) / spare)))
 
     def choose(self) -> int:
         """The smallest step (highest frame rate) that renders ``headroom`` times faster than real time, else the
