@@ -234,12 +234,14 @@ class AnsweringServices:
                 if (pace.step, pace.keeps_up) != said:  # what was chosen stays said
                     said = (pace.step, pace.keeps_up)
                     note = self._pace_note(pace, model) or note
-                if t_first is not None or rendered_s >= release_at(total_s, rate, self._margin_s(pace)):
+                rendered_all = sum(len(p) for p in pieces[:len(chunks)]) == len(whole)  # rendered, not just cut
+                # (all of it rendered: released whatever the sum of the pieces' float seconds says)
+                if t_first is not None or rendered_all or rendered_s >= release_at(total_s, rate,
+                                                                                  self._margin_s(pace)):
                     if t_first is None:
                         t_first = time.perf_counter() - t0
                         t_play = time.perf_counter()
                         pace.no_rise = True
-                    rendered_all = sum(len(p) for p in pieces[:len(chunks)]) == len(whole)  # rendered, not just cut
                     for k, c in enumerate(held):  # the player queues chunks; none replaces another
                         if stop():
                             return

@@ -412,3 +412,33 @@ def test_the_tab_shows_did_you_mean_candidates_as_buttons_and_a_click_answers_th
         assert th._history(th._conv(None))[-1]["content"].endswith("*(interrupted)*")
     finally:
         svc.close()
+
+
+def test_an_answer_is_released_once_all_of_it_is_rendered_whatever_its_margin_says(offline_services, monkeypatch):
+    """A short answer under a long playback margin waits for all of it, then plays: the sum of its pieces' seconds
+    in floating point may fall short of the whole (a Talk turn once never played: talk-bench, AVX2-only EPYC)."""
+    import services.answering as answering
+
+    svc = offline_services
+    pipe = SlowPipeline(chunk_s=0.05)
+    monkeypatch.setattr(svc, "weights", lambda model: (True, ""))
+    monkeypatch.setattr(svc, "pipeline", lambda model, progress=None: pipe)
+    monkeypatch.setattr(answering, "release_at", lambda total_s, rate, margin_s: float("inf"))  # never far enough
+
+    class Joiner:  # the stand-in's chunks are empty files: nothing to join
+        def __init__(self, out_dir):
+            pass
+
+        def add(self, chunk):
+            pass
+
+        def join(self, path):
+            return None
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(answering, "ChunkJoiner", Joiner)
+    ups = list(svc.ask_stream("How do I replace a lost ID card?"))
+    released = [u for u in ups if u.chunk is not None]
+    assert released and released[-1].last_chunk and [u.index for u in released] == list(range(len(released)))
