@@ -131,11 +131,27 @@ def start_talking(page, timeout_s: float = 20.0) -> None:
     page.wait_for_selector("#talk_mic .stop-button", timeout=timeout_s * 1000)
 
 
+# Stop, then Record, in the page itself: one round trip. Playwright's own clicks (each with its checks and a wait)
+# took ~3 s on a busy 2-core CI machine, and a 3 s answer had played to its end before the question came again.
+SPEAK_AGAIN_JS = """async () => {
+  const q = (s) => document.querySelector('#talk_mic ' + s);
+  const until = async (s) => {
+    for (let i = 0; i < 800 && !q(s); i++) await new Promise((r) => setTimeout(r, 25));
+    return q(s);
+  };
+  q('.stop-button').click();
+  const rec = await until('.record-button');
+  if (!rec) return 'no Record button 20 s after Stop';
+  rec.click();
+  return (await until('.stop-button')) ? '' : 'the microphone did not start recording within 20 s';
+}"""
+
+
 def speak_again(page) -> None:
     """The fake microphone says the question again from its start (Stop, then Record: see the module doc)."""
-    page.locator("#talk_mic .stop-button").first.click()
-    page.wait_for_selector("#talk_mic .record-button", timeout=20_000)
-    start_talking(page)
+    problem = page.evaluate(SPEAK_AGAIN_JS)
+    if problem:
+        raise NotSeen(f"speaking again: {problem}", 20.0, state(page))
 
 
 def state(page) -> dict:
@@ -180,10 +196,12 @@ def converse(page, turns: int, timeout_s: float = 120.0, on_playing=None) -> dic
                       and playing(s), timeout_s)
         if on_playing is not None:
             on_playing(k, st)
-        time.sleep(0.5)
         speak_again(page)
-        wait_for(page, f"turn {k + 1}: interrupted by the next question", lambda s, k=k: len(s["barge_ins"]) > k,
-                 30.0)
+        st = wait_for(page, f"turn {k + 1}: interrupted by the next question",
+                      lambda s, k=k: len(s["barge_ins"]) > k or s["chat"].count("🎙️") > k + 1, 30.0)
+        if len(st["barge_ins"]) <= k:  # the answer had played to its end: the driver came too late
+            raise NotSeen(f"turn {k + 1}: interrupted by the next question (the answer had ended when it came)",
+                          30.0, st)
     return wait_for(page, "the interrupting question heard", lambda s: s["chat"].count("🎙️") > turns, timeout_s)
 
 

@@ -66,7 +66,10 @@ def _page(browser, url: str, width: int = 1280, height: int = 1000):
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(url, wait_until="load")
     page.wait_for_selector("#question textarea", timeout=60_000)
-    page.wait_for_timeout(1000)  # the page-load event fills in the pickers
+    # the page-load event fills in the pickers as this server is (Handlers.pickers); a fixed wait lost that race
+    # on a busy 2-core CI machine. These apps never have 256 weights, so its label says so once it has run.
+    page.wait_for_function("() => [...document.querySelectorAll('.model-picker')]"
+                           ".some((e) => e.innerText.includes('not available here'))", timeout=60_000)
     return page
 
 
