@@ -35,7 +35,7 @@ class AnsweringServices:
         self._assistant_lock = threading.Lock()
         self._assistant = None
         self._assistant_error = ""
-        self.first_chunk_s = 0.6  # seconds of speech in the first streamed chunk (time to first frame)
+        self.first_chunk_s = 0.6  # the first streamed piece while the speed is not measured yet
         self.chunk_s = 3.0  # at most this much speech per later chunk
         # streamed playback starts this far behind rendering, at least: the next chunk (min_chunk_s) must be
         # rendered, converted by Gradio and fetched by the player before this has played. At 0.5 s a first chunk
@@ -208,8 +208,9 @@ class AnsweringServices:
         def next_pieces():
             done = 0
             while done < len(whole) and not stop():  # stopped: no more pieces, the stream ends
-                target = self._next_piece_s(len(pieces), pace, rendered_s, t_play)
-                piece = split_speech(whole[done:], 16000, first_s=target, max_s=target, fps=piece_fps(pace))[0]
+                target, shortest = self._next_piece_s(len(pieces), pace, rendered_s, t_play)
+                piece = split_speech(whole[done:], 16000, first_s=target, max_s=target, fps=piece_fps(pace),
+                                     first_from_s=shortest)[0]
                 pieces.append(piece)
                 done += len(piece)
                 yield piece, 16000
@@ -236,8 +237,8 @@ class AnsweringServices:
                     note = self._pace_note(pace, model) or note
                 rendered_all = sum(len(p) for p in pieces[:len(chunks)]) == len(whole)  # rendered, not just cut
                 # (all of it rendered: released whatever the sum of the pieces' float seconds says)
-                if t_first is not None or rendered_all or rendered_s >= release_at(total_s, rate,
-                                                                                  self._margin_s(pace)):
+                if t_first is not None or rendered_all or rendered_s + ONE_SAMPLE_S >= release_at(
+                        total_s, rate, self._margin_s(pace)):
                     if t_first is None:
                         t_first = time.perf_counter() - t0
                         t_play = time.perf_counter()
@@ -287,34 +288,44 @@ class AnsweringServices:
                         audio=audio, engine=engine_used, model=model, done=True, speech_seconds=total_s,
                         render_note=note)
 
-    def _next_piece_s(self, index: int, pace, rendered_s: float, t_play: float | None) -> float:
-        """Seconds of speech in the next streamed piece: ``first_chunk_s`` for the first (at least twice a
-        chunk's way out, ``delivery_s``: it plays while the next goes out; ``chunk_s`` when the
-        measured speed is slower than the voice even at the lowest frame rate: playback waits anyway); before
-        playback starts, what is still missing to the margin (``_margin_s``); while rendering is slower than the
-        voice, or once the margin is reached but playback still waits for more (see ``release_at``), ``chunk_s``;
-        once playing, as much as renders before the seconds ready but not yet played run out (less
+    def _next_piece_s(self, index: int, pace, rendered_s: float,
+                      t_play: float | None) -> tuple[float, float | None]:
+        """The next streamed piece: ``(target, shortest)`` seconds of speech, cut at a pause in between
+        (``shortest`` None: split_speech's usual window).
+
+        Before playback starts (the pieces are held until ``release_at``): one piece to the playback margin
+        (``_margin_s``), at least all of what is still missing and up to ``MARGIN_SPAN`` times that. A piece
+        that must be cut short of the margin leaves a sliver to render on its own: before, the first piece was a
+        0.6 s one and the next cut 40 % short of it in 3 of 5 answers, each sliver paying a chunk's fixed cost and
+        one more chunk to send before the first plays; a 0.5 s first chunk then ran dry while the next went out
+        (a 0.2 s wait in 3 of 3 short answers, browser bench, bf16 2-core CPU). Before anything is measured, a
+        short first piece (``first_chunk_s``, at least twice a chunk's way out ``delivery_s``) measures the speed
+        soon; while the measured speed is slower than the voice even at the lowest frame rate, or once the margin
+        is reached but playback still waits for more (see ``release_at``), ``chunk_s``: playback waits anyway,
+        and long pieces make fewer, not longer, waits.
+
+        Once playing: as much as renders before the seconds ready but not yet played run out (less
         ``chunk_safety_s``), at the measured speed (with a 10 % margin), between the shortest piece that keeps up
         with its fixed cost and its way out (``FramePace.shortest_piece_s``, at least ``min_chunk_s``) and
         ``chunk_s``. A chunk is playable only once all of it is rendered, so a 3 s chunk after a 0.6 s one needs a
         renderer 5x faster than the voice; pieces sized to what is ready never make playback wait."""
-        if index == 0:  # short, for a quick first frame; unless the measured speed says playback must wait anyway
+        if index == 0:
             pace.choose()
-            # ... but long enough to play while the next chunk, released with it, goes out (delivery_s) and is
-            # fetched: a 0.6 s first chunk ran dry 0.3-0.4 s into 6 of 18 answers where a chunk takes 0.45 s
-            return max(self.first_chunk_s, 2 * pace.delivery_s) if pace.keeps_up else self.chunk_s
+        if not pace.keeps_up:
+            return _cut(self.chunk_s)
+        if index == 0 and not pace.frame_s:  # nothing measured yet: a short piece measures the speed soon
+            return _cut(max(self.first_chunk_s, 2 * pace.delivery_s))
         margin = self._margin_s(pace)
-        if t_play is None and pace.keeps_up and rendered_s < margin:
-            # not playing yet: just what playback needs to start
-            return float(min(self.chunk_s, max(MIN_PIECE_S, margin - rendered_s)))
-        if t_play is None or not pace.keeps_up:
-            # the machine is slower than the voice: playback waits anyway (release_at buffers more than the
-            # margin first), and long pieces make fewer, not longer, waits: each chunk also costs a fixed time and
-            # its way to the player (0.3 s pieces here made 25 chunks of a 20 s answer)
-            return self.chunk_s
+        if t_play is None and rendered_s + ONE_SAMPLE_S < margin:
+            missing = max(MIN_PIECE_S, margin - rendered_s)
+            if missing >= self.chunk_s:  # more than one piece holds: as long as they come
+                return _cut(self.chunk_s)
+            return min(self.chunk_s, MARGIN_SPAN * missing), missing
+        if t_play is None:
+            return _cut(self.chunk_s)
         ahead = rendered_s - (time.perf_counter() - t_play)
         fits = 0.9 * pace.seconds_within(ahead - self.chunk_safety_s, pace.choose()) if pace.frame_s else 1.0
-        return float(min(self.chunk_s, max(pace.shortest_piece_s(self.min_chunk_s, self.chunk_s), fits)))
+        return _cut(float(min(self.chunk_s, max(pace.shortest_piece_s(self.min_chunk_s, self.chunk_s), fits))))
 
     def _margin_s(self, pace: FramePace) -> float:
         """How far behind rendering streamed playback starts: ``playback_margin_s``, or more where the first piece
@@ -406,6 +417,13 @@ def _spoken(answer) -> str:
 
 
 MIN_PIECE_S = 0.3  # the shortest piece cut to reach the playback margin (a chunk costs a fixed time too)
+ONE_SAMPLE_S = 1 / 16000  # sums of pieces' seconds are compared within this (a float sum falls just short)
+MARGIN_SPAN = 1.25  # a piece that reaches the playback margin is cut up to this many times what is missing
+
+
+def _cut(target: float) -> tuple[float, None]:
+    """A piece of about ``target`` seconds, cut at a pause in split_speech's usual window below it."""
+    return float(target), None
 PLAYER_FETCH_S = 0.5  # a chunk out of Gradio -> playing: the player reloads its playlist and fetches the segment
 PIECE_FPS = 12.5  # streamed pieces are cut on boundaries of this rate: whole frames at 25 and at 12.5 fps
 

@@ -76,9 +76,9 @@ def mouth_clarity(video: str | Path, max_frames: int = 12, detector=None) -> flo
 
 
 def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s: float = 3.0,
-                 fps: float = 25.0) -> list[np.ndarray]:
-    """Cut one sentence of speech (n,) into pieces at its quietest moments: the first about ``first_s`` long,
-    the others at most about ``max_s``.
+                 fps: float = 25.0, first_from_s: float | None = None) -> list[np.ndarray]:
+    """Cut one sentence of speech (n,) into pieces at its quietest moments: the first about ``first_s`` long
+    (at least ``first_from_s`` when given), the others at most about ``max_s``.
 
     Streaming renders and sends one video chunk per piece, so a short first piece gets the first frame on
     screen sooner, and pieces no longer than a few seconds keep later chunks arriving before the previous
@@ -96,10 +96,13 @@ def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s:
     done = 0  # samples of ``wave`` already in pieces (always on a frame boundary)
     half = int(0.01 * sr)  # the energy window: 20 ms centred on the candidate cut
     frame = sr / fps  # samples per video frame (not always whole, e.g. 16 kHz at 30 fps)
+    shortest = 0.6 * first_s if first_from_s is None else min(first_from_s, first_s)
     while len(wave) - done > int((target + 0.4) * sr):
-        # frame boundaries k / fps (from the start of ``wave``) between 60 % and 100 % of the target
-        k_lo = int(np.ceil((done + 0.6 * target * sr) / frame))
+        # frame boundaries k / fps (from the start of ``wave``) between 60 % (the first piece: ``shortest``) and
+        # 100 % of the target
+        k_lo = int(np.ceil((done + shortest * sr) / frame))
         k_hi = int(np.floor((done + target * sr) / frame))
+        k_hi = max(k_lo, k_hi)  # a window narrower than a frame: the boundary just after its start
         cuts = [int(round(k * frame)) for k in range(k_lo, k_hi + 1)]
         cuts = [c for c in cuts if c - half >= done and c + half <= len(wave)]
         if not cuts:
@@ -109,6 +112,7 @@ def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s:
         pieces.append(wave[done:cut])
         done = cut
         target = max_s
+        shortest = 0.6 * max_s
     pieces.append(wave[done:])
     return pieces
 

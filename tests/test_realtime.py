@@ -300,42 +300,51 @@ def test_max_batch_s_bounds_each_model_batch_by_the_measured_speed(photo, gen96,
 def test_streamed_pieces_are_sized_to_what_is_ready():
     from common.settings import Settings
     from services import AppServices
-    from services.answering import PLAYER_FETCH_S
+    from services.answering import MARGIN_SPAN, PLAYER_FETCH_S
+    from services.media import split_speech
 
     svc = AppServices(Settings())
     try:
         pace = FramePace(frame_s=0.02)  # 2x real time at 25 fps
-        assert svc._next_piece_s(0, pace, 0.0, None) == svc.first_chunk_s
-        # not playing yet: the next piece brings what is ready up to the playback margin, no more (time to the
-        # first frame), and never a sliver
-        assert svc._next_piece_s(1, pace, 0.6, None) == pytest.approx(svc.playback_margin_s - 0.6)
-        assert svc._next_piece_s(1, pace, svc.playback_margin_s - 0.1, None) == 0.3
+        # nothing measured yet: a short first piece measures the speed
+        assert svc._next_piece_s(0, FramePace(), 0.0, None) == (svc.first_chunk_s, None)
+        # not playing yet: one piece brings what is ready up to the playback margin (cut at a pause between all
+        # that is missing and MARGIN_SPAN times that: no sliver left to render on its own), and never a sliver
+        margin = svc.playback_margin_s
+        assert svc._next_piece_s(0, pace, 0.0, None) == pytest.approx((MARGIN_SPAN * margin, margin))
+        assert svc._next_piece_s(1, pace, 0.6, None) == pytest.approx((MARGIN_SPAN * (margin - 0.6), margin - 0.6))
+        assert svc._next_piece_s(1, pace, margin - 0.1, None) == pytest.approx((MARGIN_SPAN * 0.3, 0.3))
+        wave = np.random.default_rng(0).standard_normal(16000 * 5).astype(np.float32) * 0.1
+        target, shortest = svc._next_piece_s(1, pace, 0.6, None)
+        piece = split_speech(wave, 16000, first_s=target, max_s=target, first_from_s=shortest)[0]
+        assert margin - 0.6 <= len(piece) / 16000 <= target
         # the margin is there but playback still waits (a renderer slower than the voice buffers more): whole
         # pieces, not slivers that each cost their way to the player
-        assert svc._next_piece_s(3, pace, svc.playback_margin_s + 0.1, None) == svc.chunk_s
+        assert svc._next_piece_s(3, pace, svc.playback_margin_s + 0.1, None)[0] == svc.chunk_s
         now = time.perf_counter()
         # 1.1 s ready, just started playing: the next piece must be rendered and on its way to the player before
         # what is ready has played (less the allowance for the way there), at 0.9 x 2x real time
         ready = svc.chunk_safety_s + 0.9
-        assert svc._next_piece_s(1, pace, ready, now) == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
-        assert svc._next_piece_s(3, pace, 10.0, now) == svc.chunk_s
+        assert svc._next_piece_s(1, pace, ready, now)[0] == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
+        assert svc._next_piece_s(3, pace, 10.0, now)[0] == svc.chunk_s
         # every chunk also costs a fixed time (its encoder): what fits is less
         slow_start = FramePace(frame_s=0.02, fixed_s=0.25)
-        assert svc._next_piece_s(1, slow_start, ready + 0.25, now) == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
+        assert svc._next_piece_s(1, slow_start, ready + 0.25, now)[0] == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
         # never under min_chunk_s: tiny chunks pay that fixed time more often and fall further behind
-        assert svc._next_piece_s(3, pace, 0.2, now) == svc.min_chunk_s
+        assert svc._next_piece_s(3, pace, 0.2, now)[0] == svc.min_chunk_s
         # where each chunk takes long on its way out (Gradio's conversion: 0.45 s on an AVX2-only EPYC), pieces
         # are long enough to keep up with it, and playback starts far enough behind to cover the first of them
         slow = FramePace(frame_s=0.07, fixed_s=0.05, delivery_s=0.45, step=3)
         longest = slow.shortest_piece_s(svc.min_chunk_s, svc.chunk_s)
-        assert 2.0 < longest < svc.chunk_s and svc._next_piece_s(5, slow, 1.5, now) == pytest.approx(longest)
-        assert svc._next_piece_s(0, slow, 0.0, None) == pytest.approx(0.9)  # plays while the next goes out
+        assert 2.0 < longest < svc.chunk_s and svc._next_piece_s(5, slow, 1.5, now)[0] == pytest.approx(longest)
+        # before anything is measured, the first piece plays while the next goes out
+        assert svc._next_piece_s(0, FramePace(delivery_s=0.45), 0.0, None)[0] == pytest.approx(0.9)
         assert svc._margin_s(slow) == pytest.approx(slow.seconds_to_render(longest) + 3 * 0.45 + PLAYER_FETCH_S)
         assert svc._margin_s(FramePace(frame_s=0.018, fixed_s=0.05, delivery_s=0.15)) == svc.playback_margin_s
         # slower than the voice even at 8.3 fps (as measured by the warm-up): no point in a short first piece
-        assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None) == svc.chunk_s
+        assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None)[0] == svc.chunk_s
         # ... or after playback began (the machine slowed down): fewer waits with long pieces
-        assert svc._next_piece_s(4, FramePace(frame_s=0.2), 2.0, now) == svc.chunk_s
+        assert svc._next_piece_s(4, FramePace(frame_s=0.2), 2.0, now)[0] == svc.chunk_s
     finally:
         svc.close()
 
