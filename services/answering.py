@@ -209,6 +209,10 @@ class AnsweringServices:
             done = 0
             while done < len(whole) and not stop():  # stopped: no more pieces, the stream ends
                 target, shortest = self._next_piece_s(len(pieces), pace, rendered_s, t_play)
+                rest_s = (len(whole) - done) / 16000.0
+                if not pieces and rest_s >= TAIL_S + 2 * MIN_PIECE_S:  # never the whole answer in one chunk
+                    target = min(target, rest_s - TAIL_S)
+                    shortest = None if shortest is None else min(shortest, target)
                 piece = split_speech(whole[done:], 16000, first_s=target, max_s=target, fps=piece_fps(pace),
                                      first_from_s=shortest)[0]
                 pieces.append(piece)
@@ -417,6 +421,10 @@ def _spoken(answer) -> str:
 
 
 MIN_PIECE_S = 0.3  # the shortest piece cut to reach the playback margin (a chunk costs a fixed time too)
+# The first piece leaves at least this much for a second: the last chunk goes out with the end of the stream
+# (with_last_chunk), after the whole answer is joined (0.2-0.5 s), so an answer in one chunk showed its first
+# frame that much later, and a chunk sent alone, without the end, did not start playing (hls.js waited for more)
+TAIL_S = 0.6
 ONE_SAMPLE_S = 1 / 16000  # sums of pieces' seconds are compared within this (a float sum falls just short)
 MARGIN_SPAN = 1.25  # a piece that reaches the playback margin is cut up to this many times what is missing
 

@@ -292,6 +292,22 @@ def offline_services(tmp_path_factory):
     svc.close()
 
 
+class _NoJoin:
+    """ChunkJoiner's stand-in: SlowPipeline's chunks are empty files, nothing to join."""
+
+    def __init__(self, out_dir):
+        pass
+
+    def add(self, chunk):
+        pass
+
+    def join(self, path):
+        return None
+
+    def close(self):
+        pass
+
+
 class SlowPipeline:
     """A lip-sync stand-in that takes ``chunk_s`` per chunk in ``batch_s`` model batches and, as LipSyncPipeline
     does, checks ``should_stop`` between batches (plumbing: its chunks are empty files, never played)."""
@@ -425,20 +441,39 @@ def test_an_answer_is_released_once_all_of_it_is_rendered_whatever_its_margin_sa
     monkeypatch.setattr(svc, "pipeline", lambda model, progress=None: pipe)
     monkeypatch.setattr(answering, "release_at", lambda total_s, rate, margin_s: float("inf"))  # never far enough
 
-    class Joiner:  # the stand-in's chunks are empty files: nothing to join
-        def __init__(self, out_dir):
-            pass
-
-        def add(self, chunk):
-            pass
-
-        def join(self, path):
-            return None
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(answering, "ChunkJoiner", Joiner)
+    monkeypatch.setattr(answering, "ChunkJoiner", _NoJoin)
     ups = list(svc.ask_stream("How do I replace a lost ID card?"))
     released = [u for u in ups if u.chunk is not None]
     assert released and released[-1].last_chunk and [u.index for u in released] == list(range(len(released)))
+
+
+def test_a_short_answer_is_never_one_chunk(offline_services, monkeypatch):
+    """A short answer whose first piece could hold all of it (the speed measured, the playback margin near its
+    length) is still cut in two: its last chunk waits for the end of the stream and the join (with_last_chunk),
+    and a first frame waiting for that came 0.4 s later (talk-bench, bf16 2-core CPU)."""
+    import services.answering as answering
+
+    svc = offline_services
+    seen: list[float] = []
+
+    class Measured(SlowPipeline):
+        frame_seconds = {"photo": 0.01, "video": 0.01}  # 4x real time at 25 fps, as the warm-up measures
+
+        def stream(self, face, segments, out_dir, **kw):
+            def record():
+                for wave, sr in segments:
+                    seen.append(len(wave) / sr)
+                    yield wave, sr
+            yield from super().stream(face, record(), out_dir, **kw)
+
+    pipe = Measured(chunk_s=0.05)
+    monkeypatch.setattr(svc, "weights", lambda model: (True, ""))
+    monkeypatch.setattr(svc, "pipeline", lambda model, progress=None: pipe)
+    wave = (0.1 * np.sin(np.arange(16000 * 2) * 0.05)).astype(np.float32)  # 2 s of "speech"
+    monkeypatch.setattr(svc, "_say_sentences", lambda text, lang, engine: iter(
+        [SimpleNamespace(engine="test", wave=wave, sample_rate=16000)]))
+    monkeypatch.setattr(answering, "ChunkJoiner", _NoJoin)
+    ups = list(svc.ask_stream("How do I replace a lost ID card?"))
+    assert len(seen) == 2 and sum(seen) == pytest.approx(2.0, abs=1e-3) and seen[1] >= answering.TAIL_S - 0.04, seen
+    released = [u for u in ups if u.chunk is not None]
+    assert [u.index for u in released] == [0, 1] and released[-1].last_chunk and ups[-1].done
