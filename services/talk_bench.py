@@ -133,6 +133,8 @@ def start_talking(page, timeout_s: float = 20.0) -> None:
 
 # Stop, then Record, in the page itself: one round trip. Playwright's own clicks (each with its checks and a wait)
 # took ~3 s on a busy 2-core CI machine, and a 3 s answer had played to its end before the question came again.
+# Record is pressed a moment after it shows, as a person would: pressed within 25 ms of Stop, Gradio's recorder
+# once sent a broken wav, and the microphone stream failed on it from then on (1 of 7 runs).
 SPEAK_AGAIN_JS = """async () => {
   const q = (s) => document.querySelector('#talk_mic ' + s);
   const until = async (s) => {
@@ -142,6 +144,7 @@ SPEAK_AGAIN_JS = """async () => {
   q('.stop-button').click();
   const rec = await until('.record-button');
   if (!rec) return 'no Record button 20 s after Stop';
+  await new Promise((r) => setTimeout(r, 250));
   rec.click();
   return (await until('.stop-button')) ? '' : 'the microphone did not start recording within 20 s';
 }"""
