@@ -427,13 +427,13 @@ MIN_PIECE_S = 0.3  # the shortest piece cut to reach the playback margin (a chun
 TAIL_S = 0.6
 ONE_SAMPLE_S = 1 / 16000  # sums of pieces' seconds are compared within this (a float sum falls just short)
 MARGIN_SPAN = 1.25  # a piece that reaches the playback margin is cut up to this many times what is missing
+PLAYER_FETCH_S = 0.5  # a chunk out of Gradio -> playing: the player reloads its playlist and fetches the segment
+PIECE_FPS = 12.5  # streamed pieces are cut on boundaries of this rate: whole frames at 25 and at 12.5 fps
 
 
 def _cut(target: float) -> tuple[float, None]:
     """A piece of about ``target`` seconds, cut at a pause in split_speech's usual window below it."""
     return float(target), None
-PLAYER_FETCH_S = 0.5  # a chunk out of Gradio -> playing: the player reloads its playlist and fetches the segment
-PIECE_FPS = 12.5  # streamed pieces are cut on boundaries of this rate: whole frames at 25 and at 12.5 fps
 
 
 def piece_fps(pace: FramePace) -> float:

@@ -75,6 +75,9 @@ def mouth_clarity(video: str | Path, max_frames: int = 12, detector=None) -> flo
     return sharpness(crops)["laplacian_var"]
 
 
+CUT_FROM = 0.6  # split_speech cuts a piece between this share of its target and all of it
+
+
 def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s: float = 3.0,
                  fps: float = 25.0, first_from_s: float | None = None) -> list[np.ndarray]:
     """Cut one sentence of speech (n,) into pieces at its quietest moments: the first about ``first_s`` long
@@ -83,7 +86,7 @@ def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s:
     Streaming renders and sends one video chunk per piece, so a short first piece gets the first frame on
     screen sooner, and pieces no longer than a few seconds keep later chunks arriving before the previous
     ones have finished playing. Cuts fall on the video frame boundary (a multiple of ``1 / fps`` from the start
-    of ``wave``) with the lowest 20 ms energy around it, between 60 % and 100 % of the target length (a pause
+    of ``wave``) with the lowest 20 ms energy around it, between ``CUT_FROM`` and all of the target length (a pause
     between words), never leaving a piece under 0.4 s. On a frame boundary every piece but the last is as long
     as the whole frames of its video chunk, so no chunk's audio and video differ in length (a chunk plays as
     long as its longer track; sub-frame pieces made each chunk up to half a frame longer than its speech).
@@ -96,10 +99,9 @@ def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s:
     done = 0  # samples of ``wave`` already in pieces (always on a frame boundary)
     half = int(0.01 * sr)  # the energy window: 20 ms centred on the candidate cut
     frame = sr / fps  # samples per video frame (not always whole, e.g. 16 kHz at 30 fps)
-    shortest = 0.6 * first_s if first_from_s is None else min(first_from_s, first_s)
+    shortest = CUT_FROM * first_s if first_from_s is None else min(first_from_s, first_s)
     while len(wave) - done > int((target + 0.4) * sr):
-        # frame boundaries k / fps (from the start of ``wave``) between 60 % (the first piece: ``shortest``) and
-        # 100 % of the target
+        # frame boundaries k / fps (from the start of ``wave``) between ``shortest`` and the target
         k_lo = int(np.ceil((done + shortest * sr) / frame))
         k_hi = int(np.floor((done + target * sr) / frame))
         k_hi = max(k_lo, k_hi)  # a window narrower than a frame: the boundary just after its start
@@ -112,7 +114,7 @@ def split_speech(wave: np.ndarray, sr: int = 16000, first_s: float = 1.0, max_s:
         pieces.append(wave[done:cut])
         done = cut
         target = max_s
-        shortest = 0.6 * max_s
+        shortest = CUT_FROM * max_s
     pieces.append(wave[done:])
     return pieces
 
