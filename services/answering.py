@@ -20,6 +20,7 @@ from services.checks import check_question
 from services.media import ChunkJoiner, split_speech, write_wav
 from services.rendering import DEFAULT_AVATAR, LIPSYNC_FAILED, LIPSYNC_UNAVAILABLE, _is_model_problem, lipsync_stream
 from services.results import AskUpdate
+from services.segments import AnswerSegments
 from wav2lip384.models import registry
 from wav2lip384.render.pacing import FramePace
 
@@ -127,7 +128,7 @@ class AnsweringServices:
     def ask_stream(self, question: str | None, avatar: str | Path | None = None, model: str | int = registry.DEFAULT_MODEL,
                    engine: str | None = "auto", speak: bool = True, chunks: bool = True,
                    assistant=None, entry: str | None = None, lang: str = "zh",
-                   should_stop: Callable[[], bool] | None = None) -> Iterator[AskUpdate]:
+                   should_stop: Callable[[], bool] | None = None, segments: bool = False) -> Iterator[AskUpdate]:
         # size-reason: one generator that yields the answer, then each spoken chunk, then the joined video; its states
         #   (speech, chunks, fallback to speech only) share locals across yields.
         """Answer at once, then the spoken answer as video chunks, sentence by sentence.
@@ -137,6 +138,9 @@ class AnsweringServices:
         answer as audio and a notice instead. ``chunks=False`` (a player that cannot queue chunks): the spoken
         answer as audio first, then the whole video — never chunks that would replace each other mid-word.
         Timings are from the call, i.e. from clicking Ask.
+
+        ``segments``: each chunk also comes as an HLS segment carrying the answer's own audio
+        (``AskUpdate.segment``, see services/segments.py), for a player that serves segments as they are.
 
         ``should_stop`` (e.g. a conversation's cancel event's ``is_set``): once it returns True the answer ends
         quietly, without a last update: it is checked before the speech is made, between sentences, before each
@@ -194,6 +198,8 @@ class AnsweringServices:
         t_speech = time.perf_counter() - t0
         engine_used = "+".join(sorted(set(engines)))
         total_s = len(whole) / 16000.0
+        # the answer's audio is encoded for the segments while the first chunk renders
+        segmenter = AnswerSegments(whole, 16000, out_dir / "segments") if segments and len(whole) else None
         # the speed this pipeline last measured on this kind of avatar (the start-up warm-up measures it first)
         pace = FramePace(frame_s=pipe.frame_seconds.get(avatar_kind),
                          fixed_s=pipe.render_fixed_seconds.get(avatar_kind, 0.0), delivery_s=self._delivery_s)
@@ -251,8 +257,13 @@ class AnsweringServices:
                         if stop():
                             return
                         last = rendered_all and k == len(held) - 1
-                        t_out = time.perf_counter()
-                        yield AskUpdate(answer=answer, chunk=c, index=len(chunks) - len(held) + k,
+                        index = len(chunks) - len(held) + k
+                        t_out = time.perf_counter()  # the segment is part of the chunk's way out
+                        segment = None
+                        if segmenter is not None:  # the chunk's video: its frames at its rate
+                            made = pace.history[index]
+                            segment = segmenter.add(c, made["frames"] / made["fps"], last=last)
+                        yield AskUpdate(answer=answer, chunk=c, index=index, segment=segment,
                                         seconds_to_answer=t_answer, seconds_to_first_chunk=t_first,
                                         seconds_to_first_speech=t_speech, engine=engine_used, model=model,
                                         render_note=note, last_chunk=last)
@@ -386,9 +397,9 @@ class AnsweringServices:
                         speech_seconds=len(wave) / 16000.0)
 
 
-def with_last_chunk(updates: Iterator[AskUpdate]) -> Iterator[tuple[AskUpdate, Path | None]]:
-    """The steps of :meth:`AnsweringServices.ask_stream` as ``(update, chunk to play)``, the answer's last chunk
-    moved into its ``done`` step. A streaming player (Gradio's HLS) then gets that chunk and the end of the stream
+def with_last_chunk(updates: Iterator[AskUpdate]) -> Iterator[tuple[AskUpdate, AskUpdate | None]]:
+    """The steps of :meth:`AnsweringServices.ask_stream` as ``(update, the update whose chunk to play)``, the
+    answer's last chunk moved into its ``done`` step. A streaming player (Gradio's HLS) then gets that chunk and the end of the stream
     together: Gradio's audio encoder holds the stream's last ~0.2 s of sound back until the stream ends, and a
     player that got the last chunk alone ran dry before it learnt of that sound and of the end (0.3-4 s waits
     before the last word). The join of the whole answer (the ``done`` step) costs little: its chunks were read
@@ -396,18 +407,18 @@ def with_last_chunk(updates: Iterator[AskUpdate]) -> Iterator[tuple[AskUpdate, P
     held = None
     for up in updates:
         if held is not None and up.done:
-            yield up, held.chunk
+            yield up, held
             held = None
             continue
         if held is not None:
-            yield held, held.chunk
+            yield held, held
             held = None
         if up.chunk is not None and up.last_chunk:
             held = up
         else:
-            yield up, up.chunk
+            yield up, up if up.chunk is not None else None
     if held is not None:
-        yield held, held.chunk
+        yield held, held
 
 
 def _never() -> bool:

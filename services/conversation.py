@@ -86,6 +86,7 @@ class TalkUpdate:
     question: str = ""
     answer: Any = None  # qa.Answer once found
     chunk: Path | None = None  # a lip-synced piece to queue in the player (the last one comes with "done")
+    segment: Any = None  # that piece as an HLS segment (services.segments.Segment), when asked for
     final_video: Path | None = None
     audio: Path | None = None  # the spoken answer as audio (the last step; or alone when lip-sync cannot run)
     notice: str = ""
@@ -271,8 +272,9 @@ class Conversation:
 
     # ---- answering ------------------------------------------------------------------------------------
     def answer(self, svc, turn: Turn, avatar=None, model: str = registry.DEFAULT_MODEL, engine: str | None = "auto",
-               chunks: bool = True, assistant=None) -> Iterator[TalkUpdate]:
+               chunks: bool = True, assistant=None, segments: bool = False) -> Iterator[TalkUpdate]:
         """Recognise (a spoken turn), answer and speak ``turn``; stops at the next step once cancelled.
+        ``chunks``, ``segments``: as :meth:`~services.answering.AnsweringServices.ask_stream`'s.
 
         ``svc``: the app's :class:`~services.core.AppServices` (``recognizer()`` and ``ask_stream``). Raises
         UserFacingError only for problems the visitor can fix (an empty typed question, a bad avatar).
@@ -319,11 +321,13 @@ class Conversation:
             entry, lang = picked or (None, "zh")
             # the cancel event goes down to the lip-sync: a barge-in stops rendering within one model batch
             stream = svc.ask_stream(ex.question, avatar, model, engine=engine, chunks=chunks, assistant=assistant,
-                                    entry=entry, lang=lang, should_stop=cancel.is_set)
+                                    entry=entry, lang=lang, should_stop=cancel.is_set,
+                                    segments=segments)
             first = True
             # the last chunk comes with the finished answer (the ``done`` step): a streaming player gets it and
             # the end of the stream together
-            for up, chunk in with_last_chunk(stream):
+            for up, part in with_last_chunk(stream):
+                chunk = None if part is None else part.chunk
                 if cancel.is_set():
                     stream.close()
                     yield self._stopped(turn.id, update)
@@ -346,9 +350,9 @@ class Conversation:
                         timings["first_sound"] = since_end()
                     details.update(seconds_of_speech=up.speech_seconds, warnings=list(up.warnings))
                     yield update("done", chunk=None if chunk is None else Path(chunk), final_video=up.final_video,
-                                 audio=up.audio, notice=up.notice)
+                                 audio=up.audio, notice=up.notice, segment=part and part.segment)
                 elif chunk is not None:
-                    yield update("chunk", chunk=Path(chunk))
+                    yield update("chunk", chunk=Path(chunk), segment=part.segment)
                 elif up.audio is not None:  # the spoken answer before its video (a player that cannot queue)
                     timings.setdefault("first_sound", since_end())
                     yield update("waiting", audio=up.audio)

@@ -94,6 +94,8 @@ class AskUpdate:
     # set on the update carrying the answer's last chunk (the next, ``done``, one follows as soon as the chunks
     # are joined): a streaming player can then take that chunk and the end of the stream together
     last_chunk: bool = False
+    # the chunk as an HLS segment with the answer's own audio, ready to serve (``ask_stream(segments=True)``)
+    segment: Any = None  # services.segments.Segment
 
 
 class RecognizerState(NamedTuple):

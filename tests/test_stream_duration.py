@@ -261,3 +261,115 @@ def test_an_answer_that_drops_to_a_lower_frame_rate_still_plays_as_long_as_its_s
     a0, ad, _ = info["audio"]
     span = max(v0 + vd, a0 + ad) - min(v0, a0)
     assert abs(span - speech_s) <= 0.2, (span, speech_s)  # the render contract: played length = speech +- 0.2 s
+    # the same through the segments the app makes itself: back to back, as long as the speech
+    ours = our_segments(chunks, pieces, tmp_path / "ours")
+    starts, ends = [], []
+    for seg, extinf in ours:
+        start, dur, _ = ffprobe(seg)["video"]
+        assert not ends or start == pytest.approx(ends[-1], abs=2e-3), seg.name
+        assert dur == pytest.approx(extinf, abs=1e-3)
+        starts.append(start)
+        ends.append(start + dur)
+    assert ends[-1] - starts[0] == pytest.approx(speech_s, abs=0.5 * step / 25 + 1e-3)
+    joined.write_bytes(b"".join(p.read_bytes() for p, _ in ours))
+    a0, ad, _ = ffprobe(joined)["audio"]
+    assert 0 <= (a0 + ad) - ends[-1] <= 0.064 + 0.5 * step / 25 + 1e-3  # the audio ends with the video
+
+
+def our_segments(chunks: list[Path], pieces: list[np.ndarray], out_dir: Path) -> list[tuple[Path, float]]:
+    """The segments the app hands its player (services/segments.py), and their playlist durations, in order."""
+    from services.segments import AnswerSegments
+
+    made = AnswerSegments(np.concatenate(pieces), SR, out_dir)
+    segs = [made.add(c, ffprobe(c)["video"][1], last=i == len(chunks) - 1) for i, c in enumerate(chunks)]
+    return [(s.path, s.seconds) for s in segs]
+
+
+def continuity_jumps(data: bytes) -> int:
+    """How often a PID's MPEG-TS continuity counter does not follow its last one (packets with a payload)."""
+    last: dict[int, int] = {}
+    jumps = 0
+    for at in range(0, len(data), 188):
+        pid = ((data[at + 1] & 0x1F) << 8) | data[at + 2]
+        if pid == 0x1FFF or not data[at + 3] & 0x10:
+            continue
+        cc = data[at + 3] & 0x0F
+        jumps += pid in last and cc != (last[pid] + 1) % 16
+        last[pid] = cc
+    return jumps
+
+
+@needs_system_ffmpeg
+def test_our_segments_follow_each_other_and_carry_the_speech_sample_for_sample(streamed, tmp_path):
+    """Issue 20: the app makes each chunk's HLS segment itself (one remux instead of Gradio's three processes).
+    Every segment's video starts where the last one's ended, the stream is the speech's frames, and its one AAC
+    stream decodes to the speech in place: no gap or shift at any chunk boundary."""
+    chunks, pieces, speech_s = streamed["chunks"], streamed["pieces"], streamed["speech_s"]
+    segments = our_segments(chunks, pieces, tmp_path / "segments")
+    assert len(segments) == len(chunks)
+    video_end = None
+    for seg, extinf in segments:
+        info = ffprobe(seg)
+        assert set(info) >= {"video", "audio"} and info["audio"][2] == "aac", seg.name
+        start, dur, _ = info["video"]
+        assert dur == pytest.approx(extinf, abs=1e-3)
+        if video_end is not None:
+            assert start == pytest.approx(video_end, abs=2e-3), seg.name
+        video_end = start + dur
+        a0 = info["audio"][0]
+        assert start - 0.064 - 1e-3 <= a0 <= start + 1e-3, (seg.name, a0, start)  # its audio starts with it
+    joined = tmp_path / "joined.ts"
+    data = b"".join(p.read_bytes() for p, _ in segments)
+    joined.write_bytes(data)
+    assert continuity_jumps(data) == 0
+    info = ffprobe(joined)
+    v0, vd, _ = info["video"]
+    a0, ad, _ = info["audio"]
+    assert vd == pytest.approx(round(speech_s * FPS) / FPS, abs=1e-3)  # no frame added, none lost
+    assert 0 <= (a0 + ad) - (v0 + vd) <= 0.064 + 0.5 / FPS  # the audio ends with the video (its last frame padded)
+    pcm = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(joined), "-vn", "-f", "f32le", "-ac", "1",
+                          "-ar", str(SR), "-"], capture_output=True, check=True).stdout
+    audio = np.frombuffer(pcm, np.float32)[int(round((v0 - a0) * SR)):]  # from the first frame's time on
+    speech = np.concatenate(pieces)
+    n = min(len(audio), len(speech))
+    assert n >= len(speech) - 1
+    lags = range(-80, 81)  # +-5 ms
+    corr = [float(np.dot(audio[max(0, k):n + min(0, k)], speech[max(0, -k):n - max(0, k)])) for k in lags]
+    assert lags[int(np.argmax(corr))] == 0
+    for b in np.cumsum([len(p) for p in pieces[:-1]]):  # around each chunk boundary the audio still matches
+        a, s = audio[b - 800:b + 800], speech[b - 800:b + 800]
+        assert np.corrcoef(a, s)[0, 1] > 0.95
+
+
+def test_segment_helpers_refuse_what_they_cannot_read():
+    from services.segments import adts_frames, continue_counters
+
+    assert adts_frames(b"") == []
+    with pytest.raises(ValueError):
+        adts_frames(b"\x00" * 20)
+    with pytest.raises(ValueError):
+        continue_counters(b"\x47" * 100, {})
+    packet = bytes([0x47, 0x01, 0x00, 0x10]) + bytes(184)  # PID 256, payload, counter 0
+    counters = {256: 5}
+    out = continue_counters(packet * 2, counters)
+    assert [out[3] & 0x0F, out[188 + 3] & 0x0F] == [5, 6] and counters == {256: 7}
+
+
+def test_the_page_player_serves_a_prepared_segment_as_it_is(tmp_path):
+    """app.SegmentPlayer: Gradio's video player on the page, handed our segment for a chunk (taken once)."""
+    from types import SimpleNamespace
+
+    import app
+    from services.segments import Segment
+
+    seg = tmp_path / "segment_0000.ts"
+    seg.write_bytes(bytes([0x47]) + bytes(187))
+    part = SimpleNamespace(chunk=tmp_path / "chunk_0000.mp4", segment=Segment(seg, 1.28))
+    value = app.SegmentPlayer.prepare(part)
+    assert value == str(part.chunk)  # what a handler yields (an API client gets the mp4)
+    player = app.SegmentPlayer.make(streaming=True)
+    data, file = asyncio.run(player.stream_output(value, "session/run/1/playlist.m3u8", True))
+    assert data == {"data": seg.read_bytes(), "duration": 1.28, "extension": ".ts"}
+    assert file["is_stream"] and file["path"] == "session/run/1/playlist.m3u8"
+    assert str(part.chunk) not in app.SegmentPlayer._prepared
+    assert asyncio.run(player.stream_output(None, "session/run/1/playlist.m3u8", True))[0] is None
