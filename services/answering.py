@@ -39,11 +39,12 @@ class AnsweringServices:
         self.first_chunk_s = 0.6  # the first streamed piece while the speed is not measured yet
         self.chunk_s = 3.0  # at most this much speech per later chunk
         # streamed playback starts this far behind rendering, at least: the next chunk (min_chunk_s) must be
-        # rendered, converted by Gradio and fetched by the player before this has played. At 0.5 s a first chunk
-        # released alone ran dry in 6 of 18 answers (0.15-0.48 s waits, 0.3 s into the answer: browser bench, quiet
-        # bf16 2-core CPU), at 1.0 s 16 of 18 ran dry at ~0.95 s, at 1.5 s 1 of 18 (first frame p95 1.59 s); the
-        # pieces before release are sized to reach it (see _next_piece_s)
-        self.playback_margin_s = 1.5
+        # rendered, made into a segment and fetched by the player before this has played (more where that takes
+        # longer: _margin_s). While Gradio converted each chunk (0.26 s), a first chunk released alone ran dry at
+        # 0.5 s in 6 of 18 answers (browser bench, quiet bf16 2-core CPU), at 1.0 s in 16 of 18, at 1.5 s in 1; with
+        # the pieces before release reaching it in one piece and our own segments (0.03 s), 1.0 s: 0 of 18 on both
+        # CPU classes (first frame p95 1.16 s on the bf16 class, 1.26 s at 1.5; AVX2 class 1.67 s, 1.62 s at 1.5)
+        self.playback_margin_s = 1.0
         # once playing, each next chunk must be rendered before what is ready has played: it holds at most (ready
         # seconds not yet played - this) x the measured render rate (see _next_piece_s). This covers the way to the
         # player: Gradio converts each chunk to an HLS segment, and the player reloads its playlist about once a

@@ -460,7 +460,7 @@ def test_a_short_answer_is_never_one_chunk(offline_services, monkeypatch):
     seen: list[float] = []
 
     class Measured(SlowPipeline):
-        frame_seconds = {"photo": 0.01, "video": 0.01}  # 4x real time at 25 fps, as the warm-up measures
+        frame_seconds = {"image": 0.01, "video": 0.01}  # 4x real time at 25 fps, as the warm-up measures
 
         def stream(self, face, segments, out_dir, **kw):
             def record():
@@ -472,11 +472,11 @@ def test_a_short_answer_is_never_one_chunk(offline_services, monkeypatch):
     pipe = Measured(chunk_s=0.05)
     monkeypatch.setattr(svc, "weights", lambda model: (True, ""))
     monkeypatch.setattr(svc, "pipeline", lambda model, progress=None: pipe)
-    wave = (0.1 * np.sin(np.arange(16000 * 2) * 0.05)).astype(np.float32)  # 2 s of "speech"
+    wave = (0.1 * np.sin(np.arange(int(16000 * 1.4)) * 0.05)).astype(np.float32)  # 1.4 s of "speech"
     monkeypatch.setattr(svc, "_say_sentences", lambda text, lang, engine: iter(
         [SimpleNamespace(engine="test", wave=wave, sample_rate=16000)]))
     monkeypatch.setattr(answering, "ChunkJoiner", _NoJoin)
     ups = list(svc.ask_stream("How do I replace a lost ID card?"))
-    assert len(seen) == 2 and sum(seen) == pytest.approx(2.0, abs=1e-3) and seen[1] >= answering.TAIL_S - 0.04, seen
+    assert len(seen) == 2 and sum(seen) == pytest.approx(1.4, abs=1e-3) and seen[1] >= answering.TAIL_S - 0.04, seen
     released = [u for u in ups if u.chunk is not None]
     assert [u.index for u in released] == [0, 1] and released[-1].last_chunk and ups[-1].done

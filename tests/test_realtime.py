@@ -340,7 +340,7 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
         # before anything is measured, the first piece plays while the next goes out
         assert svc._next_piece_s(0, FramePace(delivery_s=0.45), 0.0, None)[0] == pytest.approx(0.9)
         assert svc._margin_s(slow) == pytest.approx(slow.seconds_to_render(longest) + 3 * 0.45 + PLAYER_FETCH_S)
-        assert svc._margin_s(FramePace(frame_s=0.018, fixed_s=0.05, delivery_s=0.15)) == svc.playback_margin_s
+        assert svc._margin_s(FramePace(frame_s=0.01, fixed_s=0.05, delivery_s=0.03)) == svc.playback_margin_s
         # slower than the voice even at 8.3 fps (as measured by the warm-up): no point in a short first piece
         assert svc._next_piece_s(0, FramePace(frame_s=0.2), 0.0, None)[0] == svc.chunk_s
         # ... or after playback began (the machine slowed down): fewer waits with long pieces

@@ -8,7 +8,9 @@ Now chunks carry lossless (FLAC) audio that decodes to exactly the speech, and p
 boundaries, so every chunk's audio and video are equally long.
 
 Gradio's conversion is run as Gradio runs it (``gr.Video(streaming=True).stream_output`` per chunk, then
-``flush_stream_output``), so these tests need the system ffmpeg and ffprobe, as streaming itself does.
+``flush_stream_output``), so these tests need the system ffmpeg and ffprobe, as streaming itself does. The page's
+player now gets segments the app makes itself (services/segments.py: one AAC encoding of the whole answer, each
+chunk remuxed with its span of it); the same properties are checked on those.
 """
 
 from __future__ import annotations
