@@ -153,6 +153,12 @@ def test_pace_chooses_the_highest_frame_rate_that_keeps_up():
     assert pace.choose() == 3 and not pace.keeps_up
     fast = FramePace(frame_s=0.01)
     assert fast.choose() == 1 and fast.rate() == pytest.approx(4.0)
+    # only just fast enough (1.8x at 25 fps): the answer's first chunk, part of the wait for the first frame, is
+    # rendered at 12.5 fps; once a chunk has been measured that fast, 25 fps again (while not yet playing)
+    marginal = FramePace(frame_s=1 / (25 * 1.8))
+    assert marginal.choose() == 2
+    marginal.record(frames=13, model_frames=13, wall_s=13 / (25 * 1.8))
+    assert marginal.choose() == 1
     # a fixed cost per chunk (starting and finishing its encoder) slows short chunks most
     fixed = FramePace(frame_s=0.01, fixed_s=0.5)
     assert fixed.rate(seconds=2.0) == pytest.approx(2.0) and fixed.rate(seconds=0.5) == pytest.approx(0.5 / 0.625)
@@ -305,7 +311,8 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
 
     svc = AppServices(Settings())
     try:
-        pace = FramePace(frame_s=0.02)  # 2x real time at 25 fps
+        pace = FramePace()
+        pace.record(frames=25, model_frames=25, wall_s=0.5)  # a chunk measured at 2x real time at 25 fps
         # nothing measured yet: a short first piece measures the speed
         assert svc._next_piece_s(0, FramePace(), 0.0, None) == (svc.first_chunk_s, None)
         # not playing yet: one piece brings what is ready up to the playback margin (cut at a pause between all
@@ -328,7 +335,8 @@ def test_streamed_pieces_are_sized_to_what_is_ready():
         assert svc._next_piece_s(1, pace, ready, now)[0] == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
         assert svc._next_piece_s(3, pace, 10.0, now)[0] == svc.chunk_s
         # every chunk also costs a fixed time (its encoder): what fits is less
-        slow_start = FramePace(frame_s=0.02, fixed_s=0.25)
+        slow_start = FramePace()
+        slow_start.record(frames=25, model_frames=25, wall_s=0.75, fixed_s=0.25)  # 0.02 s a frame, 0.25 s a chunk
         assert svc._next_piece_s(1, slow_start, ready + 0.25, now)[0] == pytest.approx(0.9 * 2 * 0.9, abs=0.03)
         # never under min_chunk_s: tiny chunks pay that fixed time more often and fall further behind
         assert svc._next_piece_s(3, pace, 0.2, now)[0] == svc.min_chunk_s

@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 # AVX2-only EPYC (no AVX-512; int8 wav2lip96 at 44 ms a frame) answers at 12.5 fps played with 10-19 waits each
 STEPS = (1, 2, 3)
 HEADROOM = 1.6  # a frame rate is chosen only if its model time is this much faster than real time (see below)
+# ... and every frame (25 fps) for an answer's first chunk, this much: that chunk's render is part of the wait for
+# the first frame, and a rate kept by less was mostly dropped after it anyway (the page's own work, on the same 2
+# cores, slows the model from the warm-up's speed): AVX2 class, browser bench, first chunks at 25 fps took
+# 1.1-1.25 s, at 12.5 fps 0.4-0.6 s
+START_HEADROOM = 2.0
 SMOOTHING = 0.5  # weight of the newest measurement in the running estimates
 REST_FRAME_COST = 0.25  # a rest-pose frame of a pause (no model) counted as this fraction of a model frame
 TYPICAL_CHUNK_S = 2.0  # the chunk length a frame rate is judged on (later chunks hold 1-3 s of speech)
@@ -112,10 +117,13 @@ class FramePace:
         return float(min(cap, max(floor, THROUGHPUT * (self.fixed_s + self.delivery_s) / spare)))
 
     def choose(self) -> int:
-        """The smallest step (highest frame rate) that renders ``headroom`` times faster than real time, else the
-        largest step; unchanged while nothing has been measured. Called by the stream before each chunk."""
+        """The smallest step (highest frame rate) that renders ``headroom`` times faster than real time (every
+        frame, for an answer's first chunk: ``START_HEADROOM``), else the largest step; unchanged while nothing has
+        been measured. Called by the stream before each chunk."""
         if self.frame_s:
-            fast = [s for s in self.steps if self.rate(s) >= self.headroom]
+            first = self.steps[0] if not self.history else None
+            fast = [s for s in self.steps
+                    if self.rate(s) >= (max(self.headroom, START_HEADROOM) if s == first else self.headroom)]
             chosen = fast[0] if fast else max(self.steps)
             self.step = max(chosen, self.step) if self.no_rise else chosen
         return self.step
