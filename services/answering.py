@@ -400,10 +400,10 @@ class AnsweringServices:
 
 def with_last_chunk(updates: Iterator[AskUpdate]) -> Iterator[tuple[AskUpdate, AskUpdate | None]]:
     """The steps of :meth:`AnsweringServices.ask_stream` as ``(update, the update whose chunk to play)``, the
-    answer's last chunk moved into its ``done`` step. A streaming player (Gradio's HLS) then gets that chunk and the end of the stream
-    together: Gradio's audio encoder holds the stream's last ~0.2 s of sound back until the stream ends, and a
-    player that got the last chunk alone ran dry before it learnt of that sound and of the end (0.3-4 s waits
-    before the last word). The join of the whole answer (the ``done`` step) costs little: its chunks were read
+    answer's last chunk moved into its ``done`` step. A streaming player (Gradio's HLS) then gets that chunk and
+    the end of the stream together: a player that got the last chunk alone ran dry before it learnt of the end
+    (0.3-4 s waits before the last word, when Gradio's own audio encoder also held the stream's last ~0.2 s of
+    sound back until the end). The join of the whole answer (the ``done`` step) costs little: its chunks were read
     while rendering. An answer stopped after its last chunk still yields that chunk alone."""
     held = None
     for up in updates:
