@@ -81,3 +81,31 @@ def test_tts_warm_up_with_the_offline_engine_makes_the_next_sentence_cheap():
     assert {r.engine for r in report.values()} == {"espeak"}
     sp = t.synthesize("您好，请问有什么可以帮您？", lang="zh")
     assert sp.duration_s > 1.0 and sp.seconds_spent < 2.0
+
+
+def test_warm_up_asks_one_question_and_transcribes_once_where_spoken_questions_work(monkeypatch):
+    """The warm-up pays the assistant's first question and the speech recogniser's first transcription (which
+    loads its weights), the recogniser only where it is available."""
+    from types import SimpleNamespace
+
+    from common.settings import Settings
+    from services import AppServices
+    from services.results import RecognizerState
+    from services.warmup import WARM_QUESTION
+
+    monkeypatch.setattr("tts.warmup.warm_up", lambda tts: {})  # paid elsewhere in this file
+    monkeypatch.setattr("wav2lip384.media.audio.warm_up", lambda: 0.0)
+    svc = AppServices(Settings())
+    try:
+        asked, heard = [], []
+        monkeypatch.setattr(svc, "ask", lambda question, *a, **k: asked.append(question))
+        monkeypatch.setattr(svc, "recognizer", lambda: SimpleNamespace(transcribe=heard.append))
+        monkeypatch.setattr(svc, "speech_recognition", lambda: RecognizerState(True, "a stand-in"))
+        seconds = svc.warm_up(models=())
+        assert asked == [WARM_QUESTION] and len(heard) == 1 and heard[0][1] == 16000 and len(heard[0][0]) == 16000
+        assert {"assistant", "speech recognition"} <= set(seconds)
+        monkeypatch.setattr(svc, "speech_recognition", lambda: RecognizerState(False, "offline, not cached"))
+        svc.warm_up(models=())
+        assert len(heard) == 1  # unavailable: nothing loaded, nothing downloaded
+    finally:
+        svc.close()
